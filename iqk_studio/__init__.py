@@ -1,0 +1,10 @@
+"""iqk-studio: design, size, quantize and evaluate GGUF quantization mixes."""
+
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+
+def resources_dir() -> Path:
+    """The top-level `resources/` folder (recipes, icons) next to the package source."""
+    return Path(__file__).resolve().parent.parent / "resources"

@@ -1,0 +1,1 @@
+"""iqk-studio-cli subcommands: each module has add_arguments(parser) and run(args) -> int."""

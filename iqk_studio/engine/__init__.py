@@ -1,0 +1,1 @@
+"""Evaluation engine: tokenizer and a small CPU transformer forward pass (numpy + numba)."""

@@ -1,0 +1,1 @@
+"""Long jobs (quantize, perplexity, kld, imatrix) as plain generators of event records; no Qt."""

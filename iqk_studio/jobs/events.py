@@ -1,0 +1,44 @@
+"""Event records that jobs yield; the CLI prints them, the GUI turns them into signals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class TensorDone:
+    index: int
+    count: int
+    name: str
+    qtype: str
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int  # 1-based chunk number
+    count: int
+    nll: float  # mean NLL of this chunk's scored tokens
+    ppl: float  # running PPL over all chunks so far
+    ppl_err: float  # running uncertainty of the PPL (llama-perplexity's formula)
+    tokens_per_second: float
+    eta_seconds: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    message: str = ""
+    result: object = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
