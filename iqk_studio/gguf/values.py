@@ -1,0 +1,238 @@
+"""GGUF key/value encoding: value type ids, a bounds-checked decoder over a buffer and an encoder.
+
+Layout (little-endian): string = u64 len | bytes; value = (u32 type | payload);
+array payload = u32 item_type | u64 n | n items (strings each with their own u64 length).
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+
+import numpy as np
+
+
+class ValueType(IntEnum):
+    UINT8 = 0
+    INT8 = 1
+    UINT16 = 2
+    INT16 = 3
+    UINT32 = 4
+    INT32 = 5
+    FLOAT32 = 6
+    BOOL = 7
+    STRING = 8
+    ARRAY = 9
+    UINT64 = 10
+    INT64 = 11
+    FLOAT64 = 12
+
+
+# scalar value type -> numpy dtype (little-endian)
+DTYPES: dict[ValueType, np.dtype] = {
+    ValueType.UINT8: np.dtype("<u1"),
+    ValueType.INT8: np.dtype("<i1"),
+    ValueType.UINT16: np.dtype("<u2"),
+    ValueType.INT16: np.dtype("<i2"),
+    ValueType.UINT32: np.dtype("<u4"),
+    ValueType.INT32: np.dtype("<i4"),
+    ValueType.FLOAT32: np.dtype("<f4"),
+    ValueType.BOOL: np.dtype("<u1"),
+    ValueType.UINT64: np.dtype("<u8"),
+    ValueType.INT64: np.dtype("<i8"),
+    ValueType.FLOAT64: np.dtype("<f8"),
+}
+
+# short names as llama.cpp's metadata dump prints them
+TYPE_NAMES: dict[ValueType, str] = {
+    ValueType.UINT8: "u8", ValueType.INT8: "i8", ValueType.UINT16: "u16",
+    ValueType.INT16: "i16", ValueType.UINT32: "u32", ValueType.INT32: "i32",
+    ValueType.FLOAT32: "f32", ValueType.BOOL: "bool", ValueType.STRING: "str",
+    ValueType.ARRAY: "arr", ValueType.UINT64: "u64", ValueType.INT64: "i64",
+    ValueType.FLOAT64: "f64",
+}
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+STR_ENCODING = "utf-8"
+STR_ERRORS = "surrogateescape"  # invalid UTF-8 bytes survive a read/write round trip
+
+
+class DecodeError(Exception):
+    """Raised by the decoder with (offset, message); the reader adds the file name."""
+
+    def __init__(self, offset: int, message: str):
+        super().__init__(offset, message)
+        self.offset = offset
+        self.message = message
+
+
+class Cursor:
+    """A position in a read-only buffer that never reads past `end`."""
+
+    __slots__ = ("buf", "pos", "end")
+
+    def __init__(self, buf, pos: int, end: int):
+        self.buf, self.pos, self.end = buf, pos, end
+
+    def need(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > self.end:
+            raise DecodeError(
+                self.pos, f"{what} needs {n} bytes but only {self.end - self.pos} remain")
+
+    def u32(self, what: str) -> int:
+        self.need(4, what)
+        (v,) = _U32.unpack_from(self.buf, self.pos)
+        self.pos += 4
+        return v
+
+    def u64(self, what: str) -> int:
+        self.need(8, what)
+        (v,) = _U64.unpack_from(self.buf, self.pos)
+        self.pos += 8
+        return v
+
+    def string(self, what: str) -> str:
+        n = self.u64(f"length of {what}")
+        if n > self.end - self.pos:
+            raise DecodeError(self.pos - 8, f"{what}: string length {n} exceeds the "
+                              f"{self.end - self.pos} bytes left in the file")
+        s = bytes(self.buf[self.pos:self.pos + n]).decode(STR_ENCODING, STR_ERRORS)
+        self.pos += n
+        return s
+
+
+def read_value(cur: Cursor, vtype: int, what: str):
+    """Decode one value of type `vtype`; returns (value, item_type or None)."""
+    try:
+        vt = ValueType(vtype)
+    except ValueError:
+        raise DecodeError(cur.pos - 4, f"{what}: unknown value type {vtype}") from None
+    if vt is ValueType.STRING:
+        return cur.string(what), None
+    if vt is ValueType.ARRAY:
+        return _read_array(cur, what)
+    dt = DTYPES[vt]
+    cur.need(dt.itemsize, what)
+    v = np.frombuffer(cur.buf, dt, 1, cur.pos)[0]
+    cur.pos += dt.itemsize
+    return (bool(v) if vt is ValueType.BOOL else v.item()), None
+
+
+def _read_array(cur: Cursor, what: str):
+    start = cur.pos
+    itype = cur.u32(f"item type of array {what}")
+    n = cur.u64(f"length of array {what}")
+    try:
+        it = ValueType(itype)
+    except ValueError:
+        raise DecodeError(start, f"{what}: unknown array item type {itype}") from None
+    if it is ValueType.ARRAY:
+        raise DecodeError(start, f"{what}: nested arrays are not supported")
+    left = cur.end - cur.pos
+    if it is ValueType.STRING:
+        if n > left // 8:
+            raise DecodeError(start, f"{what}: array of {n} strings cannot fit in the "
+                              f"{left} bytes left in the file")
+        return _read_str_array(cur, n, what), it
+    dt = DTYPES[it]
+    if n > left // dt.itemsize:
+        raise DecodeError(start, f"{what}: array of {n} {TYPE_NAMES[it]} cannot fit in the "
+                          f"{left} bytes left in the file")
+    arr = np.frombuffer(cur.buf, dt, n, cur.pos).copy()
+    cur.pos += n * dt.itemsize
+    if it is ValueType.BOOL:
+        arr = arr.astype(bool)
+    return arr, it
+
+
+def _read_str_array(cur: Cursor, n: int, what: str) -> list[str]:
+    # Lengths are interleaved with the bytes, so the walk is sequential; keep it a tight loop
+    # (about 0.1 us per string) and decode once per item from one bytes copy of the region.
+    buf, pos, end = cur.buf, cur.pos, cur.end
+    unpack = _U64.unpack_from
+    spans = [0] * (2 * n)
+    base = pos
+    for i in range(n):
+        if pos + 8 > end:
+            raise DecodeError(pos, f"{what}[{i}]: string length needs 8 bytes but only "
+                              f"{end - pos} remain")
+        (ln,) = unpack(buf, pos)
+        pos += 8
+        if ln > end - pos:
+            raise DecodeError(pos - 8, f"{what}[{i}]: string length {ln} exceeds the "
+                              f"{end - pos} bytes left in the file")
+        spans[2 * i] = pos - base
+        pos += ln
+        spans[2 * i + 1] = pos - base
+    region = bytes(buf[base:pos])
+    cur.pos = pos
+    it = iter(spans)
+    return [region[a:b].decode(STR_ENCODING, STR_ERRORS) for a, b in zip(it, it)]
+
+
+# ---------------------------------------------------------------------------------- encoding
+
+def infer_type(value) -> tuple[ValueType, ValueType | None]:
+    """Default GGUF type of a Python value: bool, int (u32 / i32 / u64 / i64), float (f32), str,
+    list/tuple of those, or a numpy array (its dtype)."""
+    if isinstance(value, (bool, np.bool_)):
+        return ValueType.BOOL, None
+    if isinstance(value, (int, np.integer)):
+        v = int(value)
+        if 0 <= v < 2**32:
+            return ValueType.UINT32, None
+        if -(2**31) <= v < 0:
+            return ValueType.INT32, None
+        return (ValueType.UINT64 if v > 0 else ValueType.INT64), None
+    if isinstance(value, (float, np.floating)):
+        return ValueType.FLOAT32, None
+    if isinstance(value, str):
+        return ValueType.STRING, None
+    if isinstance(value, np.ndarray):
+        for vt, dt in DTYPES.items():
+            if vt is not ValueType.BOOL and value.dtype.newbyteorder("<") == dt:
+                return ValueType.ARRAY, vt
+        if value.dtype == bool:
+            return ValueType.ARRAY, ValueType.BOOL
+        raise ValueError(f"no GGUF array type for numpy dtype {value.dtype}")
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, str) for v in value):
+            return ValueType.ARRAY, ValueType.STRING
+        if all(isinstance(v, bool) for v in value):
+            return ValueType.ARRAY, ValueType.BOOL
+        if all(isinstance(v, int) for v in value):
+            return ValueType.ARRAY, ValueType.INT32
+        if all(isinstance(v, (int, float)) for v in value):
+            return ValueType.ARRAY, ValueType.FLOAT32
+    raise ValueError(f"cannot infer a GGUF type for {type(value).__name__} value")
+
+
+def encode_string(s: str) -> bytes:
+    b = s.encode(STR_ENCODING, STR_ERRORS)
+    return _U64.pack(len(b)) + b
+
+
+def encode_kv(key: str, value, vtype: ValueType | None = None,
+              item_type: ValueType | None = None) -> bytes:
+    """Bytes of one key/value pair; types default to infer_type(value)."""
+    if vtype is None:
+        vtype, item_type = infer_type(value)
+    vtype = ValueType(vtype)
+    parts = [encode_string(key), _U32.pack(vtype)]
+    if vtype is ValueType.STRING:
+        parts.append(encode_string(value))
+    elif vtype is ValueType.ARRAY:
+        if item_type is None:
+            item_type = infer_type(value)[1]
+        item_type = ValueType(item_type)
+        parts += [_U32.pack(item_type), _U64.pack(len(value))]
+        if item_type is ValueType.STRING:
+            parts += [encode_string(s) for s in value]
+        elif item_type is ValueType.ARRAY:
+            raise ValueError(f"{key}: nested arrays are not supported")
+        else:
+            parts.append(np.asarray(value).astype(DTYPES[item_type]).tobytes())
+    else:
+        parts.append(np.asarray(value).astype(DTYPES[vtype]).tobytes())
+    return b"".join(parts)
