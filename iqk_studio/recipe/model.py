@@ -1,0 +1,137 @@
+"""What llama-quantize knows about a model when it picks types: hparams, model.type, tensor list.
+
+Derived from GGUF metadata exactly as ik_llama.cpp's llm_load_hparams does for the fields that
+llama_tensor_get_type reads (src/llama-hparams.cpp, src/llama-quantize.cpp:1259-1280).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from iqk_studio.quant.types import BY_ID, QuantType
+
+_BLK = re.compile(r"blk\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """The parts of a tensor a plan reads: never its data."""
+
+    name: str
+    shape: tuple[int, ...]  # ggml order, ne0 first
+    qtype: QuantType
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def n_dims(self) -> int:
+        """ggml_n_dims: trailing dimensions of size 1 do not count (minimum 1)."""
+        n = len(self.shape)
+        while n > 1 and self.shape[n - 1] == 1:
+            n -= 1
+        return max(n, 1)
+
+    @property
+    def layer(self) -> int | None:
+        m = _BLK.match(self.name)
+        return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    arch: str
+    n_layer: int
+    n_head: int  # of layer 0
+    n_head_kv: int  # of layer 0 (defaults to n_head)
+    n_embd: int
+    n_expert: int
+    n_vocab: int
+    model_type: str | None  # "8B", "70B", ... where llm_load_hparams decides one; else None
+    has_output: bool  # the GGUF holds output.weight (untied embeddings)
+    n_attention_wv: int  # tensors whose name contains attn_v.weight or attn_qkv.weight
+
+    @property
+    def n_gqa(self) -> int:
+        return self.n_head // self.n_head_kv if self.n_head_kv else 0
+
+
+def _scalar(v, default: int = 0) -> int:
+    if v is None:
+        return default
+    if isinstance(v, (list, tuple)) or hasattr(v, "shape") and getattr(v, "shape", ()) != ():
+        seq = list(v)
+        return int(seq[0]) if seq else default
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def model_type(arch: str, n_layer: int, n_vocab: int, n_head: int, n_head_kv: int,
+               n_embd: int, n_expert: int) -> str | None:
+    """model.type for the archs where it can be 8B or 70B (llama-hparams.cpp); None otherwise."""
+    if arch == "llama":
+        if n_expert == 8:
+            return {32: "8x7B", 56: "8x22B"}.get(n_layer)
+        if n_layer == 32:
+            return "3B" if n_vocab == 49152 else ("7B" if n_vocab < 40000 else "8B")
+        if n_layer == 80:
+            return "65B" if n_head == n_head_kv else "70B"
+        return {22: "1B", 26: "3B", 36: "8B", 40: "13B", 48: "34B", 60: "30B"}.get(n_layer)
+    if arch in ("deci", "qwen2", "qwen2vl", "olmo") and n_layer == 80:
+        return "70B"
+    if arch in ("qwen3", "qwen3vl") and n_layer == 36:
+        return "4B" if n_embd == 2560 else "8B"
+    if arch == "cohere2" and n_layer == 32:
+        return "8B"
+    if arch == "mistral3" and n_layer == 34:
+        return "8B"
+    return None
+
+
+def tensor_refs(model_like) -> tuple[TensorRef, ...]:
+    """Names, shapes and types of every tensor in file order, from anything with .tensors."""
+    out = []
+    for name, info in model_like.tensors.items():
+        qt = getattr(info, "qtype", None)
+        if qt is None:
+            qt = BY_ID[int(info.type_id)]
+        out.append(TensorRef(str(getattr(info, "name", name)), tuple(int(d) for d in info.shape), qt))
+    return tuple(out)
+
+
+def model_facts(metadata: dict, tensors: tuple[TensorRef, ...]) -> ModelFacts:
+    arch = str(metadata.get("general.architecture", ""))
+
+    def key(k, default=None):
+        return metadata.get(f"{arch}.{k}", default)
+
+    n_layer = _scalar(key("block_count"))
+    n_head = _scalar(key("attention.head_count"))
+    kv = key("attention.head_count_kv")
+    n_head_kv = n_head if kv is None else _scalar(kv)
+    n_vocab = _scalar(key("vocab_size"), -1)
+    if n_vocab < 0:
+        toks = metadata.get("tokenizer.ggml.tokens")
+        n_vocab = len(toks) if toks is not None else 0
+    n_embd = _scalar(key("embedding_length"))
+    n_expert = _scalar(key("expert_count"))
+    has_output = False
+    n_wv = 0
+    for t in tensors:
+        if "attn_v.weight" in t.name or "attn_qkv.weight" in t.name:
+            n_wv += 1
+        elif t.name == "output.weight":
+            has_output = True
+    return ModelFacts(
+        arch=arch, n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv, n_embd=n_embd,
+        n_expert=n_expert, n_vocab=n_vocab,
+        model_type=model_type(arch, n_layer, n_vocab, n_head, n_head_kv, n_embd, n_expert),
+        has_output=has_output, n_attention_wv=n_wv,
+    )

@@ -1,0 +1,247 @@
+"""plan(model, recipe) -> Plan: the type and exact size llama-quantize (ik_llama.cpp 8337e4cd3)
+gives every tensor, with the reason, placement and lint. Reads names, shapes, types, metadata only.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from iqk_studio.quant.types import BY_NAME, FType, parse_ftype
+from iqk_studio.recipe import classify
+from iqk_studio.recipe.ecma import translate
+from iqk_studio.recipe.gettype import INTERLEAVED, QuantizeAbort, change_type_if_necessary, get_type
+from iqk_studio.recipe.lint import lint_plan
+from iqk_studio.recipe.mixes import Counters, Options
+from iqk_studio.recipe.model import ModelFacts, TensorRef, model_facts, tensor_refs
+from iqk_studio.recipe.records import Lint, Plan, PlanEntry, Recipe
+
+VERY_LOW_BPW = {"iq2_xxs", "iq2_xxs_r4", "iq2_xs", "iq2_xs_r4", "iq2_s", "iq2_s_r4", "iq1_s",
+                "iq1_s_r4", "iq1_m", "iq1_m_r4", "iq1_kt", "iq2_kt"}
+_OPTION_FIELDS = {"attn_q": "attn_q_type", "attn_k": "attn_k_type", "attn_v": "attn_v_type",
+                  "attn_qkv": "attn_qkv_type", "attn_output": "attn_output_type",
+                  "ffn_gate": "ffn_gate_type", "ffn_up": "ffn_up_type", "ffn_down": "ffn_down_type",
+                  "output": "output_tensor_type", "token_embd": "token_embedding_type",
+                  "per_layer_token_embd": "per_layer_token_embedding_type",
+                  "ffn_gate_inp": "ffn_gate_inp_type"}
+
+
+class ModelView:
+    """Per-model facts computed once and reused by every re-plan (plus rule-match caches)."""
+
+    def __init__(self, model_like):
+        self.tensors: tuple[TensorRef, ...] = tensor_refs(model_like)
+        self.metadata = dict(model_like.metadata)
+        self.facts: ModelFacts = model_facts(self.metadata, self.tensors)
+        self.names = tuple(t.name for t in self.tensors)
+        self.classes = tuple(classify.tensor_class(n) for n in self.names)
+        self.layers = tuple(t.layer for t in self.tensors)
+        self._matches: dict[str, frozenset[int]] = {}
+
+    def matches(self, pattern: str) -> frozenset[int]:
+        """Indices of tensors whose name the rule's regex finds (regex_search); cached."""
+        hit = self._matches.get(pattern)
+        if hit is None:
+            rx = translate(pattern).regex
+            hit = frozenset() if rx is None else frozenset(
+                i for i, n in enumerate(self.names) if rx.search(n))
+            self._matches[pattern] = hit
+        return hit
+
+
+_VIEWS: OrderedDict[int, tuple[object, ModelView]] = OrderedDict()
+
+
+def model_view(model_like) -> ModelView:
+    if isinstance(model_like, ModelView):
+        return model_like
+    key = id(model_like.tensors)
+    got = _VIEWS.get(key)
+    if got is not None and got[0] is model_like.tensors and len(got[1].names) == len(
+            model_like.tensors):
+        _VIEWS.move_to_end(key)
+        return got[1]
+    view = ModelView(model_like)
+    _VIEWS[key] = (model_like.tensors, view)  # holding the dict keeps its id from being reused
+    while len(_VIEWS) > 8:
+        _VIEWS.popitem(last=False)
+    return view
+
+
+def resolve_options(recipe: Recipe, ftype: FType) -> Options:
+    """Per-class options as llama-quantize reads them: an unknown or miss-cased name is 'unset'."""
+    vals = {}
+    for key, field in _OPTION_FIELDS.items():
+        raw = getattr(recipe, field)
+        vals[key] = raw if raw in BY_NAME else None
+    return Options(ftype=ftype.name, default_type=ftype.default_type,
+                   has_imatrix=recipe.has_imatrix, **vals)
+
+
+def _not_candidate(t: TensorRef, recipe: Recipe, o: Options) -> str | None:
+    """Why llama-quantize never quantizes this tensor (:1455-1495), or None for a candidate."""
+    n = t.name
+    if t.qtype.name in ("i8", "i16", "i32", "i64"):
+        return "integer tensor: never quantized"
+    if not (n.endswith("weight") or (len(n) == 5 and "weight" not in n)):
+        return "name does not end in 'weight': never quantized"
+    if t.n_dims < 2:
+        return "1-D tensor: never quantized"
+    if "_norm.weight" in n:
+        return "norm: never quantized"
+    if recipe.leave_output_tensor and n == "output.weight":
+        return "--leave-output-tensor"
+    if "ffn_gate_inp.weight" in n and (o.ffn_gate_inp is None or o.ffn_gate_inp == t.qtype.name):
+        return "router (ffn_gate_inp): quantized only with --ffn-gate-inp-type"
+    if n in ("position_embd.weight", "token_types.weight"):
+        return "position / token-type embedding: never quantized"
+    for s in ("ssm_conv1d", "ssm_x.weight", "ssm_dt.weight", "attn_rel_b.weight"):
+        if s in n:
+            return f"{s.split('.')[0]}: never quantized"
+    return None
+
+
+def _rules(recipe: Recipe, ftype: FType, view: ModelView):
+    """Usable custom rules: (index, type name, matched indices); invalid ones are dropped."""
+    if recipe.pure or not BY_NAME[ftype.default_type].is_quantized:
+        return []
+    out = []
+    for i, r in enumerate(recipe.rules):
+        if r.type_name in BY_NAME and translate(r.pattern).regex is not None:
+            out.append((i, r, view.matches(r.pattern)))
+    return out
+
+
+def _post_overrides(t: TensorRef, o: Options, new: str, reasons: list[str]) -> str:
+    """:1561-1610 options applied after get_type (also with --pure)."""
+    n = t.name
+    for opt, cond, flag in ((o.token_embd, n == "token_embd.weight", "--token-embedding-type"),
+                            (o.per_layer_token_embd, n == "per_layer_token_embd.weight",
+                             "--per-layer-token-embedding-type"),
+                            (o.output, n == "output.weight", "--output-tensor-type"),
+                            (o.ffn_gate_inp, "ffn_gate_inp.weight" in n, "--ffn-gate-inp-type")):
+        if opt and cond and opt != new:
+            reasons.append(f"{flag} {opt}")
+            new = opt
+    if n == "token_embd.weight" and new in INTERLEAVED:
+        reasons.append(f"token embeddings cannot be row-interleaved: {new} → {INTERLEAVED[new][0]}")
+        new = INTERLEAVED[new][0]
+    return new
+
+
+def _nbytes(type_name: str, shape: tuple[int, ...]) -> tuple[int, str | None]:
+    qt = BY_NAME[type_name]
+    if shape[0] % qt.block:
+        rows = 1
+        for d in shape[1:]:
+            rows *= d
+        return (qt.row_meta + -(-shape[0] * qt.type_size // qt.block)) * rows, (
+            f"ne0 {shape[0]} is not a multiple of {type_name}'s block {qt.block}: "
+            "llama-quantize cannot write this tensor")
+    return qt.nbytes(shape), None
+
+
+def _choose(i: int, t: TensorRef, recipe: Recipe, o: Options, view: ModelView, c: Counters,
+            custom):
+    """Type, reasons, rule index and fallback origin of candidate tensor i (before the checks)."""
+    new, reasons, rule_index, fallback_from = o.default_type, [], None, None
+    if recipe.pure:
+        reasons.append(f"--pure: {o.ftype} → {new}")
+        working = change_type_if_necessary(new, t.shape[0])
+        if working != new:
+            reasons.append(f"fallback: {new} needs ne0 % 256 == 0 (ne0 = {t.shape[0]}) → {working}")
+            fallback_from, new = new, working
+    elif BY_NAME[o.default_type].is_quantized:
+        ctype, cwhy = None, ""
+        for idx, rule, hits in custom:
+            if i in hits:
+                ctype, rule_index = rule.type_name, idx
+                cwhy = f"rule {idx + 1} '{rule}' → {rule.type_name}"
+                break
+        new, reasons, fallback_from = get_type(c, o, view.facts, t, ctype, cwhy)
+    else:
+        reasons.append(f"{o.ftype} is not a quantized type → {new}")
+    return _post_overrides(t, o, new, reasons), reasons, rule_index, fallback_from
+
+
+def _checks(t: TensorRef, recipe: Recipe, o: Options, new: str, reasons: list[str]):
+    """After the type is final: imatrix rule, requantize, interleaved row count (:1683-1711).
+    Returns (type written, notes, type replaced by the row-count fallback or None)."""
+    notes = []
+    if (not recipe.ignore_imatrix_rules and not recipe.has_imatrix
+            and (new in VERY_LOW_BPW or (new == "q2_K" and o.ftype == "Q2_K_S"))
+            and t.name not in ("token_embd.weight", "output.weight")):
+        notes.append(f"{new} without an imatrix: llama-quantize stops with 'Missing importance "
+                     "matrix for tensor ... in a very low-bit quantization'")
+    if t.qtype.is_quantized and not recipe.allow_requantize:
+        notes.append(f"source is {t.qtype.name}: llama-quantize refuses without --allow-requantize")
+    if new in INTERLEAVED:
+        base, rows = INTERLEAVED[new]
+        ne1 = t.shape[1] if len(t.shape) > 1 else 1
+        if ne1 % rows:
+            reasons.append(f"ne1 {ne1} % {rows} != 0: {new} stored as {base}")
+            return base, notes, new
+    return new, notes, None
+
+
+def plan(model_like, recipe: Recipe) -> Plan:
+    """Every tensor's final type, bytes and reason, totals, breakdown, placement and lint."""
+    view = model_view(model_like)
+    warn: list[Lint] = []
+    ftype = parse_ftype(recipe.base)
+    copy_only = recipe.base.strip().upper() == "COPY"
+    o = resolve_options(recipe, ftype)
+    custom = _rules(recipe, ftype, view)
+    c = Counters()
+    entries, cands = [], []
+    device = classify.devices(view.names, recipe.placement, view.matches)
+    for i, t in enumerate(view.tensors):
+        why_not = "COPY: tensors copied unchanged" if copy_only else _not_candidate(t, recipe, o)
+        src = t.qtype.name
+        notes: list[str] = []
+        rule_index = fallback_from = None
+        if why_not:
+            new, reasons = src, [why_not]
+        else:
+            cands.append(i)
+            try:
+                new, reasons, rule_index, fallback_from = _choose(i, t, recipe, o, view, c, custom)
+            except QuantizeAbort as e:
+                warn.append(Lint("abort", "error", f"llama-quantize aborts: {e}", t.name))
+                new, reasons = src, [f"llama-quantize aborts here: {e}"]
+            if new == src:
+                reasons.append("same as the source type: copied")
+            else:
+                new, notes, row_fb = _checks(t, recipe, o, new, reasons)
+                fallback_from = fallback_from or row_fb
+        quantized = new != src
+        nbytes, bad = _nbytes(new, t.shape) if quantized else (t.qtype.nbytes(t.shape), None)
+        if bad:
+            notes.append(bad)
+            warn.append(Lint("block-size", "error", bad, t.name))
+        entries.append(PlanEntry(
+            name=t.name, shape=t.shape, source_type=src, type=new, bytes=nbytes,
+            n_elements=t.n_elements, reason="; ".join(reasons), cls=view.classes[i],
+            layer=view.layers[i], device=device[i],
+            quantized=quantized, rule_index=rule_index, fallback_from=fallback_from,
+            warnings=tuple(notes)))
+    return _totals(tuple(entries), recipe, view, warn, frozenset(cands))
+
+
+def _totals(entries: tuple[PlanEntry, ...], recipe: Recipe, view: ModelView,
+            warn: list[Lint], candidates: frozenset[int]) -> Plan:
+    by_class = {k: 0 for k in classify.CLASSES}
+    by_layer: dict[int, int] = {}
+    by_device: dict[str, int] = {}
+    total = source = nel = 0
+    for e, t in zip(entries, view.tensors):
+        total += e.bytes
+        source += t.qtype.nbytes(t.shape)
+        nel += e.n_elements
+        by_class[e.cls] += e.bytes
+        key = -1 if e.layer is None else e.layer
+        by_layer[key] = by_layer.get(key, 0) + e.bytes
+        by_device[e.device] = by_device.get(e.device, 0) + e.bytes
+    draft = Plan(entries, total, source, nel, by_class, dict(sorted(by_layer.items())),
+                 by_device, ())
+    return Plan(entries, total, source, nel, by_class, draft.by_layer, by_device,
+                tuple(warn) + lint_plan(draft, recipe, view.matches, candidates))
