@@ -227,3 +227,13 @@ def write_gguf(path, kvs: Sequence[KV], specs: Sequence[TensorSpec], data: Itera
         for spec, buf in zip(specs, data, strict=True):
             w.write_tensor(spec.name, buf)
         return w.finish()
+
+
+def model_kvs(model) -> list[KV]:
+    """Metadata of an open GGUFModel as typed KV records, in file order."""
+    types = getattr(model, "metadata_types", {})
+    out = []
+    for key, value in model.metadata.items():
+        vt, it = types.get(key, (None, None))
+        out.append(KV(key, value, vt, it))
+    return out
