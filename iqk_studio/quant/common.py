@@ -1,0 +1,488 @@
+"""Shared numba helpers for the quantizers: fp16/bf16 conversion, nearest_int, the ggml/iqk
+scale searches (make_qx/qkx2/qkx3/qp_quants) and nearest-value search in a sorted table.
+
+All arithmetic is float32 unless the reference uses double; every helper is compiled with
+fastmath={"contract"} so LLVM fuses a*b+c where GCC -O3 -march=native did (quant-formats.md §0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+F = np.float32
+FM = {"contract"}  # the only fast-math flag we allow: FMA contraction, as GCC does
+
+# f(h) for every half bit pattern (exact, so a table is as good as F16C)
+FP16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def fp32_to_fp16(f):
+    """IEEE half bits (int) of float32 f, round to nearest even (F16C _cvtss_sh(x, 0))."""
+    u = np.int64(np.float32(f).view(np.uint32))
+    sign = (u >> 16) & 0x8000
+    ex = (u >> 23) & 0xFF
+    mant = u & 0x7FFFFF
+    if ex == 255:
+        return sign | 0x7C00 | (0x200 if mant else 0)
+    e = ex - 112
+    if e >= 31:
+        return sign | 0x7C00
+    if e <= 0:  # half subnormal (or zero): units of 2^-24
+        s = 14 - e
+        if s > 25:
+            return sign
+        m = mant | 0x800000
+        q = m >> s
+        rem = m & ((1 << s) - 1)
+        half = 1 << (s - 1)
+        if rem > half or (rem == half and (q & 1)):
+            q += 1
+        return sign | q
+    h = (e << 10) | (mant >> 13)
+    rem = mant & 0x1FFF
+    if rem > 0x1000 or (rem == 0x1000 and (h & 1)):
+        h += 1
+    return sign | h
+
+
+@njit(nogil=True, cache=True)
+def fp16_to_fp32(h):
+    return FP16_TABLE[h & 0xFFFF]
+
+
+@njit(nogil=True, cache=True)
+def fp16_round(f):
+    """float32 value of fp16(f): what a stored half scale reads back as."""
+    return FP16_TABLE[fp32_to_fp16(f)]
+
+
+@njit(nogil=True, cache=True)
+def fp32_to_bf16(f):
+    """bf16 bits of f as ggml_compute_fp32_to_bf16: NaN quieted, else round to nearest even."""
+    u = np.int64(np.float32(f).view(np.uint32))
+    if (u & 0x7FFFFFFF) > 0x7F800000:
+        return (u >> 16) | 64
+    return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16) & 0xFFFF
+
+
+@njit(nogil=True, cache=True)
+def bf16_to_fp32(h):
+    return np.uint32((np.int64(h) & 0xFFFF) << 16).view(np.float32)
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def nearest_int(v):
+    """ggml nearest_int: add 1.5*2^23 in float32 and read the mantissa (round half to even).
+
+    Written the same way as the C so that `nearest_int(a*b)` contracts to fma(a, b, 1.5*2^23)."""
+    t = np.float32(v + F(12582912.0))
+    return np.int64(t.view(np.int32) & 0x007FFFFF) - 0x00400000
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def put_fp16(out, pos, f):
+    """Store fp16(f) little-endian at out[pos:pos+2]."""
+    h = fp32_to_fp16(f)
+    out[pos] = h & 0xFF
+    out[pos + 1] = h >> 8
+
+
+@njit(nogil=True, cache=True)
+def get_fp16(raw, pos):
+    return FP16_TABLE[np.int64(raw[pos]) | (np.int64(raw[pos + 1]) << 8)]
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def _amax_signed(x):
+    """(max |x|, the signed element reaching it, first on ties)."""
+    amax = F(0.0)
+    mx = F(0.0)
+    for i in range(x.shape[0]):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            mx = x[i]
+    return amax, mx
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def _qx_sums(x, w, nmax, iscale):
+    sumlx = F(0.0)
+    suml2 = F(0.0)
+    for i in range(x.shape[0]):
+        lf = F(max(-nmax, min(nmax - 1, nearest_int(iscale * x[i]))))
+        sumlx += w[i] * x[i] * lf
+        suml2 += w[i] * lf * lf
+    return sumlx, suml2
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def _qx_labels(L, x, nmax, iscale):
+    for i in range(x.shape[0]):
+        L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def make_qx_quants(x, w, nmax, L):
+    """iqk_quantize.cpp make_qx_quants (used by IQ2_K/IQ2_KS scales): L[i] = l + nmax; returns scale."""
+    amax, mx = _amax_signed(x)
+    if amax == 0:
+        L[:] = 0
+        return F(0.0)
+    iscale = F(-nmax) / mx
+    _qx_labels(L, x, nmax, iscale)
+    sumlx, suml2 = _qx_sums(x, w, nmax, iscale)
+    scale = sumlx / suml2 if suml2 != 0 else F(0.0)
+    best = scale * sumlx
+    for is_ in range(-9, 10):
+        if is_ == 0:
+            continue
+        iscale = -(F(nmax) + F(0.1) * F(is_)) / mx
+        sumlx, suml2 = _qx_sums(x, w, nmax, iscale)
+        if suml2 > 0 and sumlx * sumlx > best * suml2:
+            _qx_labels(L, x, nmax, iscale)
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def make_qx_quants_ggml(x, w, nmax, L):
+    """ggml-quants.c make_qx_quants, rmse_type 1 with weights w (Q6_K, Q6_0, Q4_0/Q5_0 imatrix).
+
+    Two candidates per step and a greedy refinement; L[i] = l + nmax; returns scale."""
+    n = x.shape[0]
+    amax, mx = _amax_signed(x)
+    if amax < F(1e-15):
+        L[:] = 0
+        return F(0.0)
+    iscale = F(-nmax) / mx
+    _qx_labels(L, x, nmax, iscale)
+    sumlx, suml2 = _qx_sums(x, w, nmax, iscale)
+    scale = sumlx / suml2 if suml2 != 0 else F(0.0)
+    best = scale * sumlx
+    best_sumlx = sumlx
+    best_suml2 = suml2
+    for is_ in range(-9, 10):
+        for cand in range(2):
+            if cand == 0:
+                iscale = -(F(nmax) + F(0.1) * F(is_)) / mx
+            else:
+                iscale = (F(nmax - 1) + F(0.1) * F(is_)) / mx
+            sumlx, suml2 = _qx_sums(x, w, nmax, iscale)
+            if suml2 > 0 and sumlx * sumlx > best * suml2:
+                _qx_labels(L, x, nmax, iscale)
+                scale = sumlx / suml2
+                best = scale * sumlx
+                best_sumlx = sumlx
+                best_suml2 = suml2
+    sumlx = best_sumlx
+    suml2 = best_suml2
+    for _ in range(n * (2 * nmax - 1)):
+        abs_gmax = F(0.0)
+        gmax = F(0.0)
+        best_j = -1
+        for j in range(n):
+            lj = np.int64(L[j]) - nmax
+            g = scale * w[j] * (x[j] - scale * F(lj))
+            if (g > 0 and lj < nmax - 1) or (g < 0 and lj > -nmax):
+                ag = abs(g)
+                if ag > abs_gmax:
+                    abs_gmax = ag
+                    gmax = g
+                    best_j = j
+        if best_j < 0:
+            break
+        wj = w[best_j]
+        lj = np.int64(L[best_j]) - nmax
+        if gmax > 0:
+            new_sumlx = sumlx + wj * x[best_j]
+            new_suml2 = suml2 + wj * F(2 * lj + 1)
+            lj += 1
+        else:
+            new_sumlx = sumlx - wj * x[best_j]
+            new_suml2 = suml2 - wj * F(2 * lj - 1)
+            lj -= 1
+        if new_suml2 > 0 and new_sumlx * new_sumlx > best * new_suml2:
+            sumlx = new_sumlx
+            suml2 = new_suml2
+            scale = sumlx / suml2
+            best = scale * sumlx
+            L[best_j] = lj + nmax
+        else:
+            break
+    return scale
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def _minmax_sums(x, w):
+    mn = x[0]
+    mx = x[0]
+    sum_w = w[0]
+    sum_x = sum_w * x[0]
+    for i in range(1, x.shape[0]):
+        if x[i] < mn:
+            mn = x[i]
+        if x[i] > mx:
+            mx = x[i]
+        sum_w += w[i]
+        sum_x += w[i] * x[i]
+    return mn, mx, sum_w, sum_x
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def make_qkx2_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
+    """ggml-quants.c make_qkx2_quants (use_mad false): returns (scale, the_min >= 0); L in 0..nmax."""
+    n = x.shape[0]
+    mn, mx, sum_w, sum_x = _minmax_sums(x, w)
+    if mn > 0:
+        mn = F(0.0)
+    if mx - mn < F(1e-10):
+        L[:] = 0
+        return F(0.0), -mn
+    iscale = F(nmax) / (mx - mn)
+    scale = F(1.0) / iscale
+    best_mad = F(0.0)
+    for i in range(n):
+        li = max(0, min(nmax, nearest_int(iscale * (x[i] - mn))))
+        L[i] = li
+        diff = scale * F(li) + mn - x[i]
+        diff = diff * diff
+        best_mad += w[i] * diff
+    if nstep < 1:
+        return scale, -mn
+    for is_ in range(nstep + 1):
+        iscale = (rmin + rdelta * F(is_) + F(nmax)) / (mx - mn)
+        sum_l = F(0.0)
+        sum_l2 = F(0.0)
+        sum_xl = F(0.0)
+        for i in range(n):
+            li = max(0, min(nmax, nearest_int(iscale * (x[i] - mn))))
+            Laux[i] = li
+            lf = F(li)
+            sum_l += w[i] * lf
+            sum_l2 += w[i] * lf * lf
+            sum_xl += w[i] * lf * x[i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > 0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > 0:
+                this_min = F(0.0)
+                this_scale = sum_xl / sum_l2
+            mad = F(0.0)
+            for i in range(n):
+                diff = this_scale * F(Laux[i]) + this_min - x[i]
+                diff = diff * diff
+                mad += w[i] * diff
+            if mad < best_mad:
+                L[:n] = Laux[:n]
+                best_mad = mad
+                scale = this_scale
+                mn = this_min
+    return scale, -mn
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def _qkx3_score(s, m, sum_xl, sum_x, sum_l, sum_l2, sum_w):
+    return (2 * s * sum_xl + 2 * m * sum_x - 2 * s * m * sum_l - s * s * sum_l2
+            - m * m * sum_w)
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def _qkx3_solve(sum_w, sum_x, sum_l, sum_l2, sum_xl, D):
+    this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+    this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+    if this_min > 0:
+        this_min = 0.0
+        this_scale = sum_xl / sum_l2
+    return this_scale, this_min
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def make_qkx3_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
+    """ggml-quants.c make_qkx3_quants (use_mad false; sums in float64) with weights w.
+
+    Returns (scale, the_min >= 0); L in 0..nmax."""
+    n = x.shape[0]
+    mn = x[0]
+    mx = x[0]
+    sum_w = np.float64(w[0])
+    sum_x = sum_w * np.float64(x[0])
+    sum_x2 = sum_w * np.float64(x[0]) * np.float64(x[0])
+    for i in range(1, n):
+        if x[i] < mn:
+            mn = x[i]
+        if x[i] > mx:
+            mx = x[i]
+        wd = np.float64(w[i])
+        sum_w += wd
+        sum_x += wd * np.float64(x[i])
+        sum_x2 += wd * np.float64(x[i]) * np.float64(x[i])
+    if mn > 0:
+        mn = F(0.0)
+    if mx - mn < F(1e-10):
+        L[:] = 0
+        return F(0.0), -mn
+    iscale = F(nmax) / (mx - mn)
+    scale = F(1.0) / iscale
+    best_mad = 0.0
+    for i in range(n):
+        li = max(0, min(nmax, nearest_int(iscale * (x[i] - mn))))
+        L[i] = li
+        diff = np.float64(scale) * np.float64(li) + np.float64(mn) - np.float64(x[i])
+        diff = diff * diff
+        best_mad += np.float64(w[i]) * diff
+    for is_ in range(nstep + 1):
+        iscale = (rmin + rdelta * F(is_) + F(nmax)) / (mx - mn)
+        sum_l = 0.0
+        sum_l2 = 0.0
+        sum_xl = 0.0
+        for i in range(n):
+            li = max(0, min(nmax, nearest_int(iscale * (x[i] - mn))))
+            Laux[i] = li
+            wd = np.float64(w[i])
+            ld = np.float64(li)
+            sum_l += wd * ld
+            sum_l2 += wd * ld * ld
+            sum_xl += wd * ld * np.float64(x[i])
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > 0:
+            ts, tm = _qkx3_solve(sum_w, sum_x, sum_l, sum_l2, sum_xl, D)
+            mad = (sum_x2 - 2 * ts * sum_xl - 2 * tm * sum_x + 2 * ts * tm * sum_l
+                   + ts * ts * sum_l2 + tm * tm * sum_w)
+            if mad < best_mad:
+                L[:n] = Laux[:n]
+                best_mad = mad
+                scale = F(ts)
+                mn = F(tm)
+    sum_l = 0.0
+    sum_l2 = 0.0
+    sum_xl = 0.0
+    for i in range(n):
+        wd = np.float64(w[i])
+        ld = np.float64(L[i])
+        sum_l += wd * ld
+        sum_l2 += wd * ld * ld
+        sum_xl += wd * ld * np.float64(x[i])
+    best = _qkx3_score(np.float64(scale), np.float64(mn), sum_xl, sum_x, sum_l, sum_l2, sum_w)
+    last_j = -1
+    last_dir = 0
+    for _ in range(nmax * n):
+        gmax = F(0.0)
+        best_j = -1
+        dr = 0
+        for j in range(n):
+            g = x[j] - scale * F(L[j]) - mn
+            if g > 0 and L[j] < nmax and g > gmax:
+                gmax = g
+                best_j = j
+                dr = 1
+            elif g < 0 and L[j] > 0 and -g > gmax:
+                gmax = -g
+                best_j = j
+                dr = -1
+        if best_j < 0 or (best_j == last_j and dr == -last_dir):
+            break
+        wd = np.float64(w[best_j])
+        sum_l += wd * np.float64(dr)
+        sum_l2 += wd * np.float64(2 * np.int64(L[best_j]) * dr + 1)
+        sum_xl += wd * np.float64(x[best_j]) * np.float64(dr)
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D <= 0:
+            break
+        ts, tm = _qkx3_solve(sum_w, sum_x, sum_l, sum_l2, sum_xl, D)
+        if ts < 0:
+            break
+        score = _qkx3_score(ts, tm, sum_xl, sum_x, sum_l, sum_l2, sum_w)
+        if score <= best:
+            break
+        best = score
+        scale = F(ts)
+        mn = F(tm)
+        L[best_j] += dr
+        last_j = best_j
+        last_dir = dr
+    return scale, -mn
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def make_qp_quants(x, w, nmax, L):
+    """ggml-quants.c make_qp_quants: positive scales/mins to 0..nmax (Q2_K/Q4_K/Q5_K imatrix)."""
+    n = x.shape[0]
+    mx = F(0.0)
+    for i in range(n):
+        mx = max(mx, x[i])
+    if mx < F(1e-16):
+        L[:] = 0
+        return F(0.0)
+    iscale = F(nmax) / mx
+    for i in range(n):
+        L[i] = nearest_int(iscale * x[i])
+    scale = F(1.0) / iscale
+    best_mse = F(0.0)
+    for i in range(n):
+        diff = x[i] - scale * F(L[i])
+        best_mse += w[i] * diff * diff
+    for is_ in range(-4, 5):
+        if is_ == 0:
+            continue
+        iscale_is = (F(0.1) * F(is_) + F(nmax)) / mx
+        scale_is = F(1.0) / iscale_is
+        mse = F(0.0)
+        for i in range(n):
+            li = min(nmax, nearest_int(iscale_is * x[i]))
+            diff = x[i] - scale_is * F(li)
+            mse += w[i] * diff * diff
+        if mse < best_mse:
+            best_mse = mse
+            iscale = iscale_is
+    sumlx = F(0.0)
+    suml2 = F(0.0)
+    for i in range(n):
+        li = min(nmax, nearest_int(iscale * x[i]))
+        L[i] = li
+        sumlx += w[i] * x[i] * F(li)
+        suml2 += w[i] * F(li) * F(li)
+    for _ in range(5):
+        n_changed = 0
+        for i in range(n):
+            wi = w[i]
+            li = F(L[i])
+            slx = sumlx - wi * x[i] * li
+            sl2 = suml2 - wi * li * li
+            if slx > 0 and sl2 > 0:
+                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
+                if new_l != L[i]:
+                    slx += wi * x[i] * F(new_l)
+                    sl2 += wi * F(new_l) * F(new_l)
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_l
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    return sumlx / suml2
+
+
+@njit(nogil=True, cache=True, fastmath=FM)
+def best_index(values, x):
+    """Index of the value in sorted float32 `values` nearest to x; ties go to the higher index
+    (the ggml/iqk best_index_* lookup tables compare `x - v[lo] < v[hi] - x` the same way)."""
+    n = values.shape[0]
+    if x <= values[0]:
+        return 0
+    if x >= values[n - 1]:
+        return n - 1
+    lo = 0
+    hi = n - 1
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if values[mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    return lo if x - values[lo] < values[hi] - x else hi
