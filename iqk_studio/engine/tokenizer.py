@@ -1,0 +1,361 @@
+"""Tokenizer from a GGUF's own vocabulary, producing exactly the ids ik_llama.cpp's llama_tokenize
+gives: special-token partition, BOS/EOS rules, SentencePiece (`llama`) or byte-level BPE (`gpt2`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# llama_token_attr bits (include/llama.h)
+ATTR_UNKNOWN, ATTR_UNUSED, ATTR_NORMAL, ATTR_CONTROL = 1, 2, 4, 8
+ATTR_USER_DEFINED, ATTR_BYTE, ATTR_LSTRIP, ATTR_RSTRIP = 16, 32, 128, 256
+# tokenizer.ggml.token_type value -> attribute (0 undefined, anything unknown -> undefined)
+_TYPE_ATTR = {1: ATTR_NORMAL, 2: ATTR_UNKNOWN, 3: ATTR_CONTROL, 4: ATTR_USER_DEFINED,
+              5: ATTR_UNUSED, 6: ATTR_BYTE}
+_ASCII_WS = " \t\n\v\f\r"  # C isspace()
+
+# Texts llama.cpp forces to CONTROL (EOT/EOG/EOM/FIM detection by text, llama-vocab.cpp load())
+_EOG_TEXTS = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>",
+              "<|calls|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>",
+              "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>", "<end_of_utterance>", "<eos>",
+              "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>"}
+_FIM_TEXTS = {
+    "fim_pre": {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>",
+                "▁<PRE>", "<|code_prefix|>", "<|prefix|>"},
+    "fim_suf": {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>",
+                "▁<SUF>", "<|code_suffix|>", "<|suffix|>"},
+    "fim_mid": {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>",
+                "▁<MID>", "<|code_middle|>", "<|middle|>"},
+    "fim_pad": {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"},
+    "fim_rep": {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"},
+    "fim_sep": {"<|file_sep|>"},
+}
+_FORCED_USER_DEFINED = {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"}
+
+SUPPORTED_MODELS = ("llama", "gpt2")
+
+
+class UnsupportedTokenizer(ValueError):
+    """The GGUF's tokenizer model or pre-tokenizer type is not one we reproduce exactly."""
+
+
+@dataclass(frozen=True)
+class VocabInfo:
+    """What llama.cpp's vocab loader decides from the metadata, parsed once."""
+
+    model: str  # tokenizer.ggml.model
+    pre: str  # tokenizer.ggml.pre ("default" when missing)
+    tokens: tuple[str, ...]
+    attrs: np.ndarray  # int32 llama_token_attr bits per token
+    scores: np.ndarray | None
+    bos_id: int
+    eos_id: int
+    add_bos: bool
+    add_eos: bool
+    add_space_prefix: bool
+    ignore_merges: bool
+
+
+def _meta_id(md: Mapping, key: str, default: int, n: int) -> int:
+    v = md.get(key)
+    return default if v is None or not 0 <= int(v) < n else int(v)
+
+
+def _attrs(md: Mapping, tokens: Sequence[str]) -> np.ndarray:
+    n = len(tokens)
+    tt = md.get("tokenizer.ggml.token_type")
+    attrs = np.full(n, ATTR_NORMAL, np.int32)
+    if tt is not None:
+        tt = np.asarray(tt)[:n]
+        attrs[:] = [_TYPE_ATTR.get(int(t), 0) for t in tt]
+    index = {t: i for i, t in enumerate(tokens)}
+    forced = set(_EOG_TEXTS) | {"<|eom_id|>"}
+    for name, texts in _FIM_TEXTS.items():
+        if md.get(f"tokenizer.ggml.{name}_token_id") is None:
+            forced |= texts
+    for t in forced & index.keys():
+        attrs[index[t]] |= ATTR_CONTROL
+    for t in _FORCED_USER_DEFINED & index.keys():
+        attrs[index[t]] = ATTR_USER_DEFINED
+    # gpt-oss / solar-open: "<|end|>" is not EOG but user-defined; gemma4: "</s>" is normal
+    if "<|end|>" in index and (({"<|return|>", "<|call|>"} <= index.keys())
+                               or ({"<|calls|>", "<|flush|>"} <= index.keys())):
+        attrs[index["<|end|>"]] = ATTR_USER_DEFINED
+    if "<|tool_response>" in index and "</s>" in index:
+        attrs[index["</s>"]] = ATTR_NORMAL
+    _model_attrs(md, index, attrs)
+    return attrs
+
+
+def _model_attrs(md: Mapping, index: dict, attrs: np.ndarray) -> None:
+    # per-model LSTRIP/RSTRIP, keyed by names as llama.cpp does
+    name = str(md.get("general.name", "")).lower()
+    pre = str(md.get("tokenizer.ggml.pre", ""))
+    arch = str(md.get("general.architecture", ""))
+    if any(s in pre for s in ("jina-v2-de", "jina-v2-es", "jina-v2-code")) or any(
+            s in arch for s in ("nomic-bert-moe", "jina-bert-v3")):
+        if "<mask>" in index:
+            attrs[index["<mask>"]] |= ATTR_LSTRIP
+    elif "phi-3" in name or "phi3" in name:
+        special = (attrs & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN)) != 0
+        attrs[special] |= ATTR_RSTRIP
+        for t, on in (("</s>", True), ("<unk>", False), ("<s>", False), ("<|endoftext|>", False)):
+            if t in index:
+                attrs[index[t]] = attrs[index[t]] | ATTR_RSTRIP if on else \
+                    attrs[index[t]] & ~ATTR_RSTRIP
+    elif "modern-bert" in name and "[MASK]" in index:
+        attrs[index["[MASK]"]] |= ATTR_LSTRIP
+
+
+def parse_vocab(md: Mapping) -> VocabInfo:
+    """Read `tokenizer.ggml.*` as llama_vocab::impl::load does; refuse what we cannot reproduce."""
+    from iqk_studio.engine.tok_bpe import ADD_BOS, IGNORE_MERGES, PRE_TYPES
+
+    model = md.get("tokenizer.ggml.model")
+    if model is None:
+        raise UnsupportedTokenizer("the model has no tokenizer (tokenizer.ggml.model is missing)")
+    model = str(model)
+    pre = str(md.get("tokenizer.ggml.pre") or "default")
+    if model not in SUPPORTED_MODELS:
+        raise UnsupportedTokenizer(f"tokenizer model {model!r} is not supported "
+                                   f"(supported: {', '.join(SUPPORTED_MODELS)})")
+    if model == "gpt2" and pre not in PRE_TYPES:
+        raise UnsupportedTokenizer(f"pre-tokenizer type {pre!r} (tokenizer.ggml.pre) of a gpt2 "
+                                   f"vocabulary is not supported (supported: "
+                                   f"{', '.join(sorted(PRE_TYPES))})")
+    raw = md.get("tokenizer.ggml.tokens")
+    if raw is None or len(raw) == 0:
+        raise ValueError("tokenizer.ggml.tokens is missing or empty")
+    tokens = tuple(t if t else f"[EMPTY_{i}]" for i, t in enumerate(raw))
+    n = len(tokens)
+    scores = md.get("tokenizer.ggml.scores")
+    if scores is not None:
+        scores = np.asarray(scores, np.float32)
+        if scores.shape[0] < n:
+            raise ValueError(f"tokenizer.ggml.scores has {scores.shape[0]} < {n} entries")
+        scores = scores[:n]
+    if model == "llama":
+        bos, eos, add_bos, space_prefix, ignore_merges = 1, 2, True, True, False
+    else:
+        bos = -1 if pre in ("glm4", "chatglm-bpe") else 11
+        eos, add_bos, space_prefix, ignore_merges = 11, pre in ADD_BOS, False, pre in IGNORE_MERGES
+    space_prefix = bool(md.get("tokenizer.ggml.add_space_prefix", space_prefix))
+    add_bos = bool(md.get("tokenizer.ggml.add_bos_token", add_bos))
+    add_eos = bool(md.get("tokenizer.ggml.add_eos_token", False))
+    return VocabInfo(model, pre, tokens, _attrs(md, tokens), scores,
+                     _meta_id(md, "tokenizer.ggml.bos_token_id", bos, n),
+                     _meta_id(md, "tokenizer.ggml.eos_token_id", eos, n),
+                     add_bos, add_eos, space_prefix, ignore_merges)
+
+
+def _partition(text: str, vocab: VocabInfo, special: list[int], parse_special: bool) -> list:
+    """tokenizer_st_partition: cut literal occurrences of special tokens (longest first) out of
+    the text. Returns raw spans (start, end) and token ids (int), in order."""
+    frags: list = [(0, len(text))] if text else []
+    for tid in special:
+        attr = int(vocab.attrs[tid])
+        if not parse_special and attr & (ATTR_CONTROL | ATTR_UNKNOWN):
+            continue  # user-defined tokens are cut out even without parse_special
+        tok = vocab.tokens[tid]
+        if tok not in text:
+            continue
+        lstrip, rstrip, n = attr & ATTR_LSTRIP, attr & ATTR_RSTRIP, len(tok)
+        out = []
+        for f in frags:
+            if isinstance(f, int):
+                out.append(f)
+                continue
+            a, b = f
+            while True:
+                m = text.find(tok, a, b)
+                if m < 0:
+                    out.append((a, b))
+                    break
+                e = m
+                if lstrip:
+                    while e > a and text[e - 1] in _ASCII_WS:
+                        e -= 1
+                if e > a:
+                    out.append((a, e))
+                out.append(tid)
+                a = m + n
+                if rstrip:
+                    while a < b and text[a] in _ASCII_WS:
+                        a += 1
+                if a >= b:
+                    break
+        frags = out
+    return frags
+
+
+class Tokenizer:
+    """llama_tokenize over a GGUF vocabulary: `encode(text, add_special, parse_special)`."""
+
+    def __init__(self, vocab: VocabInfo, merges: Sequence[str] = ()):
+        self.vocab = vocab
+        self.n_vocab = len(vocab.tokens)
+        self.bos_id, self.eos_id = vocab.bos_id, vocab.eos_id
+        self.add_bos, self.add_eos = vocab.add_bos, vocab.add_eos
+        mask = ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN
+        ids = np.flatnonzero(vocab.attrs & mask)
+        lengths = np.array([len(vocab.tokens[i].encode("utf-8", "surrogateescape"))
+                            for i in ids], np.int64)
+        # longest first; llama.cpp's std::sort leaves equal lengths in unspecified order
+        self._special = [int(i) for i in ids[np.lexsort((ids, -lengths))]] if len(ids) else []
+        if vocab.model == "llama":
+            from iqk_studio.engine.tok_spm import SpmVocab
+
+            if vocab.scores is None:
+                raise ValueError("a SentencePiece (llama) vocabulary needs tokenizer.ggml.scores")
+            self._spm = SpmVocab([t.encode("utf-8", "surrogateescape") for t in vocab.tokens],
+                                 vocab.scores)
+        else:
+            from iqk_studio.engine.tok_bpe import BpeModel
+
+            if not merges:
+                raise ValueError("a gpt2 (BPE) vocabulary needs tokenizer.ggml.merges")
+            self._bpe = BpeModel(list(vocab.tokens), list(merges), vocab.pre,
+                                 vocab.ignore_merges)
+
+    @classmethod
+    def from_metadata(cls, md: Mapping) -> Tokenizer:
+        return cls(parse_vocab(md), md.get("tokenizer.ggml.merges") or ())
+
+    @classmethod
+    def from_model(cls, model) -> Tokenizer:
+        """From an open GGUFModel (iqk_studio.gguf.reader.open_model)."""
+        return cls.from_metadata(model.metadata)
+
+    def encode(self, text: str | bytes, add_special: bool = True,
+               parse_special: bool = False) -> np.ndarray:
+        """Token ids as llama_tokenize(text, add_special, parse_special) returns them."""
+        if isinstance(text, bytes | bytearray):
+            text = bytes(text).decode("utf-8", "surrogateescape")
+        v = self.vocab
+        frags = _partition(text, v, self._special, parse_special)
+        out: list = []
+        if add_special and v.add_bos:
+            if v.bos_id < 0:
+                raise ValueError("the vocabulary asks for a BOS token but has none")
+            out.append(np.array([v.bos_id], np.int32))
+        if v.model == "llama":
+            self._encode_spm(text, frags, out)
+        else:
+            self._encode_bpe(text, frags, out)
+        if add_special and v.add_eos:
+            out.append(np.array([v.eos_id], np.int32))
+        return np.concatenate(out) if out else np.zeros(0, np.int32)
+
+    def _encode_spm(self, text: str, frags: list, out: list) -> None:
+        prev_special = True  # a space prefix goes before the first fragment too
+        for f in frags:
+            if isinstance(f, int):
+                out.append(np.array([f], np.int32))
+                prev_special = True
+                continue
+            s = text[f[0]:f[1]]
+            if self.vocab.add_space_prefix and prev_special:
+                s = " " + s
+            out.append(self._spm.encode(s.replace(" ", "\u2581").encode("utf-8",
+                                                                        "surrogateescape")))
+            prev_special = False
+
+    def _encode_bpe(self, text: str, frags: list, out: list) -> None:
+        raw = [_valid_utf8(text[f[0]:f[1]]) for f in frags if not isinstance(f, int)]
+        ids = iter(self._bpe.encode_many(raw) if raw else ())
+        for f in frags:
+            out.append(np.array([f] if isinstance(f, int) else next(ids), np.int32))
+
+    def decode(self, ids, special: bool = False) -> str:
+        """Best-effort detokenization (control tokens only when `special`)."""
+        v, buf = self.vocab, bytearray()
+        for t in np.asarray(ids, np.int64).ravel():
+            if not 0 <= t < self.n_vocab:
+                raise ValueError(f"token id {t} is out of range (n_vocab {self.n_vocab})")
+            attr, s = int(v.attrs[t]), v.tokens[t]
+            if attr & ATTR_CONTROL and not special:
+                continue
+            if attr & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN):
+                buf += s.encode("utf-8", "surrogateescape")
+            elif v.model == "llama":
+                if attr & ATTR_BYTE and len(s) == 6 and s.startswith("<0x"):
+                    buf.append(int(s[3:5], 16))
+                else:
+                    buf += s.replace("\u2581", " ").encode("utf-8", "surrogateescape")
+            else:
+                from iqk_studio.engine.tok_bpe import UNICODE_TO_BYTE
+
+                for c in s:
+                    b = UNICODE_TO_BYTE.get(c)
+                    buf += c.encode("utf-8", "surrogateescape") if b is None else bytes([b])
+        out = buf.decode("utf-8", "replace")
+        if v.model == "llama" and v.add_space_prefix and out.startswith(" "):
+            out = out[1:]
+        return out
+
+
+def _valid_utf8(s: str) -> str:
+    # bytes that were invalid UTF-8 (surrogate-escaped) reach the BPE scanner as U+FFFD
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("'"): 39, ord('"'): 34, ord("\\"): 92}
+
+
+def _strtol16_2(c1: int, c2: int) -> int | None:
+    # std::strtol(x, &end, 16) over the two chars x = c1 c2, accepted only if both are consumed:
+    # optional leading isspace(), optional sign, then hex digits ("0x" needs a digit after it)
+    hexd = b"0123456789abcdefABCDEF"
+    if c1 in hexd and c2 in hexd:
+        return int(bytes([c1, c2]), 16)
+    if c1 in b" \t\n\v\f\r+-" and c2 in hexd:
+        return -int(chr(c2), 16) if c1 == ord("-") else int(chr(c2), 16)
+    return None
+
+
+def process_escapes(data: bytes) -> bytes:
+    """common's string_process_escapes: \\n \\r \\t \\' \\" \\\\ \\xHH become the bytes they name;
+    any other backslash pair is kept as is."""
+    if b"\\" not in data:
+        return data
+    out, i, n = bytearray(), 0, len(data)
+    while i < n:
+        c = data[i]
+        if c != 0x5C or i + 1 >= n:
+            out.append(c)
+            i += 1
+            continue
+        e = data[i + 1]
+        i += 2
+        if e in _ESCAPES:
+            out.append(_ESCAPES[e])
+            continue
+        if e == ord("x") and i + 1 < n:
+            v = _strtol16_2(data[i], data[i + 1])
+            if v is not None:
+                out.append(v & 0xFF)
+                i += 2
+                continue
+        out += bytes([0x5C, e])
+    return bytes(out)
+
+
+def perplexity_text(data: bytes, escape: bool = True) -> bytes:
+    """The prompt llama-perplexity tokenizes for `-f FILE` with these bytes: exactly one trailing
+    newline removed, then escape processing (on by default; `--no-escape` turns it off)."""
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    return process_escapes(data) if escape else data
+
+
+def read_perplexity_text(path, escape: bool = True) -> bytes:
+    """Read a text file as llama-perplexity's `-f` does (binary-identical on POSIX)."""
+    with open(path, "rb") as f:
+        return perplexity_text(f.read(), escape)
