@@ -1,0 +1,166 @@
+"""The quantize job and CLI against ik_llama.cpp's llama-quantize output (whole files, byte for
+byte), cancellation, errors, and the in-memory quantize-dequantize used for evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from iqk_studio.gguf.reader import open_model
+from iqk_studio.jobs import quantize as qjob
+from iqk_studio.jobs.events import Failed, Finished, Progress, TensorDone
+from iqk_studio.quant import api
+
+
+@pytest.fixture
+def inputs(shared):
+    return shared("refs", "quant", "inputs.gguf")
+
+
+def _plan(path, qtype):
+    """What `--custom-q .*=TYPE` chooses on inputs.gguf: every 2-D/3-D weight."""
+    with open_model(path) as m:
+        return [(n, qtype) for n, t in m.tensors.items() if len(t.shape) >= 2]
+
+
+def _run(inputs, out, qtype, **kw):
+    events = list(qjob.quantize_model(inputs, _plan(inputs, qtype), out, ftype="Q8_0",
+                                      threads=2, **kw))
+    assert isinstance(events[-1], Finished), events[-1]
+    return events
+
+
+@pytest.mark.parametrize("qtype, with_imatrix", [("q8_0", False), ("q8_0", True),
+                                                 ("iq4_k", True)])
+def test_output_file_is_byte_identical_to_llama_quantize(shared, inputs, tmp_path, qtype,
+                                                         with_imatrix):
+    """Header, metadata (file_type, quantization_version, quantize.imatrix.*), tensor infos,
+    alignment and data; iq4_k with an imatrix also covers the per-expert imatrix slices."""
+    kw = {}
+    suffix = ""
+    if with_imatrix:
+        from iqk_studio.gguf.imatrix import load_imatrix
+
+        kw = {"imatrix": load_imatrix(shared("refs", "quant", "imatrix.dat")),
+              "imatrix_path": "imatrix.dat"}  # the reference ran in refs/quant/
+        suffix = ".imatrix"
+    out = tmp_path / "out.gguf"
+    events = _run(inputs, out, qtype, **kw)
+    ref = shared("refs", "quant", "out", f"{qtype}{suffix}.gguf")
+    assert out.read_bytes() == ref.read_bytes()
+    done = [e for e in events if isinstance(e, TensorDone)]
+    assert [e.index for e in done] == list(range(1, 14))
+    assert sum(e.bytes for e in done) == events[-1].result.bytes
+    assert any(isinstance(e, Progress) for e in events)
+
+
+def test_plan_from_the_recipe_module(shared, inputs, tmp_path):
+    from iqk_studio.recipe import Recipe, Rule, plan
+
+    with open_model(inputs) as m:
+        pl = plan(m, Recipe(base="Q8_0", rules=(Rule(".*", "q8_0"),)))
+        out = tmp_path / "r.gguf"
+        events = list(qjob.quantize_model(m, pl, out, ftype="Q8_0", threads=1))
+    assert isinstance(events[-1], Finished)
+    assert out.read_bytes() == shared("refs", "quant", "out", "q8_0.gguf").read_bytes()
+
+
+def test_cancel_between_row_blocks_leaves_no_file(inputs, tmp_path, monkeypatch):
+    monkeypatch.setattr(qjob, "ELEMENTS_PER_BLOCK", 1024 * 8)  # 8 rows of 1024 per block
+    out = tmp_path / "c.gguf"
+    job = qjob.quantize_model(inputs, _plan(inputs, "q8_0"), out, threads=1)
+    progress = []
+    for ev in job:
+        if isinstance(ev, Progress):
+            progress.append(ev)
+            if len(progress) == 3:
+                break
+    assert [(p.done, p.total) for p in progress] == [(8, 64), (16, 64), (24, 64)]
+    assert len(list(tmp_path.iterdir())) == 1  # the temp file, while suspended
+    job.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_output_dir_is_a_clean_failure(inputs, tmp_path):
+    events = list(qjob.quantize_model(inputs, _plan(inputs, "q8_0"),
+                                      tmp_path / "missing" / "o.gguf"))
+    assert len(events) == 1 and isinstance(events[0], Failed)
+    assert "does not exist" in events[0].message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_or_unimplemented_types_fail_before_writing(inputs, tmp_path):
+    from iqk_studio.quant import registry
+    from iqk_studio.quant.types import QUANT_TYPES
+
+    missing = next(t.name for t in QUANT_TYPES if t.block == 32 and t.kind.value == "repacked"
+                   and not registry.can_quantize(t.name))
+    for qtype, msg in [("q4_k", "unknown quant type"), (missing, "not implemented")]:
+        events = list(qjob.quantize_model(inputs, _plan(inputs, qtype), tmp_path / "o.gguf"))
+        assert isinstance(events[-1], Failed) and msg in events[-1].message, events[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_requantize_needs_permission(shared, tmp_path):
+    src = shared("refs", "quant", "out", "q8_0.gguf")
+    plan = _plan(src, "q4_0")
+    events = list(qjob.quantize_model(src, plan, tmp_path / "o.gguf"))
+    assert isinstance(events[-1], Failed)
+    assert "requantizing from type q8_0 is disabled" in events[-1].message
+    events = list(qjob.quantize_model(src, plan, tmp_path / "o.gguf", allow_requantize=True))
+    assert isinstance(events[-1], Finished)
+    with open_model(src) as m, open_model(tmp_path / "o.gguf") as q:
+        raw = m.tensor_data("blk.0.attn_q.weight")
+        want = api.quantize(api.dequantize(raw, "q8_0", 1024), "q4_0")
+        assert q.tensor_data("blk.0.attn_q.weight").tobytes() == want.tobytes()
+        assert q.metadata["general.file_type"] == 2  # Q4_0 inferred from the dominant type
+
+
+def test_imatrix_size_mismatch_is_an_error(inputs, tmp_path):
+    bad = {"blk.0.attn_q.weight": np.ones(7, np.float32)}
+    events = list(qjob.quantize_model(inputs, _plan(inputs, "q4_0"), tmp_path / "o.gguf",
+                                      imatrix=bad))
+    assert isinstance(events[-1], Failed) and "imatrix size 7" in events[-1].message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_imatrix_name_fallbacks():
+    from iqk_studio.jobs.imatrix_lookup import candidate_names
+
+    assert candidate_names("blk.3.ffn_gate_exps.weight") == [
+        "blk.3.ffn_gate_exps.weight", "blk.3.ffn_gate_up_exps.weight", "blk.3.ffn_up_exps.weight"]
+    assert candidate_names("blk.3.ffn_gate.weight")[1] == "blk.3.ffn_up.weight"
+    assert candidate_names("blk.0.attn_v_b.weight")[1] == "blk.0.attn_kv_b.weight"
+    assert candidate_names("blk.0.attn_kv_b.weight")[1] == "blk.0.attn_v_b.weight"
+
+
+def test_quantize_dequantize_tensor_matches_reference_and_caches(shared, inputs):
+    from iqk_studio.gguf.imatrix import load_imatrix
+
+    im = load_imatrix(shared("refs", "quant", "imatrix.dat"))
+    name = "blk.0.ffn_down_exps.weight"  # 3-D: per-expert imatrix slices
+    qjob.clear_cache()
+    with open_model(inputs) as m, open_model(
+            shared("refs", "quant", "out", "iq4_k.imatrix.gguf")) as ref:
+        y = qjob.quantize_dequantize_tensor(m, name, "iq4_k", im)
+        assert y.shape == (4, 16, 512) and y.dtype == np.float32
+        want = api.dequantize(ref.tensor_data(name), "iq4_k", 512).reshape(4, 16, 512)
+        np.testing.assert_array_equal(y, want)
+        assert qjob.quantize_dequantize_tensor(m, name, "iq4_k", im) is y
+        y2 = qjob.quantize_dequantize_tensor(m, name, "iq4_k", None)
+        assert y2 is not y and not np.array_equal(y2, y)
+
+
+def test_cli_quantize(shared, inputs, tmp_path, capsys):
+    from iqk_studio.cli import main
+
+    out = tmp_path / "cli.gguf"
+    assert main(["quantize", str(inputs), str(out), "Q8_0", "--custom-q", ".*=q8_0"]) == 0
+    text = capsys.readouterr().out
+    assert "[  11/  13]           blk.0.ffn_down_exps.weight - [  512,    16,     4,     1]" in text
+    assert "quant size  =     0.64 MB" in text
+    assert out.read_bytes() == shared("refs", "quant", "out", "q8_0.gguf").read_bytes()
+    assert main(["quantize", str(inputs), str(tmp_path / "no" / "x.gguf")]) == 1
+    assert main(["quantize", str(inputs), str(out), "Q8_0", "--custom-q", ".*=q9_0"]) == 1
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "q9_0" in err
