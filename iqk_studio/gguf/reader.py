@@ -130,8 +130,9 @@ def _tensor_info(cur: Cursor, path):
     at = cur.pos
     name = cur.string("tensor name")
     n_dims = cur.u32(f"n_dims of tensor {name!r}")
-    if n_dims > MAX_DIMS:
-        raise _err(path, cur.pos - 4, f"tensor {name!r} has {n_dims} dimensions (max {MAX_DIMS})")
+    if not 1 <= n_dims <= MAX_DIMS:
+        raise _err(path, cur.pos - 4, f"tensor {name!r} has {n_dims} dimensions "
+                   f"(expected 1 to {MAX_DIMS})")
     shape = tuple(cur.u64(f"ne[{d}] of tensor {name!r}") for d in range(n_dims))
     type_id = cur.u32(f"type of tensor {name!r}")
     offset = cur.u64(f"offset of tensor {name!r}")
@@ -244,6 +245,8 @@ def open_file(path, file_index: int = 0) -> tuple[GGUFFile, mmap.mmap | None]:
     """Map one file read-only and parse its header."""
     path = Path(path)
     try:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise GGUFError(f"{path}: not a regular file")
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if size == 0:

@@ -147,12 +147,12 @@ def _read_array(cur: Cursor, what: str):
 
 
 def _read_str_array(cur: Cursor, n: int, what: str) -> list[str]:
-    # Lengths are interleaved with the bytes, so the walk is sequential; keep it a tight loop
-    # (about 0.1 us per string) and decode once per item from one bytes copy of the region.
+    # Lengths are interleaved with the bytes, so the walk is sequential. A tight loop (~0.3 us
+    # per string, 262k tokens in ~0.08 s) measured faster than a vectorised decode of the joined
+    # region (bench/bench_open.py), whose str.split alone costs as much as the per-item decodes.
     buf, pos, end = cur.buf, cur.pos, cur.end
     unpack = _U64.unpack_from
-    spans = [0] * (2 * n)
-    base = pos
+    out = [""] * n
     for i in range(n):
         if pos + 8 > end:
             raise DecodeError(pos, f"{what}[{i}]: string length needs 8 bytes but only "
@@ -162,13 +162,10 @@ def _read_str_array(cur: Cursor, n: int, what: str) -> list[str]:
         if ln > end - pos:
             raise DecodeError(pos - 8, f"{what}[{i}]: string length {ln} exceeds the "
                               f"{end - pos} bytes left in the file")
-        spans[2 * i] = pos - base
+        out[i] = buf[pos:pos + ln].decode(STR_ENCODING, STR_ERRORS)
         pos += ln
-        spans[2 * i + 1] = pos - base
-    region = bytes(buf[base:pos])
     cur.pos = pos
-    it = iter(spans)
-    return [region[a:b].decode(STR_ENCODING, STR_ERRORS) for a, b in zip(it, it)]
+    return out
 
 
 # ---------------------------------------------------------------------------------- encoding

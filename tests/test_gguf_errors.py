@@ -1,0 +1,209 @@
+"""Bad GGUF input gives a GGUFError naming the file and the fault, never a crash or a hang."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from iqk_studio.gguf.reader import GGUFError, open_model, parse_header
+from iqk_studio.gguf.skeleton import build_skeleton
+
+
+def s(text: str) -> bytes:
+    b = text.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def kv_u32(key: str, v: int) -> bytes:
+    return s(key) + struct.pack("<II", 4, v)
+
+
+def kv_str(key: str, v: str) -> bytes:
+    return s(key) + struct.pack("<I", 8) + s(v)
+
+
+def tinfo(name: str, dims, type_id: int, offset: int) -> bytes:
+    return (s(name) + struct.pack("<I", len(dims)) + struct.pack(f"<{len(dims)}Q", *dims)
+            + struct.pack("<IQ", type_id, offset))
+
+
+def raw_gguf(kvs=(), tensors=(), data_size=None, version=3, n_tensors=None, n_kv=None,
+             alignment=32) -> bytes:
+    """An independent little GGUF builder that lets a test write anything."""
+    head = b"GGUF" + struct.pack("<IQQ", version, len(tensors) if n_tensors is None else n_tensors,
+                                 len(kvs) if n_kv is None else n_kv)
+    head += b"".join(kvs) + b"".join(tensors)
+    head += b"\0" * (-len(head) % alignment)
+    return head + b"\0" * (data_size if data_size is not None else 4096)
+
+
+GOOD_KVS = (kv_str("general.architecture", "llama"), kv_u32("llama.block_count", 1))
+F32_VEC = tinfo("a.weight", [64], 0, 0)
+
+
+def write(tmp_path, data: bytes, name="m.gguf"):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+def fails(tmp_path, data: bytes, match: str):
+    p = write(tmp_path, data)
+    with pytest.raises(GGUFError, match=match) as e:
+        open_model(p)
+    assert str(p) in str(e.value)
+    return str(e.value)
+
+
+def test_good_raw_file_opens(tmp_path):
+    p = write(tmp_path, raw_gguf(GOOD_KVS, [F32_VEC, tinfo("b.weight", [256, 2], 12, 256)]))
+    with open_model(p) as m:
+        assert m.tensors["b.weight"].qtype.name == "q4_K" and m.tensors["b.weight"].nbytes == 288
+
+
+def test_not_a_gguf(tmp_path):
+    fails(tmp_path, b"hello, this is text\n" * 10, "not a GGUF file")
+
+
+def test_empty_and_tiny(tmp_path):
+    fails(tmp_path, b"", "empty file")
+    fails(tmp_path, b"GG", "not a GGUF")
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(GGUFError, match="no such file"):
+        open_model(tmp_path / "nope.gguf")
+    with pytest.raises(GGUFError, match="directory"):
+        open_model(tmp_path)
+
+
+def test_unsupported_and_big_endian_version(tmp_path):
+    fails(tmp_path, raw_gguf(GOOD_KVS, version=7), "unsupported GGUF version 7")
+    be = raw_gguf(GOOD_KVS)
+    be = be[:4] + struct.pack(">I", 3) + be[8:]
+    fails(tmp_path, be, "big-endian")
+
+
+@pytest.mark.parametrize("cut", [6, 12, 20, 30, 45, 60, 80])
+def test_truncated_header(tmp_path, cut):
+    data = raw_gguf(GOOD_KVS, [F32_VEC])
+    msg = fails(tmp_path, data[:cut], "offset")
+    assert "needs" in msg or "exceeds" in msg or "cannot fit" in msg or "ends before" in msg
+
+
+def test_truncated_data(tmp_path):
+    data = raw_gguf(GOOD_KVS, [F32_VEC, tinfo("b.weight", [256, 4], 0, 256)], data_size=1024)
+    fails(tmp_path, data[:-10], "beyond the file end")
+
+
+def test_absurd_counts(tmp_path):
+    fails(tmp_path, raw_gguf(GOOD_KVS, n_kv=2**60), "metadata count")
+    fails(tmp_path, raw_gguf(GOOD_KVS, n_tensors=2**62), "tensor count")
+
+
+def test_absurd_string_lengths(tmp_path):
+    bad_key = struct.pack("<Q", 2**62) + b"general.architecture"
+    fails(tmp_path, raw_gguf([bad_key]), "string length")
+    bad_arr = s("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2**40)
+    fails(tmp_path, raw_gguf([bad_arr]), "cannot fit")
+    bad_item = (s("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2) + s("a")
+                + struct.pack("<Q", 10**12))
+    fails(tmp_path, raw_gguf([bad_item]), r"\[1\]: string length")
+
+
+def test_unknown_value_types(tmp_path):
+    fails(tmp_path, raw_gguf([s("x") + struct.pack("<I", 99)]), "unknown value type 99")
+    arr = s("x") + struct.pack("<IIQ", 9, 77, 1)
+    fails(tmp_path, raw_gguf([arr]), "unknown array item type 77")
+    nested = s("x") + struct.pack("<IIQ", 9, 9, 1)
+    fails(tmp_path, raw_gguf([nested]), "nested arrays")
+
+
+def test_duplicate_key(tmp_path):
+    fails(tmp_path, raw_gguf([*GOOD_KVS, kv_u32("llama.block_count", 2)]), "duplicate metadata")
+
+
+def test_unknown_tensor_type(tmp_path):
+    fails(tmp_path, raw_gguf(GOOD_KVS, [tinfo("a.weight", [64], 250, 0)]),
+          "unknown ggml type id 250")
+
+
+def test_duplicate_tensor_names(tmp_path):
+    fails(tmp_path, raw_gguf(GOOD_KVS, [F32_VEC, tinfo("a.weight", [64], 0, 256)]),
+          "duplicate tensor name 'a.weight'")
+
+
+def test_misaligned_offset(tmp_path):
+    fails(tmp_path, raw_gguf(GOOD_KVS, [tinfo("a.weight", [64], 0, 20)]),
+          "not a multiple of the alignment 32")
+
+
+def test_bad_alignment_key(tmp_path):
+    fails(tmp_path, raw_gguf([kv_u32("general.alignment", 24)]), "power of two")
+
+
+def test_data_beyond_end_and_overlap(tmp_path):
+    fails(tmp_path, raw_gguf(GOOD_KVS, [tinfo("a.weight", [64], 0, 2**40)]), "beyond the file end")
+    fails(tmp_path, raw_gguf(GOOD_KVS, [F32_VEC, tinfo("b.weight", [64], 0, 128)]), "overlap")
+
+
+def test_bad_shapes(tmp_path):
+    fails(tmp_path, raw_gguf(GOOD_KVS, [tinfo("a", [1, 1, 1, 1, 1], 0, 0)]), "5 dimensions")
+    fails(tmp_path, raw_gguf(GOOD_KVS, [tinfo("a", [100, 2], 12, 0)]), "block size 256")
+    fails(tmp_path, raw_gguf(GOOD_KVS, [tinfo("a", [2**40, 2**40], 0, 0)]), "absurdly large")
+
+
+# ------------------------------------------------------------------------------------ fuzz
+
+def _fuzz_base(tmp_path) -> bytes:
+    md = {"general.architecture": "llama", "general.name": "fuzz",
+          "tokenizer.ggml.tokens": [f"tok{i}" for i in range(40)],
+          "tokenizer.ggml.scores": np.linspace(0, 1, 40, dtype=np.float32),
+          "llama.block_count": 2, "llama.rope.freq_base": 10000.0, "flag": True}
+    tensors = [("token_embd.weight", (256, 4), "q4_K"), ("norm.weight", (64,), "f32"),
+               ("blk.0.ffn_up.weight", (256, 2), "iq4_ks"), ("x.weight", (32, 3), "q8_0")]
+    return build_skeleton(tmp_path / "base.gguf", tensors, md).read_bytes()
+
+
+def test_fuzz_headers(tmp_path, shared):
+    """Seeded byte flips and truncations of real headers: only GGUFError may come out."""
+    rng = np.random.default_rng(1234)
+    bases = [_fuzz_base(tmp_path), shared("refs", "quant", "out", "iq4_ks.gguf").read_bytes()]
+    n_ok = n_err = 0
+    for base in bases:
+        head_len = parse_header(base, "base", len(base)).data_offset
+        for case in range(1500):
+            buf = bytearray(base)
+            if case % 3 == 0:
+                buf = buf[: int(rng.integers(0, len(base)))]
+            else:
+                for _ in range(int(rng.integers(1, 6))):
+                    buf[int(rng.integers(0, head_len))] = int(rng.integers(0, 256))
+            try:
+                parse_header(bytes(buf), "fuzz.gguf", len(buf))
+                n_ok += 1
+            except GGUFError as e:
+                assert str(e).startswith("fuzz.gguf")
+                n_err += 1
+    assert n_err > 1000 and n_ok > 100  # both outcomes were exercised
+
+
+def test_fuzz_through_files(tmp_path):
+    """A few hundred mutated files through open_model (mmap path included)."""
+    rng = np.random.default_rng(99)
+    base = _fuzz_base(tmp_path)
+    p = tmp_path / "f.gguf"
+    for _ in range(300):
+        buf = bytearray(base[: int(rng.integers(1, len(base) + 1))])
+        for _ in range(int(rng.integers(0, 4))):
+            if buf:
+                buf[int(rng.integers(0, min(len(buf), 600)))] = int(rng.integers(0, 256))
+        p.write_bytes(bytes(buf))
+        try:
+            open_model(p).close()
+        except GGUFError:
+            pass
+    os.unlink(p)
