@@ -135,3 +135,30 @@ def model_facts(metadata: dict, tensors: tuple[TensorRef, ...]) -> ModelFacts:
         model_type=model_type(arch, n_layer, n_vocab, n_head, n_head_kv, n_embd, n_expert),
         has_output=has_output, n_attention_wv=n_wv,
     )
+
+
+@dataclass(frozen=True)
+class _Info:
+    name: str
+    shape: tuple[int, ...]
+    type_id: int
+    qtype: QuantType
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """An in-memory model with what plan() reads: .tensors (name -> info) and .metadata."""
+
+    tensors: dict
+    metadata: dict
+
+
+def stand_in(tensors, metadata: dict) -> StandIn:
+    """From [(name, shape (ggml order), type name)] in file order, e.g. gguf.skeleton presets."""
+    from iqk_studio.quant.types import BY_NAME
+
+    infos = {}
+    for name, shape, tname in tensors:
+        qt = BY_NAME[tname] if isinstance(tname, str) else BY_ID[int(tname)]
+        infos[name] = _Info(name, tuple(int(d) for d in shape), qt.id, qt)
+    return StandIn(infos, dict(metadata))

@@ -72,6 +72,7 @@ class Recipe:
     allow_requantize: bool = False
     imatrix: str | None = None  # path; its presence changes some defaults (has_imatrix)
     placement: tuple[Placement, ...] = ()
+    extra_args: tuple[str, ...] = ()  # other llama-quantize options, passed through on export
     note: str = ""
 
     @property
