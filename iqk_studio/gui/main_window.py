@@ -1,0 +1,195 @@
+"""The main window: open a GGUF, edit a recipe, watch the per-tensor plan and sizes update live."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHeaderView,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QTableView,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from iqk_studio.gguf.reader import GGUFError, open_model
+from iqk_studio.gui.recipe_panel import RecipePanel
+from iqk_studio.gui.summary import SummaryPanel, size_line
+from iqk_studio.gui.tensor_table import Column, TensorFilterProxy, TensorTableModel
+from iqk_studio.quant.types import FTYPE_BY_ID
+from iqk_studio.recipe import model_view, plan, textfile
+from iqk_studio.recipe.records import Recipe
+
+DEFAULT_RECIPE = Recipe(base="Q8_0", note="")
+
+
+class MainWindow(QMainWindow):
+    model_opened = Signal(object)  # GGUFModel
+    plan_changed = Signal(object)  # Plan
+
+    def __init__(self):
+        super().__init__()
+        self.setWindowTitle("iqk-studio")
+        self.resize(1500, 900)
+        self.model = None
+        self.plan = None
+        self.plan_ms = 0.0
+
+        self.table_model = TensorTableModel(self)
+        self.proxy = TensorFilterProxy(self)
+        self.proxy.setSourceModel(self.table_model)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(Column.NAME, Qt.AscendingOrder)
+        self.table.setSelectionBehavior(QTableView.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(20)
+        self.table.setWordWrap(False)
+        hh = self.table.horizontalHeader()
+        hh.setSectionResizeMode(QHeaderView.Interactive)
+        hh.setStretchLastSection(True)
+        for col, width in ((Column.NAME, 260), (Column.LAYER, 45), (Column.SHAPE, 120),
+                           (Column.SOURCE, 70), (Column.TYPE, 70), (Column.BYTES, 80),
+                           (Column.BPW, 60), (Column.DEVICE, 55)):
+            hh.resizeSection(col, width)
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("filter tensors by regex, e.g. blk\\.1[0-9]\\.ffn_down")
+        self.filter.textChanged.connect(self._filter)
+
+        self.recipe_panel = RecipePanel()
+        self.summary = SummaryPanel()
+        self.recipe_panel.recipe_changed.connect(self.replan)
+        self.recipe_panel.lint_clicked.connect(self._show_lint_tensors)
+
+        tensors = QWidget()
+        tl = QVBoxLayout(tensors)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addWidget(self.filter)
+        tl.addWidget(self.table)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(tensors, "Tensors")
+        split = QSplitter()
+        split.addWidget(self.recipe_panel)
+        split.addWidget(self.tabs)
+        split.addWidget(self.summary)
+        split.setSizes([380, 850, 300])
+        self.setCentralWidget(split)
+        self._menus()
+        self.statusBar().showMessage("open a GGUF model (File > Open)")
+
+    def _menus(self) -> None:
+        m = self.menuBar().addMenu("&File")
+        self._action(m, "&Open model...", self.open_dialog, QKeySequence.Open)
+        self._action(m, "Load &recipe...", self.load_recipe_dialog)
+        self._action(m, "&Save recipe...", self.save_recipe_dialog, QKeySequence.Save)
+        m.addSeparator()
+        self._action(m, "&Quit", self.close, QKeySequence.Quit)
+        self.recipe_menu = self.menuBar().addMenu("&Recipe")
+        self.run_menu = self.menuBar().addMenu("&Run")
+
+    def _action(self, menu, text, slot, shortcut=None) -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            a.setShortcut(shortcut)
+        a.triggered.connect(slot)
+        menu.addAction(a)
+        return a
+
+    # --- model -------------------------------------------------------------------------------
+    def open_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open GGUF", "", "GGUF (*.gguf);;All (*)")
+        if path:
+            self.open_model(path)
+
+    def open_model(self, path) -> bool:
+        t0 = time.perf_counter()
+        try:
+            model = open_model(path)
+        except (GGUFError, OSError) as e:
+            QMessageBox.critical(self, "Cannot open model", str(e))
+            return False
+        if self.model is not None:
+            self.model.close()
+        self.model = model
+        model_view(model)
+        ms = (time.perf_counter() - t0) * 1000
+        self.setWindowTitle(f"iqk-studio \u2014 {Path(path).name}")
+        self.statusBar().showMessage(
+            f"opened {path}: {len(model.tensors)} tensors, {model.arch} in {ms:.0f} ms")
+        if self.recipe_panel.recipe() is None:
+            self.recipe_panel.set_recipe(starting_recipe(model))
+        else:
+            self.replan(self.recipe_panel.recipe())
+        self.model_opened.emit(model)
+        return True
+
+    # --- recipe -> plan ----------------------------------------------------------------------
+    def replan(self, recipe: Recipe) -> None:
+        if self.model is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            p = plan(self.model, recipe)
+        except (KeyError, ValueError) as e:
+            self.recipe_panel.status.setText(f"<span style='color:#c00'>{e}</span>")
+            return
+        self.plan_ms = (time.perf_counter() - t0) * 1000
+        self.plan = p
+        self.table_model.set_plan(p)
+        self.summary.show_plan(p)
+        self.recipe_panel.show_lints(p.warnings)
+        self.statusBar().showMessage(
+            f"{size_line(p)} \u2014 planned {len(p.entries)} tensors in {self.plan_ms:.1f} ms")
+        self.plan_changed.emit(p)
+
+    def _filter(self, text: str) -> None:
+        ok = self.proxy.set_pattern(text)
+        self.filter.setStyleSheet("" if ok else "background: #fdd")
+
+    def _show_lint_tensors(self, lint) -> None:
+        if lint is not None and lint.tensors:
+            names = "|".join(n.replace(".", r"\.") for n in lint.tensors[:200])
+            self.filter.setText(f"^({names})$")
+
+    def load_recipe_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load recipe", "", "Recipe (*.txt *.recipe);;All (*)")
+        if path:
+            try:
+                self.recipe_panel.set_recipe(textfile.load(path))
+            except (OSError, ValueError) as e:
+                QMessageBox.critical(self, "Cannot load recipe", str(e))
+
+    def save_recipe_dialog(self) -> None:
+        r = self.recipe_panel.recipe()
+        if r is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save recipe", "recipe.txt", "Recipe (*.txt)")
+        if path:
+            try:
+                textfile.save(r, path)
+            except OSError as e:
+                QMessageBox.critical(self, "Cannot save recipe", str(e))
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        if self.model is not None:
+            self.model.close()
+        super().closeEvent(event)
+
+
+def starting_recipe(model) -> Recipe:
+    """The file's own ftype as base (Q8_0 for float files); for an already quantized file,
+    --allow-requantize, without which llama-quantize refuses."""
+    ft = FTYPE_BY_ID.get(int(model.metadata.get("general.file_type", -1)) & ~1024)
+    quantized_source = any(t.qtype.is_quantized for t in model.tensors.values())
+    base = "Q8_0" if ft is None or ft.name in ("F32", "F16", "BF16") else ft.name
+    note = "the source is already quantized: requantizing loses quality" if quantized_source else ""
+    return DEFAULT_RECIPE.with_(base=base, allow_requantize=quantized_source, note=note)

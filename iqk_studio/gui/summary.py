@@ -1,0 +1,81 @@
+"""Size summary of a plan: totals (GiB, bpw), change since the last edit, classes, GPU/CPU split."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QVBoxLayout, QWidget
+
+from iqk_studio.recipe.records import Plan
+
+CLASS_LABELS = {
+    "attention": "attention", "ffn": "dense FFN", "experts_gate": "experts gate",
+    "experts_up": "experts up", "experts_gate_up": "experts gate+up",
+    "experts_down": "experts down", "shared_experts": "shared experts", "router": "router",
+    "embeddings": "embeddings", "output": "output", "norms_other": "norms / other",
+}
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.3f} GiB"
+
+
+def size_line(plan: Plan) -> str:
+    """llama.cpp's 'model size' form: MiB below 1 GiB, else GiB, with BPW."""
+    if plan.total_bytes < 2**30:
+        return f"{plan.total_bytes / 2**20:.3f} MiB ({plan.bpw:.3f} BPW)"
+    return f"{plan.gib:.3f} GiB ({plan.bpw:.3f} BPW)"
+
+
+class SummaryPanel(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.total = QLabel("-")
+        self.total.setStyleSheet("font-size: 16pt; font-weight: bold")
+        self.delta = QLabel("")
+        self.bytes = QLabel("-")
+        self.source = QLabel("-")
+        self.devices = QLabel("-")
+        self.errors = QLabel("")
+        self.errors.setWordWrap(True)
+        totals = QFormLayout()
+        totals.addRow("model size", self.total)
+        totals.addRow("change", self.delta)
+        totals.addRow("bytes", self.bytes)
+        totals.addRow("source", self.source)
+        totals.addRow("placement", self.devices)
+        self._class_labels = {k: QLabel("-") for k in CLASS_LABELS}
+        classes = QFormLayout()
+        for k, lab in CLASS_LABELS.items():
+            classes.addRow(lab, self._class_labels[k])
+        box = QGroupBox("by tensor class")
+        box.setLayout(classes)
+        lay = QVBoxLayout(self)
+        lay.addLayout(totals)
+        lay.addWidget(self.errors)
+        lay.addWidget(box)
+        lay.addStretch(1)
+        self._previous: int | None = None
+
+    def show_plan(self, plan: Plan | None) -> None:
+        if plan is None:
+            self.total.setText("-")
+            return
+        self.total.setText(size_line(plan))
+        if self._previous is not None and self._previous != plan.total_bytes:
+            d = plan.total_bytes - self._previous
+            sign = "+" if d > 0 else "\u2212"
+            self.delta.setText(f"{sign}{abs(d) / 2**30:.3f} GiB ({sign}{abs(d):,} bytes)")
+        elif self._previous is None:
+            self.delta.setText("")
+        self._previous = plan.total_bytes
+        self.bytes.setText(f"{plan.total_bytes:,}")
+        ratio = plan.total_bytes / max(plan.source_bytes, 1)
+        self.source.setText(f"{gib(plan.source_bytes)} (new size is {ratio:.1%} of it)")
+        dev = ", ".join(f"{k} {gib(v)}" for k, v in sorted(plan.by_device.items()))
+        self.devices.setText(dev or "-")
+        errs = plan.errors
+        self.errors.setText(
+            f"<span style='color:#c00'>{len(errs)} error(s): llama-quantize would refuse or "
+            f"abort (see lint)</span>" if errs else "")
+        for k, lab in self._class_labels.items():
+            v = plan.by_class.get(k, 0)
+            lab.setText(gib(v) if v else "-")
