@@ -111,8 +111,8 @@ def test_gpt2_bpe_on_wiki_matches_reference(shared):
     ref = RefBpe(md["tokenizer.ggml.tokens"], md["tokenizer.ggml.merges"])
     assert ids.tolist() == ref.encode(text.decode("utf-8"))
     assert len(ids) // 512 >= 4  # the reference log ran 4 chunks of 512
-    odd = ("héllo ÀÉÎ 123 ４５６ ١٢٣ 𝟘𝟙 Ⅻ ½ x²  \u00a0\u2003 a\t\tb \u0378\u0379 'S 'll 'LL "
-           "\U0001F600  \r\n \n\n  ﷽ 漢字 한국어 ∀x∈ℝ \u200b\u0301 e\u0301 ")
+    odd = ("héllo ÀÉÎ 123 ４５６ ١٢٣ 𝟘𝟙 Ⅻ ½ x²  \u00a0\u2003 a\t\tb \u0378\u0379 'S 'll "
+           "'LL \U0001F600  \r\n \n\n  ﷽ 漢字 한국어 ∀x∈ℝ \u200b\u0301 e\u0301 ")
     assert tok.encode(odd, add_special=False).tolist() == ref.encode(odd)
 
 
@@ -123,6 +123,13 @@ def test_empty_text(shared):
     bpe = _tokenizer(shared("refs", "tokens", "vocab", "ggml-vocab-gpt-2.gguf"))
     assert bpe.encode("").tolist() == []
     assert bpe.encode(b"", add_special=False).dtype == np.int32
+
+
+def test_invalid_utf8_bytes(shared):
+    bpe = _tokenizer(shared("refs", "tokens", "vocab", "ggml-vocab-gpt-2.gguf"))
+    # llama.cpp: every byte that does not start a well-formed sequence is one U+FFFD
+    assert bpe.encode(b"a\xe2\x82b").tolist() == bpe.encode("a\ufffd\ufffdb").tolist()
+    assert bpe.encode(b"\xc0\x80!").tolist() == bpe.encode("\x00!").tolist()  # overlong NUL
 
 
 def test_spm_space_prefix_and_bytes(shared):

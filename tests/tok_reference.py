@@ -26,7 +26,8 @@ def _cls(c: str | None) -> str:
 
 
 def gpt2_split(text: str) -> list[str]:
-    """Pieces of 's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"""
+    """Pieces of the GPT-2 regex
+    's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"""
     n, pos, out = len(text), 0, []
 
     def at(i):

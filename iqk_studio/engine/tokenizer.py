@@ -9,6 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from iqk_studio.engine.tok_text import (  # noqa: F401  (re-exported: the text helpers)
+    llama_utf8,
+    perplexity_text,
+    process_escapes,
+    read_perplexity_text,
+)
+
 # llama_token_attr bits (include/llama.h)
 ATTR_UNKNOWN, ATTR_UNUSED, ATTR_NORMAL, ATTR_CONTROL = 1, 2, 4, 8
 ATTR_USER_DEFINED, ATTR_BYTE, ATTR_LSTRIP, ATTR_RSTRIP = 16, 32, 128, 256
@@ -155,13 +162,11 @@ def _partition(text: str, vocab: VocabInfo, special: list[int], parse_special: b
     """tokenizer_st_partition: cut literal occurrences of special tokens (longest first) out of
     the text. Returns raw spans (start, end) and token ids (int), in order."""
     frags: list = [(0, len(text))] if text else []
-    for tid in special:
+    if not parse_special:  # user-defined tokens are cut out even without parse_special
+        special = [t for t in special if not vocab.attrs[t] & (ATTR_CONTROL | ATTR_UNKNOWN)]
+    for tid in _occurring(text, special, vocab.tokens):
         attr = int(vocab.attrs[tid])
-        if not parse_special and attr & (ATTR_CONTROL | ATTR_UNKNOWN):
-            continue  # user-defined tokens are cut out even without parse_special
         tok = vocab.tokens[tid]
-        if tok not in text:
-            continue
         lstrip, rstrip, n = attr & ATTR_LSTRIP, attr & ATTR_RSTRIP, len(tok)
         out = []
         for f in frags:
@@ -189,6 +194,34 @@ def _partition(text: str, vocab: VocabInfo, special: list[int], parse_special: b
                     break
         frags = out
     return frags
+
+
+def _occurring(text: str, ids: list[int], tokens: Sequence[str]) -> list[int]:
+    """The ids (order kept) whose token text occurs in `text`: a quick filter that looks only at
+    the positions of a token's first character when that character is rare."""
+    if not text:
+        return []
+    chars, where, out = set(text), {}, []
+    for tid in ids:
+        tok = tokens[tid]
+        c = tok[0]
+        if c not in chars:
+            continue
+        if c not in where:
+            where[c] = _positions(text, c) if text.count(c) <= 256 else None
+        pos = where[c]
+        if (pos is None and tok in text) or (pos is not None and
+                                             any(text.startswith(tok, p) for p in pos)):
+            out.append(tid)
+    return out
+
+
+def _positions(text: str, c: str) -> list[int]:
+    out, p = [], text.find(c)
+    while p >= 0:
+        out.append(p)
+        p = text.find(c, p + 1)
+    return out
 
 
 class Tokenizer:
@@ -264,7 +297,7 @@ class Tokenizer:
             prev_special = False
 
     def _encode_bpe(self, text: str, frags: list, out: list) -> None:
-        raw = [_valid_utf8(text[f[0]:f[1]]) for f in frags if not isinstance(f, int)]
+        raw = [llama_utf8(text[f[0]:f[1]]) for f in frags if not isinstance(f, int)]
         ids = iter(self._bpe.encode_many(raw) if raw else ())
         for f in frags:
             out.append(np.array([f] if isinstance(f, int) else next(ids), np.int32))
@@ -295,67 +328,3 @@ class Tokenizer:
         if v.model == "llama" and v.add_space_prefix and out.startswith(" "):
             out = out[1:]
         return out
-
-
-def _valid_utf8(s: str) -> str:
-    # bytes that were invalid UTF-8 (surrogate-escaped) reach the BPE scanner as U+FFFD
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("'"): 39, ord('"'): 34, ord("\\"): 92}
-
-
-def _strtol16_2(c1: int, c2: int) -> int | None:
-    # std::strtol(x, &end, 16) over the two chars x = c1 c2, accepted only if both are consumed:
-    # optional leading isspace(), optional sign, then hex digits ("0x" needs a digit after it)
-    hexd = b"0123456789abcdefABCDEF"
-    if c1 in hexd and c2 in hexd:
-        return int(bytes([c1, c2]), 16)
-    if c1 in b" \t\n\v\f\r+-" and c2 in hexd:
-        return -int(chr(c2), 16) if c1 == ord("-") else int(chr(c2), 16)
-    return None
-
-
-def process_escapes(data: bytes) -> bytes:
-    """common's string_process_escapes: \\n \\r \\t \\' \\" \\\\ \\xHH become the bytes they name;
-    any other backslash pair is kept as is."""
-    if b"\\" not in data:
-        return data
-    out, i, n = bytearray(), 0, len(data)
-    while i < n:
-        c = data[i]
-        if c != 0x5C or i + 1 >= n:
-            out.append(c)
-            i += 1
-            continue
-        e = data[i + 1]
-        i += 2
-        if e in _ESCAPES:
-            out.append(_ESCAPES[e])
-            continue
-        if e == ord("x") and i + 1 < n:
-            v = _strtol16_2(data[i], data[i + 1])
-            if v is not None:
-                out.append(v & 0xFF)
-                i += 2
-                continue
-        out += bytes([0x5C, e])
-    return bytes(out)
-
-
-def perplexity_text(data: bytes, escape: bool = True) -> bytes:
-    """The prompt llama-perplexity tokenizes for `-f FILE` with these bytes: exactly one trailing
-    newline removed, then escape processing (on by default; `--no-escape` turns it off)."""
-    if data.endswith(b"\n"):
-        data = data[:-1]
-    return process_escapes(data) if escape else data
-
-
-def read_perplexity_text(path, escape: bool = True) -> bytes:
-    """Read a text file as llama-perplexity's `-f` does (binary-identical on POSIX)."""
-    with open(path, "rb") as f:
-        return perplexity_text(f.read(), escape)
