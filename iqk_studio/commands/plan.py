@@ -86,7 +86,8 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:10.2f} MiB"
 
 
-def print_plan(p: Plan, out=sys.stdout) -> None:
+def print_plan(p: Plan, out=None) -> None:
+    out = out or sys.stdout
     w = max((len(e.name) for e in p.entries), default=10)
     print(f"{'tensor':<{w}}  {'shape':<22} {'type':<9} {'bytes':>13}  reason", file=out)
     for e in p.entries:
