@@ -35,6 +35,9 @@ class ModelView:
         self.names = tuple(t.name for t in self.tensors)
         self.classes = tuple(classify.tensor_class(n) for n in self.names)
         self.layers = tuple(t.layer for t in self.tensors)
+        self.source_bytes = tuple(t.qtype.nbytes(t.shape) for t in self.tensors)
+        self.n_elements = tuple(t.n_elements for t in self.tensors)
+        self.skip = tuple(_static_skip(t) for t in self.tensors)  # recipe-independent part
         self._matches: dict[str, frozenset[int]] = {}
 
     def matches(self, pattern: str) -> frozenset[int]:
@@ -77,8 +80,20 @@ def resolve_options(recipe: Recipe, ftype: FType) -> Options:
                    has_imatrix=recipe.has_imatrix, **vals)
 
 
-def _not_candidate(t: TensorRef, recipe: Recipe, o: Options) -> str | None:
+def _not_candidate(t: TensorRef, skip: str | None, recipe: Recipe, o: Options) -> str | None:
     """Why llama-quantize never quantizes this tensor (:1455-1495), or None for a candidate."""
+    n = t.name
+    if skip:
+        return skip
+    if recipe.leave_output_tensor and n == "output.weight":
+        return "--leave-output-tensor"
+    if "ffn_gate_inp.weight" in n and (o.ffn_gate_inp is None or o.ffn_gate_inp == t.qtype.name):
+        return "router (ffn_gate_inp): quantized only with --ffn-gate-inp-type"
+    return None
+
+
+def _static_skip(t: TensorRef) -> str | None:
+    """The recipe-independent candidate tests."""
     n = t.name
     if t.qtype.name in ("i8", "i16", "i32", "i64"):
         return "integer tensor: never quantized"
@@ -88,10 +103,6 @@ def _not_candidate(t: TensorRef, recipe: Recipe, o: Options) -> str | None:
         return "1-D tensor: never quantized"
     if "_norm.weight" in n:
         return "norm: never quantized"
-    if recipe.leave_output_tensor and n == "output.weight":
-        return "--leave-output-tensor"
-    if "ffn_gate_inp.weight" in n and (o.ffn_gate_inp is None or o.ffn_gate_inp == t.qtype.name):
-        return "router (ffn_gate_inp): quantized only with --ffn-gate-inp-type"
     if n in ("position_embd.weight", "token_types.weight"):
         return "position / token-type embedding: never quantized"
     for s in ("ssm_conv1d", "ssm_x.weight", "ssm_dt.weight", "attn_rel_b.weight"):
@@ -195,7 +206,8 @@ def plan(model_like, recipe: Recipe) -> Plan:
     entries, cands = [], []
     device = classify.devices(view.names, recipe.placement, view.matches)
     for i, t in enumerate(view.tensors):
-        why_not = "COPY: tensors copied unchanged" if copy_only else _not_candidate(t, recipe, o)
+        why_not = ("COPY: tensors copied unchanged" if copy_only
+                   else _not_candidate(t, view.skip[i], recipe, o))
         src = t.qtype.name
         notes: list[str] = []
         rule_index = fallback_from = None
@@ -214,13 +226,13 @@ def plan(model_like, recipe: Recipe) -> Plan:
                 new, notes, row_fb = _checks(t, recipe, o, new, reasons)
                 fallback_from = fallback_from or row_fb
         quantized = new != src
-        nbytes, bad = _nbytes(new, t.shape) if quantized else (t.qtype.nbytes(t.shape), None)
+        nbytes, bad = _nbytes(new, t.shape) if quantized else (view.source_bytes[i], None)
         if bad:
             notes.append(bad)
             warn.append(Lint("block-size", "error", bad, t.name))
         entries.append(PlanEntry(
             name=t.name, shape=t.shape, source_type=src, type=new, bytes=nbytes,
-            n_elements=t.n_elements, reason="; ".join(reasons), cls=view.classes[i],
+            n_elements=view.n_elements[i], reason="; ".join(reasons), cls=view.classes[i],
             layer=view.layers[i], device=device[i],
             quantized=quantized, rule_index=rule_index, fallback_from=fallback_from,
             warnings=tuple(notes)))
@@ -232,10 +244,10 @@ def _totals(entries: tuple[PlanEntry, ...], recipe: Recipe, view: ModelView,
     by_class = {k: 0 for k in classify.CLASSES}
     by_layer: dict[int, int] = {}
     by_device: dict[str, int] = {}
-    total = source = nel = 0
-    for e, t in zip(entries, view.tensors):
+    total = nel = 0
+    source = sum(view.source_bytes)
+    for e in entries:
         total += e.bytes
-        source += t.qtype.nbytes(t.shape)
         nel += e.n_elements
         by_class[e.cls] += e.bytes
         key = -1 if e.layer is None else e.layer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from typing import NamedTuple
 
 # per-class options of llama-quantize: Recipe field -> command-line option
 CLASS_OPTIONS: dict[str, str] = {
@@ -105,8 +106,9 @@ class Lint:
         return f"{self.severity}: {self.message}{loc}"
 
 
-@dataclass(frozen=True)
-class PlanEntry:
+class PlanEntry(NamedTuple):
+    """One tensor of a plan (a NamedTuple: plans are rebuilt on every keystroke)."""
+
     name: str
     shape: tuple[int, ...]
     source_type: str
