@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_reference_file(shared, name):
         # ik_llama.cpp laid the data out with its own ggml_nbytes: offsets + sizes must tile it
         by_off = sorted(m.tensors.values(), key=lambda t: t.offset)
         assert by_off[0].offset == m.files[0].data_offset
-        for a, b in zip(by_off, by_off[1:]):
+        for a, b in pairwise(by_off):
             assert b.offset == _pad(a.offset + a.nbytes, m.alignment), (a.name, b.name)
         last = by_off[-1]
         assert _pad(last.offset + last.nbytes, m.alignment) == path.stat().st_size

@@ -124,7 +124,7 @@ def format_text(s: dict) -> str:
         nw = max((len(t["name"]) for t in s["tensors"]), default=0)
         shapes = ["[" + ", ".join(f"{d:6d}" for d in t["shape"]) + "]" for t in s["tensors"]]
         sw = max((len(x) for x in shapes), default=0)
-        for i, (t, shape) in enumerate(zip(s["tensors"], shapes), 1):
+        for i, (t, shape) in enumerate(zip(s["tensors"], shapes, strict=True), 1):
             lines.append(f"  [{i:4d}/{n:4d}] {t['name']:<{nw}} {shape:<{sw}} {t['type']:>10} "
                          f"{t['bytes']:>15,d} bytes ({t['bytes'] / MIB:10.3f} MiB)")
     lines += ["", "types: " + ", ".join(f"{k}: {v}" for k, v in s["type_counts"].items())]

@@ -91,7 +91,7 @@ def write_gguf(path, metadata: dict, tensors: list[TensorSpec], types: dict | No
     try:
         with open(tmp, "wb") as f:
             f.write(head)
-            for t, off in zip(tensors, offsets):
+            for t, off in zip(tensors, offsets, strict=True):
                 if t.data is not None:
                     f.seek(len(head) + off)
                     f.write(np.ascontiguousarray(t.data).reshape(-1).view(np.uint8))

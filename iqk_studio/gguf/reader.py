@@ -11,6 +11,7 @@ from __future__ import annotations
 import mmap
 import os
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -165,7 +166,7 @@ def _check_tensors(raw, path, data_offset, alignment, size, file_index):
                        f"{data_offset + rel + nbytes}) lies beyond the file end ({size} bytes)")
         out.append(TensorInfo(name, shape, type_id, data_offset + rel, nbytes, file_index))
     by_offset = sorted(out, key=lambda t: t.offset)
-    for a, b in zip(by_offset, by_offset[1:]):
+    for a, b in pairwise(by_offset):
         if a.offset + a.nbytes > b.offset:
             raise _err(path, None, f"tensors {a.name!r} and {b.name!r} overlap in the data "
                        "section")

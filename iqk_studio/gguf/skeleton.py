@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from iqk_studio.gguf.header import tensor_spec, write_gguf
 from iqk_studio.gguf.values import ValueType
 
@@ -22,9 +24,11 @@ def build_skeleton(path, tensors, metadata: dict, types: dict | None = None) -> 
 
 # ------------------------------------------------------------------------- Qwen3-30B-A3B
 
-def qwen3_30b_a3b(weight_type: str = "bf16") -> tuple[list, dict, dict]:
+def qwen3_30b_a3b(weight_type: str = "bf16", tokenizer: bool = False) -> tuple[list, dict, dict]:
     """Qwen3-30B-A3B as a BF16 conversion: 579 tensors, norms and ffn_gate_inp F32
-    (order and metadata as in shared/refs/plans/qwen3moe-skeleton_*.log)."""
+    (order and metadata as in shared/refs/plans/qwen3moe-skeleton_*.log). With `tokenizer`, a
+    synthetic gpt2-style vocabulary of the real sizes (151936 tokens, 151387 merges) is added so
+    that opening costs what a real file's header costs; its strings are placeholders."""
     n_layer, n_embd, n_head, n_head_kv, head_dim = 48, 2048, 32, 4, 128
     n_expert, n_ff_exp, n_vocab = 128, 768, 151936
     w, f = weight_type, "f32"
@@ -66,8 +70,25 @@ def qwen3_30b_a3b(weight_type: str = "bf16") -> tuple[list, dict, dict]:
         a + "vocab_size": n_vocab,
         "general.file_type": _file_type(weight_type),
     }
+    if tokenizer:
+        metadata.update(_tokenizer_stub(n_vocab, 151387))
     types = {k: (F32, None) for k in metadata if k.endswith(("freq_base", "epsilon"))}
     return tensors, metadata, types
+
+
+def _tokenizer_stub(n_vocab: int, n_merges: int) -> dict:
+    """Placeholder gpt2 tokenizer keys with realistic array sizes (not a usable vocabulary)."""
+    return {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "qwen2",
+        "tokenizer.ggml.tokens": [f"\u0120tok{i:06d}" for i in range(n_vocab)],
+        "tokenizer.ggml.token_type": np.ones(n_vocab, np.int32),
+        "tokenizer.ggml.merges": [f"\u0120t ok{i:06d}" for i in range(n_merges)],
+        "tokenizer.ggml.eos_token_id": n_vocab - 6,
+        "tokenizer.ggml.padding_token_id": n_vocab - 6,
+        "tokenizer.ggml.bos_token_id": n_vocab - 6,
+        "tokenizer.ggml.add_bos_token": False,
+    }
 
 
 # ------------------------------------------------------------------------ DeepSeek-V3-like
@@ -162,9 +183,10 @@ def _file_type(weight_type: str) -> int:
 PRESETS = {"qwen3-30b-a3b": qwen3_30b_a3b, "deepseek-v3": deepseek_v3}
 
 
-def write_preset(name: str, path, weight_type: str = "bf16") -> Path:
-    """Write one of PRESETS as a sparse skeleton file (Qwen3-30B-A3B BF16: ~57 GiB apparent)."""
+def write_preset(name: str, path, weight_type: str = "bf16", **options) -> Path:
+    """Write one of PRESETS as a sparse skeleton file (Qwen3-30B-A3B BF16: ~57 GiB apparent);
+    `options` go to the preset function (e.g. tokenizer=True for qwen3-30b-a3b)."""
     if name not in PRESETS:
         raise ValueError(f"unknown skeleton preset {name!r}; choose from {sorted(PRESETS)}")
-    tensors, metadata, types = PRESETS[name](weight_type)
+    tensors, metadata, types = PRESETS[name](weight_type, **options)
     return build_skeleton(path, tensors, metadata, types)
