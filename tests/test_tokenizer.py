@@ -173,3 +173,14 @@ def test_process_escapes():
     assert process_escapes(b"end\\") == b"end\\"
     assert perplexity_text(b"x\\n\n\n") == b"x\n\n"
     assert perplexity_text(b"x\\n\n", escape=False) == b"x\\n"
+
+
+def test_phi3_rstrip_and_from_model(shared):
+    # general.name "Phi3": llama.cpp sets RSTRIP on the special tokens, so whitespace after a
+    # parsed special token is dropped; the next fragment gets the SPM space prefix again
+    with open_model(shared("refs", "tokens", "vocab", "ggml-vocab-phi-3.gguf")) as m:
+        tok = Tokenizer.from_model(m)
+    user = tok.vocab.tokens.index("<|user|>")
+    ids = tok.encode("<|user|>  \n hi", add_special=False, parse_special=True).tolist()
+    assert ids == [user, *tok.encode("hi", add_special=False).tolist()]
+    assert user not in tok.encode("<|user|> hi", add_special=False).tolist()

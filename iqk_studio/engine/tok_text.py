@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+
 def llama_utf8(s: str) -> str:
     """Text as llama.cpp's unicode_cpts_from_utf8 sees it: each byte that does not start a
     well-formed sequence becomes one U+FFFD (Python's decoder would merge some of them)."""
