@@ -187,3 +187,27 @@ def test_aborts_are_reported():
     assert any(w.code == "abort" and "Failed to determine layer" in w.message for w in p.warnings)
     p2 = plan(llama(n_layer=1, n_embd=96, n_head=3, n_head_kv=3, n_ff=128), Recipe("IQ2_BN"))
     assert any(w.code == "abort" and "Unsupported tensor size" in w.message for w in p2.warnings)
+
+
+def test_imatrix_coverage_with_name_fallbacks():
+    from iqk_studio.recipe.plan import imatrix_entry
+
+    names = {"blk.0.ffn_up_exps.weight", "blk.0.attn_kv_b.weight", "blk.0.ffn_up.weight"}
+    assert imatrix_entry("blk.0.ffn_gate_exps.weight", names)  # -> ffn_up_exps
+    assert imatrix_entry("blk.0.attn_v_b.weight", names)  # MLA: attn_v_b <-> attn_kv_b
+    assert imatrix_entry("blk.0.ffn_gate.weight", names)  # dense gate -> ffn_up
+    assert not imatrix_entry("blk.1.ffn_up_exps.weight", names)
+    m = llama(n_layer=2, n_expert=4, n_ff=256)
+    r = Recipe("Q8_0", rules=(Rule("exps", "iq2_xs"),), imatrix="i.dat")
+    assert not plan(m, r).errors
+    p = plan(m, r, imatrix_names={"blk.0.ffn_up_exps.weight", "blk.0.ffn_down_exps.weight"})
+    (w,) = [w for w in p.warnings if w.code == "needs-imatrix"]
+    assert set(w.tensors) == {"blk.1.ffn_gate_exps.weight", "blk.1.ffn_up_exps.weight",
+                              "blk.1.ffn_down_exps.weight"}
+
+
+def test_unexpected_attention_count_asserts():
+    m = llama(n_layer=3)
+    t = [(n, i.shape, i.qtype.name) for n, i in m.tensors.items() if n != "blk.2.attn_v.weight"]
+    p = plan(stand_in(t, m.metadata), Recipe("Q8_0"))
+    assert any("n_attention_wv" in w.message for w in p.errors)

@@ -10,6 +10,13 @@ from iqk_studio.recipe.records import CLASS_OPTIONS, Lint, Plan, Recipe
 # quantize.cpp:634-646: these ftypes refuse to start without an imatrix
 REFUSE_WITHOUT_IMATRIX = {"IQ2_XS", "IQ2_XXS", "IQ2_S", "IQ2_XXS_R4", "Q2_K_S", "IQ2_XS_R4",
                           "IQ1_S", "IQ1_S_R4", "IQ1_M_R4", "IQ1_M"}
+NOT_MODELLED = {
+    "--extra-output-tensor": "adds output_extra.weight to the file; not in this plan's sizes "
+                             "(a --dry-run does not count it either)",
+    "--repack": "repacks instead of quantizing; the plan does not model it",
+    "--include-weights": "limits the imatrix entries; the plan assumes the imatrix covers all",
+    "--exclude-weights": "limits the imatrix entries; the plan assumes the imatrix covers all",
+}
 ROLE_OPTIONS = ("attn_q_type", "attn_k_type", "attn_v_type", "attn_qkv_type", "attn_output_type",
                 "ffn_gate_type", "ffn_up_type", "ffn_down_type")
 
@@ -87,6 +94,9 @@ def lint_options(recipe: Recipe) -> list[Lint]:
         why = "--pure" if recipe.pure else f"the base {ft.name} is not a quantized type"
         out.append(Lint("rules-ignored", "warning", f"all {len(recipe.rules)} custom rules are "
                         f"ignored by llama-quantize: {why}"))
+    for a in recipe.extra_args:
+        if a in NOT_MODELLED:
+            out.append(Lint("not-modelled", "info", f"{a}: {NOT_MODELLED[a]}", a))
     if (ft.name in REFUSE_WITHOUT_IMATRIX and not recipe.has_imatrix
             and not recipe.ignore_imatrix_rules):
         out.append(Lint("needs-imatrix", "error", f"llama-quantize refuses to start: 'Please do not "

@@ -70,14 +70,34 @@ def model_view(model_like) -> ModelView:
     return view
 
 
-def resolve_options(recipe: Recipe, ftype: FType) -> Options:
+def imatrix_entry(name: str, names) -> bool:
+    """Whether llama-quantize finds imatrix data for a tensor, with its name fallbacks
+    (src/llama-quantize.cpp:1626-1662)."""
+    if name in names:
+        return True
+    for part in ("ffn_up_exps.weight", "ffn_gate_exps.weight"):
+        if part in name:
+            pre = name[:name.find(part)]
+            return pre + "ffn_gate_up_exps.weight" in names or pre + "ffn_up_exps.weight" in names
+    if "ffn_gate_up_exps.weight" in name:
+        return name[:name.find("ffn_gate_up_exps.weight")] + "ffn_up_exps.weight" in names
+    if "ffn_gate.weight" in name:
+        return name[:name.find("ffn_gate.weight")] + "ffn_up.weight" in names
+    for a, b in ((".attn_v_b.weight", ".attn_kv_b.weight"), (".attn_kv_b.weight", ".attn_v_b.weight")):
+        if a in name:
+            return name[:name.find(a)] + b in names
+    return False
+
+
+def resolve_options(recipe: Recipe, ftype: FType, has_imatrix: bool | None = None) -> Options:
     """Per-class options as llama-quantize reads them: an unknown or miss-cased name is 'unset'."""
     vals = {}
     for key, field in _OPTION_FIELDS.items():
         raw = getattr(recipe, field)
         vals[key] = raw if raw in BY_NAME else None
     return Options(ftype=ftype.name, default_type=ftype.default_type,
-                   has_imatrix=recipe.has_imatrix, **vals)
+                   has_imatrix=recipe.has_imatrix if has_imatrix is None else has_imatrix,
+                   **vals)
 
 
 def _not_candidate(t: TensorRef, skip: str | None, recipe: Recipe, o: Options) -> str | None:
@@ -174,11 +194,12 @@ def _choose(i: int, t: TensorRef, recipe: Recipe, o: Options, view: ModelView, c
     return _post_overrides(t, o, new, reasons), reasons, rule_index, fallback_from
 
 
-def _checks(t: TensorRef, recipe: Recipe, o: Options, new: str, reasons: list[str]):
+def _checks(t: TensorRef, recipe: Recipe, o: Options, new: str, reasons: list[str], imatrix_names):
     """After the type is final: imatrix rule, requantize, interleaved row count (:1683-1711).
     Returns (type written, notes, type replaced by the row-count fallback or None)."""
     notes = []
-    if (not recipe.ignore_imatrix_rules and not recipe.has_imatrix
+    has = o.has_imatrix and (imatrix_names is None or imatrix_entry(t.name, imatrix_names))
+    if (not recipe.ignore_imatrix_rules and not has
             and (new in VERY_LOW_BPW or (new == "q2_K" and o.ftype == "Q2_K_S"))
             and t.name not in ("token_embd.weight", "output.weight")):
         notes.append(f"{new} without an imatrix: llama-quantize stops with 'Missing importance "
@@ -194,14 +215,23 @@ def _checks(t: TensorRef, recipe: Recipe, o: Options, new: str, reasons: list[st
     return new, notes, None
 
 
-def plan(model_like, recipe: Recipe) -> Plan:
-    """Every tensor's final type, bytes and reason, totals, breakdown, placement and lint."""
+def plan(model_like, recipe: Recipe, imatrix_names=None) -> Plan:
+    """Every tensor's final type, bytes and reason, totals, breakdown, placement and lint.
+    imatrix_names: the entry names of the imatrix, when known (e.g. Imatrix.values); without
+    them an imatrix path in the recipe is taken to cover every tensor."""
     view = model_view(model_like)
     warn: list[Lint] = []
     ftype = parse_ftype(recipe.base)
     copy_only = recipe.base.strip().upper() == "COPY"
-    o = resolve_options(recipe, ftype)
+    if imatrix_names is not None:
+        imatrix_names = frozenset(imatrix_names)
+    o = resolve_options(recipe, ftype, None if imatrix_names is None else
+                        bool(recipe.imatrix) and bool(imatrix_names))
     custom = _rules(recipe, ftype, view)
+    f = view.facts
+    if f.n_attention_wv not in (0, f.n_layer, 3 * f.n_layer) and f.arch not in ("deci", "gemma4"):
+        warn.append(Lint("abort", "error", f"llama-quantize asserts 'n_attention_wv is unexpected': "
+                         f"{f.n_attention_wv} attn_v/attn_qkv tensors for {f.n_layer} layers"))
     c = Counters()
     entries, cands = [], []
     device = classify.devices(view.names, recipe.placement, view.matches)
@@ -223,7 +253,7 @@ def plan(model_like, recipe: Recipe) -> Plan:
             if new == src:
                 reasons.append("same as the source type: copied")
             else:
-                new, notes, row_fb = _checks(t, recipe, o, new, reasons)
+                new, notes, row_fb = _checks(t, recipe, o, new, reasons, imatrix_names)
                 fallback_from = fallback_from or row_fb
         quantized = new != src
         nbytes, bad = _nbytes(new, t.shape) if quantized else (view.source_bytes[i], None)
