@@ -92,3 +92,20 @@ def test_bad_file_exit_1_no_traceback(tmp_path, content):
 def test_missing_file(tmp_path, capsys):
     code, out, err = _run(capsys, "inspect", str(tmp_path / "nope.gguf"))
     assert code == 1 and "no such file" in err and out == ""
+
+
+def test_split_model(tmp_path, capsys):
+    from iqk_studio.gguf.header import tensor_spec, write_gguf
+    from iqk_studio.gguf.split import split_path
+    from iqk_studio.gguf.values import ValueType
+
+    types = {"split.no": (ValueType.UINT16, None), "split.count": (ValueType.UINT16, None),
+             "split.tensors.count": (ValueType.INT32, None)}
+    for k in range(2):
+        md = {"split.no": k, "split.count": 2, "split.tensors.count": 2}
+        write_gguf(split_path(tmp_path / "m", k, 2), md, [tensor_spec(f"t{k}", (64, 2), "f16")],
+                   types)
+    code, out, _ = _run(capsys, "inspect", "--json", str(tmp_path / "m-00002-of-00002.gguf"))
+    s = json.loads(out)
+    assert code == 0 and len(s["files"]) == 2 and s["total_bytes"] == 2 * 256
+    assert [t["file"] for t in s["tensors"]] == [0, 1]

@@ -118,3 +118,15 @@ def test_absurd_dat_counts(tmp_path):
     p.write_bytes(struct.pack("<ii", 1, 1) + b"w" + struct.pack("<ii", 1, 10**9))
     with pytest.raises(GGUFError, match="values"):
         load_imatrix(p)
+
+
+def test_model_gguf_is_not_an_imatrix(shared):
+    with pytest.raises(GGUFError, match="not an imatrix"):
+        load_imatrix(shared("refs", "quant", "out", "q8_0.gguf"))
+
+
+def test_text_file_is_not_an_imatrix(tmp_path):
+    p = tmp_path / "t.dat"
+    p.write_text("hello world, this is not an imatrix\n" * 3)
+    with pytest.raises(GGUFError, match="t.dat"):
+        load_imatrix(p)

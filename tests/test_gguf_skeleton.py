@@ -116,3 +116,15 @@ def test_bad_skeleton_input(tmp_path):
     with pytest.raises(KeyError, match="case-sensitive"):
         build_skeleton(tmp_path / "x.gguf", [("a", (256,), "Q4_K")], {})
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_qwen3_tokenizer_stub(tmp_path):
+    p = write_preset("qwen3-30b-a3b", tmp_path / "t.gguf", tokenizer=True)
+    with open_model(p) as m:
+        md = m.metadata
+        assert len(md["tokenizer.ggml.tokens"]) == md["qwen3moe.vocab_size"] == 151936
+        assert len(md["tokenizer.ggml.merges"]) == 151387
+        assert md["tokenizer.ggml.tokens"][151935] == "\u0120tok151935"
+        assert md["tokenizer.ggml.token_type"].shape == (151936,)
+        assert len(m.tensors) == 579
+    p.unlink()

@@ -262,7 +262,10 @@ def open_file(path, file_index: int = 0) -> tuple[GGUFFile, mmap.mmap | None]:
     try:
         return parse_header(mm, path, size, file_index), mm
     except BaseException:
-        mm.close()
+        try:
+            mm.close()
+        except BufferError:  # a view still alive in a traceback: it closes when that dies
+            pass
         raise
 
 

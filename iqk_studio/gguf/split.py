@@ -76,5 +76,8 @@ def open_parts(path: Path) -> GGUFModel:
         return model
     except BaseException:
         for m in maps:
-            m.close()
+            try:
+                m.close()
+            except BufferError:
+                pass
         raise
