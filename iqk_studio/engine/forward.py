@@ -1,0 +1,167 @@
+"""CPU forward pass of llama / qwen2 / qwen3 / qwen3moe / gemma3 over one window of tokens (no KV
+cache), one layer per call so a job can report progress and cancel between layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator
+
+import numpy as np
+
+from iqk_studio.engine import layers as L
+from iqk_studio.engine.model import ModelConfig, ModelError, config_from_metadata
+from iqk_studio.engine.moe import moe_ffn
+from iqk_studio.engine.weights import GGUFWeights
+
+# observer(weight_name, activations (rows, n_in), expert_id or None): sees every matmul's input
+Observer = Callable[..., None]
+
+
+def _required(cfg: ModelConfig, il: int) -> list[str]:
+    p = f"blk.{il}."
+    names = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm"]
+    if cfg.qk_norm:
+        names += ["attn_q_norm", "attn_k_norm"]
+    if cfg.post_norms:
+        names += ["post_attention_norm", "post_ffw_norm"]
+    if cfg.n_expert:
+        names += ["ffn_gate_inp", "ffn_down_exps"]
+    else:
+        names += ["ffn_gate", "ffn_up", "ffn_down"]
+    out = [p + n + ".weight" for n in names]
+    if cfg.arch == "qwen2":
+        out += [p + n + ".bias" for n in ("attn_q", "attn_k", "attn_v")]
+    return out
+
+
+class Forward:
+    """The model as a sequence of steps over a window: embed -> layer 0..n_layer-1 -> logits."""
+
+    def __init__(self, cfg: ModelConfig, weights, observer: Observer | None = None,
+                 kv_f16: bool = True):
+        self.cfg = cfg
+        self.ws = weights
+        self.observer = observer
+        self.kv_f16 = kv_f16  # round K and V to f16 as the reference's default KV cache does
+        names = weights.names()
+        missing = [n for il in range(cfg.n_layer) for n in _required(cfg, il) if n not in names]
+        missing += [n for n in ("token_embd.weight", "output_norm.weight") if n not in names]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise ModelError(f"{cfg.arch} model lacks tensor {missing[0]}{more}")
+        self._output_name = "token_embd.weight" if cfg.tied_output else "output.weight"
+        if "rope_freqs.weight" in names:
+            ff = weights.get("rope_freqs.weight").reshape(-1)
+            self._freq_factors = tuple(float(v) for v in ff)
+        else:
+            self._freq_factors = None
+
+    @classmethod
+    def from_model(cls, model, observer: Observer | None = None, weights=None,
+                   kv_f16: bool = True) -> Forward:
+        """From an open GGUFModel; weights default to its own tensors dequantized to float32."""
+        emb = model.tensors.get("token_embd.weight")
+        shape = tuple(emb.shape) if emb is not None else None
+        cfg = config_from_metadata(model.metadata, model.tensors, shape)
+        return cls(cfg, weights if weights is not None else GGUFWeights(model), observer, kv_f16)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _w(self, name: str) -> np.ndarray | None:
+        return self.ws.get(name) if name in self.ws.names() else None
+
+    def _linear(self, name: str, x: np.ndarray) -> np.ndarray:
+        if self.observer is not None:
+            self.observer(name + ".weight", x, None)
+        return L.linear(x, self.ws.get(name + ".weight"), self._w(name + ".bias"))
+
+    # -- steps -----------------------------------------------------------------------------
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        """Token rows (T, n_embd) float32, scaled by √n_embd for gemma3."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.cfg.n_vocab):
+            raise ValueError(f"token id out of range 0..{self.cfg.n_vocab - 1}")
+        x = self.ws.get("token_embd.weight")[tokens]
+        if self.cfg.embd_scale != 1.0:
+            x *= np.float32(self.cfg.embd_scale)
+        return x
+
+    def layer(self, x: np.ndarray, il: int, rows: tuple[int, int] | None = None) -> np.ndarray:
+        """Layer il over x (T, n_embd) at positions 0..T-1. With rows=(r0, r1) only those output
+        rows are computed (all positions still serve as keys): returns (r1-r0, n_embd)."""
+        c = self.cfg
+        p = f"blk.{il}."
+        t = x.shape[0]
+        r0, r1 = rows if rows is not None else (0, t)
+        n = L.rms_norm(x, self.ws.get(p + "attn_norm.weight"), c.eps)
+        nq = n if rows is None else n[r0:r1]
+        q = self._linear(p + "attn_q", nq).reshape(r1 - r0, c.n_head, c.head_dim)
+        k = self._linear(p + "attn_k", n).reshape(t, c.n_head_kv, c.head_dim)
+        v = self._linear(p + "attn_v", n).reshape(t, c.n_head_kv, c.head_dim_v)
+        if c.qk_norm:
+            q = L.rms_norm(q, self.ws.get(p + "attn_q_norm.weight"), c.eps)
+            k = L.rms_norm(k, self.ws.get(p + "attn_k_norm.weight"), c.eps)
+        base, scale = c.rope_for_layer(il)
+        cos, sin = L.rope_table(t, c.n_rot, base, scale, c.rope_attn_factor, self._freq_factors)
+        L.apply_rope(q, cos[r0:r1], sin[r0:r1], c.rope_neox)
+        L.apply_rope(k, cos, sin, c.rope_neox)
+        if self.kv_f16:
+            k = k.astype(np.float16).astype(np.float32)
+            v = v.astype(np.float16).astype(np.float32)
+        a = L.attention(q, k, v, c.kq_scale, r0, c.n_swa if c.is_swa(il) else 0)
+        a = self._linear(p + "attn_output", a)
+        if c.post_norms:
+            a = L.rms_norm(a, self.ws.get(p + "post_attention_norm.weight"), c.eps)
+        h = x[r0:r1] + a
+        f = self.ffn(L.rms_norm(h, self.ws.get(p + "ffn_norm.weight"), c.eps), il)
+        if c.post_norms:
+            f = L.rms_norm(f, self.ws.get(p + "post_ffw_norm.weight"), c.eps)
+        h += f
+        return h
+
+    def ffn(self, n: np.ndarray, il: int) -> np.ndarray:
+        c = self.cfg
+        p = f"blk.{il}."
+        if c.n_expert:
+            return moe_ffn(n, self.ws, il, c.n_expert_used, c.n_ff_exp, c.act, self.observer)
+        g = self._linear(p + "ffn_gate", n)
+        g = L.gelu_tanh(g) if c.act == "gelu" else L.silu(g)
+        g *= self._linear(p + "ffn_up", n)
+        return self._linear(p + "ffn_down", g)
+
+    def output_norm(self, x: np.ndarray) -> np.ndarray:
+        return L.rms_norm(x, self.ws.get("output_norm.weight"), self.cfg.eps)
+
+    def iter_logits(self, h: np.ndarray, rows_per_block: int = 64) -> Iterator[tuple[int, np.ndarray]]:
+        """(r0, logits (rows, n_vocab) float32) over blocks of normalised rows h, so the full
+        (T, n_vocab) matrix never exists at once."""
+        w = self.ws.get(self._output_name)
+        for r0 in range(0, h.shape[0], rows_per_block):
+            yield r0, np.matmul(h[r0:r0 + rows_per_block], w.T)
+
+    def steps(self, tokens: np.ndarray, first: int = 0, last: int | None = None,
+              all_rows: bool = False) -> Generator[int, None, np.ndarray]:
+        """Generator over a window: yields after each layer (layers done so far) and returns the
+        normalised final hidden rows first..last-1. The last layer computes only those rows
+        unless all_rows (imatrix: the reference's last layer sees every row)."""
+        x = self.embed(tokens)
+        last = x.shape[0] if last is None else last
+        for il in range(self.cfg.n_layer):
+            only = il == self.cfg.n_layer - 1 and not all_rows
+            x = self.layer(x, il, (first, last) if only else None)
+            yield il + 1
+        return self.output_norm(x[first:last] if all_rows else x)
+
+    # -- convenience -----------------------------------------------------------------------
+    def hidden(self, tokens: np.ndarray, first: int = 0, last: int | None = None) -> np.ndarray:
+        """Normalised final hidden rows first..last-1 of a window (all layers at once)."""
+        gen = self.steps(tokens, first, last)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+
+    def logits(self, tokens: np.ndarray, first: int = 0) -> np.ndarray:
+        """Full logits (T - first, n_vocab) of a window; for tests and small vocabularies."""
+        h = self.hidden(tokens, first)
+        return np.concatenate([b for _, b in self.iter_logits(h)], axis=0)
