@@ -184,3 +184,14 @@ def test_phi3_rstrip_and_from_model(shared):
     ids = tok.encode("<|user|>  \n hi", add_special=False, parse_special=True).tolist()
     assert ids == [user, *tok.encode("hi", add_special=False).tolist()]
     assert user not in tok.encode("<|user|> hi", add_special=False).tolist()
+
+
+def test_unicode16_letters_split_as_llama_cpp(shared):
+    """Code points llama.cpp's tables (Unicode 15) leave unassigned but HF's regex engine
+    (Unicode 16) calls letters: split as llama.cpp does, not as plain HF would."""
+    path = shared("refs", "tokens", "vocab", "ggml-vocab-gpt-2.gguf")
+    md, tok = _metadata(path), _tokenizer(path)
+    ref = RefBpe(md["tokenizer.ggml.tokens"], md["tokenizer.ggml.merges"])
+    for text in ["\U000105c0's", "a\U00016130's x", "\u1c89's \U00013460 12 ok  \n\n end"]:
+        assert tok.encode(text).tolist() == ref.encode(text), text
+    assert tok._bpe.hf.encode("\U000105c0's").ids != ref.encode("\U000105c0's")

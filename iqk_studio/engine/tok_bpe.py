@@ -4,6 +4,8 @@ tokens and merges, with the pre-tokenizer regexes llama.cpp uses for each `token
 
 from __future__ import annotations
 
+import re
+
 from tokenizers import Regex
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers
@@ -51,6 +53,19 @@ IGNORE_MERGES = {"llama3", "llama-v3", "llama-bpe", "laguna", "falcon3", "falcon
 ADD_BOS = IGNORE_MERGES
 
 
+# Code points that llama.cpp's Unicode tables (src/unicode-data.cpp, Unicode 15) leave unassigned
+# while tokenizers' Oniguruma (Unicode 16) classes them as letters or digits: Garay, Todhri,
+# Sunuwar, Egyptian Hieroglyphs Ext-A, ... Found by comparing the two over all code points.
+_NEWER_THAN_LLAMA = re.compile(
+    "[\u1c89-\u1c8a\ua7cb-\ua7cd\ua7da-\ua7dc\U000105c0-\U000105f3\U00010d40-\U00010d65"
+    "\U00010d6f-\U00010d85\U00010ec2-\U00010ec4\U00011380-\U00011389\U0001138b\U0001138e"
+    "\U00011390-\U000113b5\U000113b7\U000113d1\U000113d3\U000116d0-\U000116e3"
+    "\U00011bc0-\U00011be0\U00011bf0-\U00011bf9\U00013460-\U000143fa\U00016100-\U0001611d"
+    "\U00016130-\U00016139\U00016d40-\U00016d6c\U00016d70-\U00016d79\U00018cff"
+    "\U0001ccf0-\U0001ccf9\U0001e5d0-\U0001e5ed\U0001e5f0-\U0001e5fa]")
+_UNASSIGNED = "\u0378"  # unassigned everywhere: neither letter, digit nor space
+
+
 def _byte_to_unicode() -> dict[int, str]:
     # GPT-2 bytes_to_unicode: printable bytes map to themselves, the other 68 to U+0100...
     keep = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
@@ -68,13 +83,20 @@ BYTE_TO_UNICODE = _byte_to_unicode()
 UNICODE_TO_BYTE = {c: b for b, c in BYTE_TO_UNICODE.items()}
 
 
+def _splitter(kind: str):
+    res = (GPT2_RE + r"|\s+",) if kind == "gpt2" else PRE_REGEXES[kind]
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r), behavior="isolated",
+                                                         invert=False) for r in res])
+
+
 def _pre_tokenizer(kind: str):
-    bytelevel = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     if kind == "gpt2":
         return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    splits = [pre_tokenizers.Split(Regex(r), behavior="isolated", invert=False)
-              for r in PRE_REGEXES[kind]]
-    return pre_tokenizers.Sequence([*splits, bytelevel])
+    return pre_tokenizers.Sequence([_splitter(kind), _bytelevel()])
+
+
+def _bytelevel():
+    return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
 
 
 def _split_merge(m: str) -> tuple[str, str] | None:
@@ -100,9 +122,24 @@ class BpeModel:
                          fuse_unk=False, byte_fallback=False)
         self.hf = HFTokenizer(bpe)
         self.hf.pre_tokenizer = _pre_tokenizer(self.kind)
+        self._pieces = HFTokenizer(bpe)  # for text we split ourselves
+        self._pieces.pre_tokenizer = _bytelevel()
+        self._splitter = _splitter(self.kind)
 
     def encode_many(self, texts: list[str]) -> list[list[int]]:
         """Ids for raw-text fragments (no special-token handling)."""
+        if any(_NEWER_THAN_LLAMA.search(t) for t in texts):
+            return [self._encode_newer_unicode(t) for t in texts]
         if len(texts) == 1:
             return [self.hf.encode(texts[0], add_special_tokens=False).ids]
         return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+
+    def _encode_newer_unicode(self, text: str) -> list[int]:
+        # split a stand-in text where those code points are unassigned, as llama.cpp sees them,
+        # then encode the original pieces at the same (code point) offsets
+        stand_in = _NEWER_THAN_LLAMA.sub(_UNASSIGNED, text)
+        spans = [span for _, span in self._splitter.pre_tokenize_str(stand_in)]
+        if not spans:
+            return []
+        pieces = [text[a:b] for a, b in spans]
+        return self._pieces.encode(pieces, is_pretokenized=True, add_special_tokens=False).ids
