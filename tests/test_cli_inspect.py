@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from iqk_studio.cli import main
@@ -86,7 +87,8 @@ def test_bad_file_exit_1_no_traceback(tmp_path, content):
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("iqk-studio-cli: error:") and "bad.gguf" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("iqk-studio-cli: error:")
+    assert "bad.gguf" in lines[0]
 
 
 def test_missing_file(tmp_path, capsys):
@@ -95,16 +97,15 @@ def test_missing_file(tmp_path, capsys):
 
 
 def test_split_model(tmp_path, capsys):
-    from iqk_studio.gguf.header import tensor_spec, write_gguf
     from iqk_studio.gguf.split import split_path
     from iqk_studio.gguf.values import ValueType
+    from iqk_studio.gguf.writer import KV, TensorSpec, write_gguf
 
-    types = {"split.no": (ValueType.UINT16, None), "split.count": (ValueType.UINT16, None),
-             "split.tensors.count": (ValueType.INT32, None)}
+    u16, i32 = ValueType.UINT16, ValueType.INT32
     for k in range(2):
-        md = {"split.no": k, "split.count": 2, "split.tensors.count": 2}
-        write_gguf(split_path(tmp_path / "m", k, 2), md, [tensor_spec(f"t{k}", (64, 2), "f16")],
-                   types)
+        kvs = [KV("split.no", k, u16), KV("split.count", 2, u16), KV("split.tensors.count", 2, i32)]
+        write_gguf(split_path(tmp_path / "m", k, 2), kvs, [TensorSpec(f"t{k}", (64, 2), 1)],
+                   [np.zeros((2, 64), np.float16)])
     code, out, _ = _run(capsys, "inspect", "--json", str(tmp_path / "m-00002-of-00002.gguf"))
     s = json.loads(out)
     assert code == 0 and len(s["files"]) == 2 and s["total_bytes"] == 2 * 256

@@ -5,13 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iqk_studio.gguf.header import tensor_spec, write_gguf
 from iqk_studio.gguf.reader import GGUFError, open_model
 from iqk_studio.gguf.split import split_path
 from iqk_studio.gguf.values import ValueType
+from iqk_studio.gguf.writer import KV, TensorSpec, write_gguf
 
 SPLIT_TYPES = {"split.no": (ValueType.UINT16, None), "split.count": (ValueType.UINT16, None),
                "split.tensors.count": (ValueType.INT32, None)}
+
+
+def _write(path, md: dict, arrays: dict) -> None:
+    """A GGUF of F32 tensors {name: (rows, ne0) array} with split keys typed as gguf-split does."""
+    kvs = [KV(k, v, *SPLIT_TYPES.get(k, (None, None))) for k, v in md.items()]
+    specs = [TensorSpec(n, a.shape[::-1], 0) for n, a in arrays.items()]
+    write_gguf(path, kvs, specs, list(arrays.values()))
 
 
 def _write_split(tmp_path, n_parts=3, per_part=2):
@@ -22,13 +29,10 @@ def _write_split(tmp_path, n_parts=3, per_part=2):
         md = {"split.no": k, "split.count": n_parts, "split.tensors.count": n_parts * per_part}
         if k == 0:
             md = {"general.architecture": "llama", "llama.block_count": n_parts, **md}
-        specs = []
-        for j in range(per_part):
-            name = f"blk.{k}.w{j}.weight"
-            a = rng.standard_normal((3 + j, 32)).astype(np.float32)
-            arrays[name] = a
-            specs.append(tensor_spec(name, (32, 3 + j), "f32", a))
-        write_gguf(split_path(prefix, k, n_parts), md, specs, SPLIT_TYPES)
+        part = {f"blk.{k}.w{j}.weight": rng.standard_normal((3 + j, 32)).astype(np.float32)
+                for j in range(per_part)}
+        arrays.update(part)
+        _write(split_path(prefix, k, n_parts), md, part)
     return prefix, arrays
 
 
@@ -64,8 +68,7 @@ def test_wrong_tensor_total(tmp_path):
     prefix = tmp_path / "bad"
     for k in range(2):
         md = {"split.no": k, "split.count": 2, "split.tensors.count": 5}
-        write_gguf(split_path(prefix, k, 2), md, [tensor_spec(f"t{k}", (32,), "f32")],
-                   SPLIT_TYPES)
+        _write(split_path(prefix, k, 2), md, {f"t{k}": np.zeros((1, 32), np.float32)})
     with pytest.raises(GGUFError, match="split.tensors.count = 5"):
         open_model(split_path(prefix, 0, 2))
 
@@ -74,8 +77,7 @@ def test_part_with_wrong_number(tmp_path):
     prefix = tmp_path / "bad"
     for k, no in enumerate((0, 0)):
         md = {"split.no": no, "split.count": 2, "split.tensors.count": 2}
-        write_gguf(split_path(prefix, k, 2), md, [tensor_spec(f"t{k}", (32,), "f32")],
-                   SPLIT_TYPES)
+        _write(split_path(prefix, k, 2), md, {f"t{k}": np.zeros((1, 32), np.float32)})
     with pytest.raises(GGUFError, match="expected split.no = 1"):
         open_model(split_path(prefix, 0, 2))
 
@@ -84,15 +86,15 @@ def test_duplicate_tensor_across_parts(tmp_path):
     prefix = tmp_path / "dup"
     for k in range(2):
         md = {"split.no": k, "split.count": 2, "split.tensors.count": 2}
-        write_gguf(split_path(prefix, k, 2), md, [tensor_spec("same", (32,), "f32")],
-                   SPLIT_TYPES)
+        _write(split_path(prefix, k, 2), md, {"same": np.zeros((1, 32), np.float32)})
     with pytest.raises(GGUFError, match="'same' also appears"):
         open_model(split_path(prefix, 0, 2))
 
 
 def test_split_count_without_split_name(tmp_path):
     md = {"split.no": 0, "split.count": 2, "split.tensors.count": 1}
-    p = write_gguf(tmp_path / "model.gguf", md, [tensor_spec("t", (32,), "f32")], SPLIT_TYPES)
+    p = tmp_path / "model.gguf"
+    _write(p, md, {"t": np.zeros((1, 32), np.float32)})
     with pytest.raises(GGUFError, match="cannot find the other parts"):
         open_model(p)
 

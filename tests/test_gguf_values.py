@@ -7,9 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from iqk_studio.gguf.header import tensor_spec, write_gguf
 from iqk_studio.gguf.reader import open_model
 from iqk_studio.gguf.values import Cursor, ValueType, encode_kv, infer_type, read_value
+from iqk_studio.gguf.writer import KV, TensorSpec, write_gguf
 
 V = ValueType
 
@@ -50,7 +50,8 @@ def test_invalid_utf8_survives_a_file_roundtrip(tmp_path):
     raw = b"\xff\xfe ok \xc3"
     s = raw.decode("utf-8", "surrogateescape")
     md = {"general.architecture": "llama", "tokenizer.ggml.tokens": ["a", s, "b\xff"], "x": s}
-    p = write_gguf(tmp_path / "u.gguf", md, [tensor_spec("t", (32,), "f32")])
+    p = write_gguf(tmp_path / "u.gguf", [KV(k, v) for k, v in md.items()],
+                   [TensorSpec("t", (32,), 0)], [np.zeros(32, np.float32)])
     with open_model(p) as m:
         assert m.metadata["tokenizer.ggml.tokens"] == ["a", s, "b\xff"]
         assert m.metadata["x"].encode("utf-8", "surrogateescape") == raw

@@ -134,5 +134,6 @@ def format_text(s: dict) -> str:
               _size_line("model size      ", total) + f"  [{s['total_bytes']:,d} bytes]"]
     if s["repeating_layers"]:
         r = s["repeating_layers"]
-        lines.append(_size_line("repeating layers", r, s["n_params"]) + f"  [{r['bytes']:,d} bytes]")
+        line = _size_line("repeating layers", r, s["n_params"])
+        lines.append(f"{line}  [{r['bytes']:,d} bytes]")
     return "\n".join(lines) + "\n"

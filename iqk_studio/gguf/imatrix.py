@@ -181,9 +181,9 @@ def _f32(m, name: str, path) -> np.ndarray:
 def save_imatrix_gguf(path, imatrix: Imatrix, datasets: list[str] | None = None) -> Path:
     """Save in mainline's GGUF layout (entries sorted by name). in_sum2 = value * count per
     matrix; counts come from imatrix.counts, else ncall * chunk_size (or ncall) for one matrix."""
-    from iqk_studio.gguf.header import tensor_spec, write_gguf
+    from iqk_studio.gguf.writer import KV, TensorSpec, write_gguf
 
-    specs = []
+    specs, arrays = [], []
     for name in sorted(imatrix.values):
         v = np.asarray(imatrix.values[name], np.float32).reshape(-1)
         c = imatrix.counts.get(name)
@@ -191,15 +191,16 @@ def save_imatrix_gguf(path, imatrix: Imatrix, datasets: list[str] | None = None)
             nc = imatrix.ncall.get(name, 1)
             c = np.array([nc * imatrix.chunk_size if imatrix.chunk_size else nc], np.float32)
         c = np.asarray(c, np.float32).reshape(-1)
-        if v.size % c.size:
+        if c.size == 0 or v.size % c.size:
             raise ValueError(f"{name}: {v.size} values do not split into {c.size} matrices")
         n_in = v.size // c.size
-        s = (v.reshape(c.size, n_in) * c[:, None]).astype(np.float32)
-        specs.append(tensor_spec(name + SUM2, (n_in, c.size), "f32", s))
-        specs.append(tensor_spec(name + COUNTS, (1, c.size), "f32", c))
+        specs += [TensorSpec(name + SUM2, (n_in, c.size), 0),  # f32
+                  TensorSpec(name + COUNTS, (1, c.size), 0)]
+        arrays += [(v.reshape(c.size, n_in) * c[:, None]).astype(np.float32), c]
     if datasets is None:
         datasets = [imatrix.dataset] if imatrix.dataset else []
-    metadata = {KEY_TYPE: "imatrix", KEY_DATASETS: list(datasets),
-                KEY_CHUNK_COUNT: int(imatrix.chunks), KEY_CHUNK_SIZE: int(imatrix.chunk_size)}
-    types = {KEY_DATASETS: (ValueType.ARRAY, ValueType.STRING)}
-    return write_gguf(path, metadata, specs, types)
+    kvs = [KV(KEY_TYPE, "imatrix"), KV(KEY_DATASETS, list(datasets), ValueType.ARRAY,
+                                          ValueType.STRING),
+           KV(KEY_CHUNK_COUNT, int(imatrix.chunks), ValueType.UINT32),
+           KV(KEY_CHUNK_SIZE, int(imatrix.chunk_size), ValueType.UINT32)]
+    return write_gguf(path, kvs, specs, arrays)

@@ -5,21 +5,77 @@ download; llama-quantize --dry-run accepts them.
 
 from __future__ import annotations
 
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
 
-from iqk_studio.gguf.header import tensor_spec, write_gguf
-from iqk_studio.gguf.values import ValueType
+from iqk_studio.gguf.reader import DEFAULT_ALIGNMENT, MAX_DIMS
+from iqk_studio.gguf.values import ValueType, encode_kv, encode_string
+from iqk_studio.gguf.writer import TensorSpec
+from iqk_studio.quant.types import BY_ID, QuantType, by_name
 
 U32, F32, BOOL = ValueType.UINT32, ValueType.FLOAT32, ValueType.BOOL
 
 
+def tensor_spec(name: str, shape, qtype) -> TensorSpec:
+    """A checked TensorSpec from a type given as name (`q4_K`), id or QuantType."""
+    if isinstance(qtype, QuantType):
+        qt = qtype
+    elif isinstance(qtype, (int, np.integer)):
+        qt = BY_ID[int(qtype)]
+    else:
+        qt = by_name(str(qtype))
+    shape = tuple(int(d) for d in shape)
+    if not 1 <= len(shape) <= MAX_DIMS or any(d < 0 for d in shape):
+        raise ValueError(f"{name}: bad shape {shape}")
+    if shape[0] % qt.block:
+        raise ValueError(f"{name}: ne0 = {shape[0]} is not a multiple of {qt.name}'s "
+                         f"block size {qt.block}")
+    return TensorSpec(name, shape, qt.id)
+
+
+def _pad(n: int, alignment: int) -> int:
+    return -(-n // alignment) * alignment
+
+
+def encode_header(metadata: dict, specs: list[TensorSpec], types: dict | None = None
+                  ) -> tuple[bytes, int]:
+    """GGUF v3 header padded to the alignment, and the size of the data section after it (every
+    tensor padded, as ggml writes them). `types`: key -> (ValueType, item type or None)."""
+    types = dict(types or {})
+    if "general.alignment" in metadata:
+        types.setdefault("general.alignment", (U32, None))
+    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
+    parts = [b"GGUF", struct.pack("<IQQ", 3, len(specs), len(metadata))]
+    parts += [encode_kv(k, v, *types.get(k, (None, None))) for k, v in metadata.items()]
+    pos = 0
+    for t in specs:
+        parts += [encode_string(t.name), struct.pack("<I", len(t.shape)),
+                  struct.pack(f"<{len(t.shape)}Q", *t.shape), struct.pack("<IQ", t.type_id, pos)]
+        pos = _pad(pos + t.nbytes, alignment)
+    head = b"".join(parts)
+    return head + b"\0" * (_pad(len(head), alignment) - len(head)), pos
+
+
 def build_skeleton(path, tensors, metadata: dict, types: dict | None = None) -> Path:
-    """Write a skeleton GGUF from [(name, shape (ggml order), type name/id)] and metadata.
-    `types` forces a key's GGUF value type (key -> (ValueType, item type or None))."""
+    """Write a skeleton GGUF from [(name, shape (ggml order), type name/id)] and metadata: the
+    header, then a sparse hole up to the full size. Written to PATH.tmp and renamed, so a failure
+    never leaves a half-written file. `types` forces a key's GGUF value type."""
+    path = Path(path)
     specs = [tensor_spec(name, shape, qtype) for name, shape, qtype in tensors]
-    return write_gguf(path, metadata, specs, types)
+    head, data_size = encode_header(metadata, specs, types)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(head)
+            f.truncate(len(head) + data_size)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 # ------------------------------------------------------------------------- Qwen3-30B-A3B
