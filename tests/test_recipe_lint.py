@@ -165,3 +165,14 @@ def test_std_regex_rejects(pattern):
 def test_translation_is_cached_and_compiles():
     assert translate("attn") is translate("attn")
     assert isinstance(translate("attn").regex, re.Pattern)
+
+
+def test_error_column_maps_back_to_the_pattern():
+    rx = translate(r"[[:digit:]]+(x")  # translated text is shorter than the pattern
+    assert rx.error is not None and rx.error.column == 12
+    assert translate(r"ab)").error.column == 2
+
+
+def test_unknown_base_is_a_clean_error():
+    with pytest.raises(ValueError, match="unknown llama-quantize type"):
+        plan(M, Recipe("Q9_X"))

@@ -119,9 +119,11 @@ def _group_open(pat: str, i: int, notes: list[Note]) -> tuple[str, int]:
     return "(" + nxt, 3
 
 
-def _translate(pat: str) -> tuple[str, list[Note]]:
+def _translate(pat: str) -> tuple[str, list[Note], list[int]]:
+    """(Python pattern, notes, source column of every character of the Python pattern)."""
     notes: list[Note] = []
     out: list[str] = []
+    cols: list[int] = []
     i = 0
     prev_quant = False
     while i < len(pat):
@@ -151,21 +153,23 @@ def _translate(pat: str) -> tuple[str, list[Note]]:
         else:
             text, n = ch, 1
         out.append(text)
+        cols += [i] * len(text)
         prev_quant = quant
         i += n
-    return "".join(out), notes
+    return "".join(out), notes, cols
 
 
 @lru_cache(maxsize=8192)
 def translate(pattern: str) -> EcmaRegex:
     """Compile a llama-quantize regex; cached, so re-planning after an edit costs nothing."""
-    python, notes = _translate(pattern)
+    python, notes, cols = _translate(pattern)
     regex = None
     if not any(n.severity == "error" for n in notes):
         try:
             regex = re.compile(python, re.ASCII)
         except re.error as e:
-            col = e.pos if e.pos is not None and e.pos <= len(pattern) else 0
+            pos = e.pos or 0
+            col = cols[pos] if pos < len(cols) else len(pattern)
             notes.append(Note(col, "error", f"invalid regex: {e.msg}"))
     if regex is None:
         python = ""

@@ -221,7 +221,10 @@ def plan(model_like, recipe: Recipe, imatrix_names=None) -> Plan:
     them an imatrix path in the recipe is taken to cover every tensor."""
     view = model_view(model_like)
     warn: list[Lint] = []
-    ftype = parse_ftype(recipe.base)
+    try:
+        ftype = parse_ftype(recipe.base)
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
     copy_only = recipe.base.strip().upper() == "COPY"
     if imatrix_names is not None:
         imatrix_names = frozenset(imatrix_names)
