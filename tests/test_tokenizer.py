@@ -8,7 +8,7 @@ from functools import cache
 
 import numpy as np
 import pytest
-from tok_reference import RefBpe
+from tok_reference import RefBpe, llama3_split
 
 from iqk_studio.engine.tokenizer import (
     Tokenizer,
@@ -114,6 +114,22 @@ def test_gpt2_bpe_on_wiki_matches_reference(shared):
     odd = ("héllo ÀÉÎ 123 ４５６ ١٢٣ 𝟘𝟙 Ⅻ ½ x²  \u00a0\u2003 a\t\tb \u0378\u0379 'S 'll "
            "'LL \U0001F600  \r\n \n\n  ﷽ 漢字 한국어 ∀x∈ℝ \u200b\u0301 e\u0301 ")
     assert tok.encode(odd, add_special=False).tolist() == ref.encode(odd)
+
+
+@pytest.mark.parametrize("pre,digits", [("llama-bpe", 3), ("qwen2", 1)])
+def test_llama3_qwen2_pre_tokenizers_match_reference(shared, pre, digits):
+    """The gpt-2 vocabulary under the llama3 / qwen2 pre-tokenizers (ignore_merges for
+    llama-bpe): HF Split regexes == transcription of unicode.cpp's hand-written scanners."""
+    md = dict(_metadata(shared("refs", "tokens", "vocab", "ggml-vocab-gpt-2.gguf")))
+    md["tokenizer.ggml.pre"] = pre
+    tok = Tokenizer.from_metadata(md)
+    ref = RefBpe(md["tokenizer.ggml.tokens"], md["tokenizer.ggml.merges"],
+                 lambda t: llama3_split(t, digits), ignore_merges=pre == "llama-bpe")
+    wiki = read_perplexity_text(shared("data", "wiki.test.raw"))[:200_000].decode("utf-8")
+    odd = ("héllo ÀÉÎ 123 ４５６ ١٢٣ 𝟘𝟙 Ⅻ ½ x²  \u00a0\u2003 a\t\tb \u0378 'S 'll 'LL 'Re "
+           "\U0001F600  \r\n \n\n  ﷽ 漢字 ∀x∈ℝ \u200b\u0301 12345678 x!!\n\n y \r\r\n  \t\n z ? ")
+    for text in (odd, wiki):
+        assert tok.encode(text, add_special=False).tolist() == ref.encode(text)
 
 
 def test_empty_text(shared):

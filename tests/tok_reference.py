@@ -64,8 +64,62 @@ def gpt2_split(text: str) -> list[str]:
     return out
 
 
+def llama3_split(text: str, max_digits: int = 3) -> list[str]:
+    """Pieces of the LLAMA3 regex (QWEN2 with max_digits=1), as unicode.cpp's scanner cuts them:
+    (?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+
+    |\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"""
+    n, pos, out = len(text), 0, []
+
+    def at(i):
+        return text[i] if i < n else None
+
+    while pos < n:
+        start, c = pos, text[pos]
+        if c == "'" and pos + 1 < n:
+            if text[pos + 1] in "sStTmMdD":
+                out.append(text[pos:pos + 2])
+                pos += 2
+                continue
+            if pos + 2 < n and text[pos + 1:pos + 3].lower() in ("re", "ve", "ll"):
+                out.append(text[pos:pos + 3])
+                pos += 3
+                continue
+        k = _cls(c)
+        if c not in "\r\n" and k != "N" and (k == "L" or _cls(at(pos + 1)) == "L"):
+            pos += 1
+            while _cls(at(pos)) == "L":
+                pos += 1
+        elif k == "N":
+            while _cls(at(pos)) == "N" and pos - start < max_digits:
+                pos += 1
+        elif (_cls(at(pos + 1)) if c == " " else k) == "o" or (c == " " and pos + 1 == n):
+            pos += c == " "
+            while _cls(at(pos)) == "o":
+                pos += 1
+            while at(pos) in ("\r", "\n"):
+                pos += 1
+        else:
+            nws, last_nl = 0, -1
+            while _cls(at(pos + nws)) == "w":
+                if text[pos + nws] in "\r\n":
+                    last_nl = pos + nws + 1
+                nws += 1
+            if last_nl > 0:
+                pos = last_nl
+            elif nws > 1 and pos + nws < n:
+                pos += nws - 1
+            elif nws > 0:
+                pos += nws
+            else:
+                pos += 1
+        out.append(text[start:pos])
+    return out
+
+
 class RefBpe:
-    def __init__(self, tokens: list[str], merges: list[str]):
+    def __init__(self, tokens: list[str], merges: list[str], split=gpt2_split,
+                 ignore_merges: bool = False):
+        self.split, self.ignore_merges = split, ignore_merges
         self.vocab = {t: i for i, t in enumerate(tokens)}
         self.ranks = {}
         for i, m in enumerate(merges):
@@ -76,6 +130,8 @@ class RefBpe:
     def word(self, w: str) -> list[int]:
         if w in self.cache:
             return self.cache[w]
+        if self.ignore_merges and w in self.vocab:
+            return [self.vocab[w]]
         syms = list(w)
         alive = [True] * len(syms)
         nxt = list(range(1, len(syms))) + [-1]
@@ -108,7 +164,7 @@ class RefBpe:
 
     def encode(self, text: str) -> list[int]:
         ids = []
-        for piece in gpt2_split(text):
+        for piece in self.split(text):
             enc = "".join(BYTE_TO_UNICODE[b] for b in piece.encode("utf-8"))
             ids.extend(self.word(enc))
         return ids
