@@ -132,11 +132,11 @@ def qwen3_30b_a3b(weight_type: str = "bf16", tokenizer: bool = False) -> tuple[l
     return tensors, metadata, types
 
 
-def _tokenizer_stub(n_vocab: int, n_merges: int) -> dict:
+def _tokenizer_stub(n_vocab: int, n_merges: int, pre: str = "qwen2") -> dict:
     """Placeholder gpt2 tokenizer keys with realistic array sizes (not a usable vocabulary)."""
     return {
         "tokenizer.ggml.model": "gpt2",
-        "tokenizer.ggml.pre": "qwen2",
+        "tokenizer.ggml.pre": pre,
         "tokenizer.ggml.tokens": [f"\u0120tok{i:06d}" for i in range(n_vocab)],
         "tokenizer.ggml.token_type": np.ones(n_vocab, np.int32),
         "tokenizer.ggml.merges": [f"\u0120t ok{i:06d}" for i in range(n_merges)],
@@ -149,10 +149,10 @@ def _tokenizer_stub(n_vocab: int, n_merges: int) -> dict:
 
 # ------------------------------------------------------------------------ DeepSeek-V3-like
 
-def deepseek_v3(weight_type: str = "bf16") -> tuple[list, dict, dict]:
+def deepseek_v3(weight_type: str = "bf16", tokenizer: bool = False) -> tuple[list, dict, dict]:
     """DeepSeek-V3 (671B) as a BF16 conversion with split MLA attn_k_b / attn_v_b:
     61 layers, the first 3 dense, then 256 routed experts + 1 shared expert (`_shexp`);
-    1147 tensors, no nextn/MTP layer."""
+    1147 tensors, no nextn/MTP layer. `tokenizer` adds a placeholder vocabulary (129280 tokens)."""
     n_layer, n_dense, n_embd, n_head, n_vocab = 61, 3, 7168, 128, 129280
     q_lora, kv_lora, nope, rope, v_dim = 1536, 512, 128, 64, 128
     n_ff, n_expert, n_ff_exp = 18432, 256, 2048
@@ -224,6 +224,8 @@ def deepseek_v3(weight_type: str = "bf16") -> tuple[list, dict, dict]:
         a + "rope.scaling.yarn_log_multiplier": 0.1,
         "general.file_type": _file_type(weight_type),
     }
+    if tokenizer:
+        metadata.update(_tokenizer_stub(n_vocab, 127741, pre="deepseek-v3"))
     types = {k: (F32, None) for k, v in metadata.items() if isinstance(v, float)}
     return tensors, metadata, types
 
