@@ -60,7 +60,8 @@ def main() -> None:
     args = ap.parse_args()
     q = bench("Qwen3-30B-A3B", stand_in(*qwen3_30b_a3b()[:2]), args.runs)
     d = bench("DeepSeek-V3", stand_in(*deepseek_v3()[:2]), args.runs)
-    print(f"targets: < 10 ms ({'ok' if q < 10 else 'MISSED'}), < 30 ms ({'ok' if d < 30 else 'MISSED'})")
+    ok = {True: "ok", False: "MISSED"}
+    print(f"targets: < 10 ms ({ok[q < 10]}), < 30 ms ({ok[d < 30]})")
 
 
 if __name__ == "__main__":

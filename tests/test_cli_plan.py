@@ -9,7 +9,7 @@ import pytest
 
 from iqk_studio.cli import main
 from iqk_studio.gguf.skeleton import build_skeleton
-from iqk_studio.recipe import Recipe, plan
+from iqk_studio.recipe import Recipe, Rule, plan
 from iqk_studio.recipe.model import stand_in
 from iqk_studio.recipe.textfile import load
 
@@ -20,8 +20,10 @@ def tensors():
     t = [("token_embd.weight", (N_EMBD, 300), "f16")]
     for i in range(N_LAYER):
         b = f"blk.{i}."
-        t += [(b + "attn_norm.weight", (N_EMBD,), "f32"), (b + "attn_q.weight", (N_EMBD, N_EMBD), "f16"),
-              (b + "attn_k.weight", (N_EMBD, 64), "f16"), (b + "attn_v.weight", (N_EMBD, 64), "f16"),
+        t += [(b + "attn_norm.weight", (N_EMBD,), "f32"),
+              (b + "attn_q.weight", (N_EMBD, N_EMBD), "f16"),
+              (b + "attn_k.weight", (N_EMBD, 64), "f16"),
+              (b + "attn_v.weight", (N_EMBD, 64), "f16"),
               (b + "attn_output.weight", (N_EMBD, N_EMBD), "f16"),
               (b + "ffn_gate_inp.weight", (N_EMBD, N_EXP), "f32"),
               (b + "ffn_gate_exps.weight", (N_EMBD, N_FF, N_EXP), "f16"),
@@ -52,14 +54,14 @@ def test_plan_json(model, capsys):
                        "--placement", "exps=CPU", "--json")
     assert code == 0
     d = json.loads(out)
-    want = plan(stand_in(tensors(), META), Recipe("IQ4_KS", rules=(
-        __import__("iqk_studio.recipe", fromlist=["Rule"]).Rule("exps", "iq2_ks"),)))
+    want = plan(stand_in(tensors(), META), Recipe("IQ4_KS", rules=(Rule("exps", "iq2_ks"),)))
     assert d["total_bytes"] == want.total_bytes
     assert d["gib"] == pytest.approx(want.total_bytes / 2**30)
     assert {"total_bytes", "gib", "bpw", "tensors", "warnings"} <= set(d)
     t = {x["name"]: x for x in d["tensors"]}
     assert t["blk.0.ffn_up_exps.weight"]["type"] == "iq2_ks"
-    assert t["blk.0.attn_k.weight"]["type"] == "q8_0" and "n_expert" in t["blk.0.attn_k.weight"]["reason"]
+    k = t["blk.0.attn_k.weight"]
+    assert k["type"] == "q8_0" and "n_expert" in k["reason"]
     assert d["cpu_bytes"] == sum(x["bytes"] for x in d["tensors"] if "exps" in x["name"])
     assert all({"name", "type", "bytes", "reason"} <= set(x) for x in d["tensors"])
 

@@ -146,7 +146,8 @@ def test_import_model_card_block():
 
 def test_comment_pipeline_matches_the_shell_idiom():
     assert comment_pipeline("\n# c\na=q8_0\n\n\nb=q4_K\n") == "a=q8_0,b=q4_K"
-    assert comment_pipeline("  # indented comment stays\na=q8_0") == "  # indented comment stays,a=q8_0"
+    kept = "  # indented comment stays"
+    assert comment_pipeline(kept + "\na=q8_0") == kept + ",a=q8_0"
 
 
 def test_import_override_tensor_from_a_server_line():

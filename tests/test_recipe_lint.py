@@ -15,7 +15,8 @@ def moe(n_layer=4, n_embd=512, n_ff=640, w="bf16"):
     t = [("token_embd.weight", (n_embd, 1000), w)]
     for i in range(n_layer):
         b = f"blk.{i}."
-        t += [(b + "attn_norm.weight", (n_embd,), "f32"), (b + "attn_q.weight", (n_embd, n_embd), w),
+        t += [(b + "attn_norm.weight", (n_embd,), "f32"),
+              (b + "attn_q.weight", (n_embd, n_embd), w),
               (b + "attn_k.weight", (n_embd, 128), w), (b + "attn_v.weight", (n_embd, 128), w),
               (b + "attn_output.weight", (n_embd, n_embd), w),
               (b + "ffn_gate_inp.weight", (n_embd, 8), "f32"),

@@ -29,7 +29,8 @@ def llama(n_layer=32, n_head=32, n_head_kv=8, n_vocab=128256, n_embd=4096, n_ff=
                   (b + "ffn_up_exps.weight", (n_embd, n_ff, n_expert), w),
                   (b + "ffn_down_exps.weight", (n_ff, n_embd, n_expert), w)]
         else:
-            t += [(b + "ffn_gate.weight", (n_embd, n_ff), w), (b + "ffn_up.weight", (n_embd, n_ff), w),
+            t += [(b + "ffn_gate.weight", (n_embd, n_ff), w),
+                  (b + "ffn_up.weight", (n_embd, n_ff), w),
                   (b + "ffn_down.weight", (n_ff, n_embd), w)]
     t += [("output_norm.weight", (n_embd,), "f32")]
     if not tied:

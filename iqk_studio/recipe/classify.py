@@ -15,8 +15,9 @@ def tensor_class(name: str) -> str:
     if "ffn_gate_inp" in name or "exp_probs_b" in name:
         return "router"
     if "_exps" in name:
-        for part, cls in (("ffn_gate_up_exps", "experts_gate_up"), ("ffn_gate_exps", "experts_gate"),
-                          ("ffn_up_exps", "experts_up"), ("ffn_down_exps", "experts_down")):
+        for part, cls in (("ffn_gate_up_exps", "experts_gate_up"),
+                          ("ffn_gate_exps", "experts_gate"), ("ffn_up_exps", "experts_up"),
+                          ("ffn_down_exps", "experts_down")):
             if part in name:
                 return cls
         return "norms_other"

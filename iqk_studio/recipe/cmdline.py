@@ -228,8 +228,9 @@ def export_mainline(recipe: Recipe, model_in: str, model_out: str, *,
         val = getattr(recipe, field)
         if val:
             rules.append(Rule(pat, val))
-            lints.append(Lint("mainline", "warning", f"{CLASS_OPTIONS[field]} has no mainline "
-                              f"equivalent: written as --tensor-type {pat}={val} (after the rules)"))
+            lints.append(Lint("mainline", "warning",
+                              f"{CLASS_OPTIONS[field]} has no mainline equivalent: written as "
+                              f"--tensor-type {pat}={val} (after the rules)"))
     args = [program] + _common(recipe, True)
     for r in rules:
         if r.type_name not in MAINLINE_TYPES:

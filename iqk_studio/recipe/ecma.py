@@ -97,7 +97,8 @@ def _class(pat: str, i: int, notes: list[Note]) -> tuple[str, int]:
             elif kind in ".=" and len(name) == 1:
                 out.append(re.escape(name))
             else:
-                notes.append(Note(i, "error", f"std::regex does not know the class '[{kind}{name}{kind}]'"))
+                notes.append(Note(i, "error",
+                                  f"std::regex does not know the class '[{kind}{name}{kind}]'"))
             i = end + 2
             continue
         out.append("\\" + ch if ch in "[&~|" else ch)

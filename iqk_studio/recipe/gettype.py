@@ -12,10 +12,11 @@ _TO_IQ4_NL = ("iq2_xxs iq2_xxs_r4 iq2_xs iq2_xs_r4 iq2_ks iq2_s iq2_s_r4 iq3_xxs
               "iq3_k_r4 iq4_kss iq4_ks iq4_ks_r4 iq4_xs_r8 iq1_kt iq2_kt iq3_kt iq4_kt iq4_xs")
 # change_type_if_necessary: 256-block types checked for ne0 % 256 and their replacement
 FALLBACK: dict[str, str] = {t: "iq4_nl" for t in _TO_IQ4_NL.split()}
-FALLBACK.update({t: "q5_0" for t in ("iq4_k", "iq4_k_r4", "q4_k_r4", "iq5_ks", "iq5_ks_r4", "q4_K")})
+FALLBACK.update({t: "q5_0" for t in ("iq4_k", "iq4_k_r4", "q4_k_r4", "iq5_ks", "iq5_ks_r4",
+                                     "q4_K")})
 FALLBACK.update({t: "q6_0" for t in ("iq5_k", "iq5_k_r4", "q5_k_r4", "q5_K")})
 FALLBACK.update({t: "q8_0" for t in ("iq6_k", "q6_k_r4", "q8_k_r8", "q6_K")})
-BITNET = ("iq1_bn", "iq2_bn", "iq2_bn_r4")  # checked for ne0 % 64; no fallback: llama-quantize throws
+BITNET = ("iq1_bn", "iq2_bn", "iq2_bn_r4")  # need ne0 % 64; no fallback: llama-quantize throws
 
 # interleaved_properties: type -> (type used when ne1 % rows != 0, rows)
 INTERLEAVED: dict[str, tuple[str, int]] = {

@@ -99,7 +99,7 @@ def lint_options(recipe: Recipe) -> list[Lint]:
             out.append(Lint("not-modelled", "info", f"{a}: {NOT_MODELLED[a]}", a))
     if (ft.name in REFUSE_WITHOUT_IMATRIX and not recipe.has_imatrix
             and not recipe.ignore_imatrix_rules):
-        out.append(Lint("needs-imatrix", "error", f"llama-quantize refuses to start: 'Please do not "
+        out.append(Lint("needs-imatrix", "error", "llama-quantize refuses to start: 'Please do not "
                         f"use IQ1_S, IQ1_M, IQ2_S, IQ2_XXS, IQ2_XS or Q2_K_S quantization without "
                         f"an importance matrix' (base {ft.name}; give --imatrix or "
                         f"--ignore-imatrix-rules)"))
@@ -150,10 +150,11 @@ def _plan_checks(plan: Plan) -> list[Lint]:
         out.append(Lint("fallback", "warning", f"{len(names)} tensor(s) asked for {a} were written "
                         f"as {b} by the block-size fallback: {_few(names)}", tensors=tuple(names)))
     if nomat:
-        out.append(Lint("needs-imatrix", "error", f"{len(nomat)} tensor(s) get a type that needs an "
-                        "imatrix and none is set: llama-quantize stops at the first one ('Missing "
-                        "importance matrix for tensor ... in a very low-bit quantization'); give "
-                        f"--imatrix or --ignore-imatrix-rules: {_few(nomat)}", tensors=tuple(nomat)))
+        out.append(Lint("needs-imatrix", "error",
+                        f"{len(nomat)} tensor(s) get a type that needs an imatrix and none is "
+                        "set: llama-quantize stops at the first one ('Missing importance matrix "
+                        "for tensor ... in a very low-bit quantization'); give --imatrix or "
+                        f"--ignore-imatrix-rules: {_few(nomat)}", tensors=tuple(nomat)))
     if requant:
         out.append(Lint("requantize", "error", f"{len(requant)} source tensor(s) are already "
                         "quantized: llama-quantize refuses without --allow-requantize: "

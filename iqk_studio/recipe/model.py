@@ -102,7 +102,8 @@ def tensor_refs(model_like) -> tuple[TensorRef, ...]:
         qt = getattr(info, "qtype", None)
         if qt is None:
             qt = BY_ID[int(info.type_id)]
-        out.append(TensorRef(str(getattr(info, "name", name)), tuple(int(d) for d in info.shape), qt))
+        shape = tuple(int(d) for d in info.shape)
+        out.append(TensorRef(str(getattr(info, "name", name)), shape, qt))
     return tuple(out)
 
 

@@ -83,7 +83,8 @@ def imatrix_entry(name: str, names) -> bool:
         return name[:name.find("ffn_gate_up_exps.weight")] + "ffn_up_exps.weight" in names
     if "ffn_gate.weight" in name:
         return name[:name.find("ffn_gate.weight")] + "ffn_up.weight" in names
-    for a, b in ((".attn_v_b.weight", ".attn_kv_b.weight"), (".attn_kv_b.weight", ".attn_v_b.weight")):
+    for a, b in ((".attn_v_b.weight", ".attn_kv_b.weight"),
+                 (".attn_kv_b.weight", ".attn_v_b.weight")):
         if a in name:
             return name[:name.find(a)] + b in names
     return False
@@ -233,7 +234,7 @@ def plan(model_like, recipe: Recipe, imatrix_names=None) -> Plan:
     custom = _rules(recipe, ftype, view)
     f = view.facts
     if f.n_attention_wv not in (0, f.n_layer, 3 * f.n_layer) and f.arch not in ("deci", "gemma4"):
-        warn.append(Lint("abort", "error", f"llama-quantize asserts 'n_attention_wv is unexpected': "
+        warn.append(Lint("abort", "error", "llama-quantize asserts 'n_attention_wv is unexpected': "
                          f"{f.n_attention_wv} attn_v/attn_qkv tensors for {f.n_layer} layers"))
     c = Counters()
     entries, cands = [], []
