@@ -65,3 +65,16 @@ def test_bad_model_is_a_message_not_a_crash(tmp_path, qtbot, monkeypatch):
     assert not w.open_model(str(bad))
     assert shown and "bad.gguf" in shown[0]
     assert w.table_model.rowCount() == 0
+
+
+def test_selecting_a_tensor_shows_its_distribution(shared, qtbot):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.open_model(str(shared(*INPUTS)))
+    qtbot.waitUntil(lambda: w.plan is not None, timeout=3000)
+    row = next(r for r in range(w.proxy.rowCount())
+               if w.table_model.name_at(w.proxy.mapToSource(w.proxy.index(r, 0)).row())
+               == "blk.0.ffn_up.weight")
+    w.table.setCurrentIndex(w.proxy.index(row, 0))
+    assert "blk.0.ffn_up.weight" in w.grids_view.caption.text()
+    assert w.grids_view._sample.shape == (64, 1024)

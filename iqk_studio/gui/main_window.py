@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from iqk_studio.gguf.reader import GGUFError, open_model
+from iqk_studio.gui.grids_view import GridsView
 from iqk_studio.gui.recipe_panel import RecipePanel
 from iqk_studio.gui.summary import SummaryPanel, size_line
 from iqk_studio.gui.tensor_table import Column, TensorFilterProxy, TensorTableModel
@@ -77,6 +78,9 @@ class MainWindow(QMainWindow):
         tl.addWidget(self.table)
         self.tabs = QTabWidget()
         self.tabs.addTab(tensors, "Tensors")
+        self.grids_view = GridsView()
+        self.tabs.addTab(self.grids_view, "Grids && error")
+        self.table.selectionModel().currentRowChanged.connect(self._tensor_selected)
         split = QSplitter()
         split.addWidget(self.recipe_panel)
         split.addWidget(self.tabs)
@@ -150,6 +154,12 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(
             f"{size_line(p)} \u2014 planned {len(p.entries)} tensors in {self.plan_ms:.1f} ms")
         self.plan_changed.emit(p)
+
+    def _tensor_selected(self, current, _previous=None) -> None:
+        if self.model is None or not current.isValid():
+            return
+        name = self.table_model.name_at(self.proxy.mapToSource(current).row())
+        self.grids_view.set_tensor(self.model, name)
 
     def _filter(self, text: str) -> None:
         ok = self.proxy.set_pattern(text)

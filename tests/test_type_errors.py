@@ -1,0 +1,32 @@
+"""Per-type error scores: against an obvious numpy computation, and ordered by bits."""
+
+import numpy as np
+import pytest
+
+from iqk_studio.jobs.type_errors import score, type_errors
+from iqk_studio.quant import api, registry
+
+
+def _x():
+    rng = np.random.default_rng(1)
+    return rng.standard_t(5, size=(8, 256)).astype(np.float32)
+
+
+def test_score_matches_numpy():
+    if "q8_0" not in registry.quantizers():
+        pytest.skip("q8_0 quantizer not available")
+    x = _x()
+    s = score(x, "q8_0")
+    q = api.dequantize(api.quantize(x, "q8_0"), "q8_0", 256)
+    want = np.sqrt(((x - q) ** 2).sum() / (x ** 2).sum())
+    assert abs(s.rel_rmse - want) < 1e-6
+    assert s.bpw == 8.5
+    assert s.weighted_rel_rmse == s.rel_rmse
+
+
+def test_more_bits_less_error():
+    have = set(registry.quantizers())
+    if not {"q4_0", "q8_0"} <= have:
+        pytest.skip("q4_0/q8_0 quantizers not available")
+    got = {s.qtype: s for s in type_errors(_x(), types=["q4_0", "q8_0"])}
+    assert got["q8_0"].rel_rmse < got["q4_0"].rel_rmse < 0.2
