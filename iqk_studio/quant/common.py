@@ -1,23 +1,52 @@
 """Shared numba helpers for the quantizers: fp16/bf16 conversion, nearest_int, the ggml/iqk
 scale searches (make_qx/qkx2/qkx3/qp_quants) and nearest-value search in a sorted table.
 
-All arithmetic is float32 unless the reference uses double; every helper is compiled with
-fastmath={"contract"} so LLVM fuses a*b+c where GCC -O3 -march=native did (quant-formats.md §0).
+All arithmetic is float32 unless the reference uses double. No fast-math at all: every fused
+multiply-add of the reference build is written out as fma32/fma64, and nothing else is fused.
+Which a*b+c GCC 12 fused (-O3 -march=native on AMD Zen, i.e. -mtune=znver3) was read from its
+-fdump-tree-optimized-lineno output: nearest_int(a*b) and most one-off a*b+c are fused; running
+sums inside loops are often not (FMA-chain avoidance, vectorized in-order reductions).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 F = np.float32
-FM = {"contract"}  # the only fast-math flag we allow: FMA contraction, as GCC does
+FM = False  # fastmath for kernels: off; fusion is explicit (fma32/fma64)
+
+
+@intrinsic
+def fma32(typingctx, a, b, c):
+    """float32 a*b + c with one rounding (llvm.fma.f32)."""
+    sig = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        t = ir.FloatType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [t], ir.FunctionType(t, [t] * 3))
+        return builder.call(fn, args)
+    return sig, codegen
+
+
+@intrinsic
+def fma64(typingctx, a, b, c):
+    """float64 a*b + c with one rounding (llvm.fma.f64)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        t = ir.DoubleType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [t], ir.FunctionType(t, [t] * 3))
+        return builder.call(fn, args)
+    return sig, codegen
 
 # f(h) for every half bit pattern (exact, so a table is as good as F16C)
 FP16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def fp32_to_fp16(f):
     """IEEE half bits (int) of float32 f, round to nearest even (F16C _cvtss_sh(x, 0))."""
     u = np.int64(np.float32(f).view(np.uint32))
@@ -72,16 +101,21 @@ def bf16_to_fp32(h):
     return np.uint32((np.int64(h) & 0xFFFF) << 16).view(np.float32)
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def nearest_int(v):
-    """ggml nearest_int: add 1.5*2^23 in float32 and read the mantissa (round half to even).
-
-    Written the same way as the C so that `nearest_int(a*b)` contracts to fma(a, b, 1.5*2^23)."""
-    t = np.float32(v + F(12582912.0))
+    """ggml nearest_int: add 1.5*2^23 in float32 and read the mantissa (round half to even)."""
+    t = np.float32(np.float32(v) + F(12582912.0))
     return np.int64(t.view(np.int32) & 0x007FFFFF) - 0x00400000
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
+def nearest_int_mul(a, b):
+    """nearest_int(a*b) as GCC compiles it: fma(a, b, 1.5*2^23), i.e. the exact product rounded."""
+    t = np.float32(fma32(np.float32(a), np.float32(b), F(12582912.0)))
+    return np.int64(t.view(np.int32) & 0x007FFFFF) - 0x00400000
+
+
+@njit(nogil=True, cache=True)
 def put_fp16(out, pos, f):
     """Store fp16(f) little-endian at out[pos:pos+2]."""
     h = fp32_to_fp16(f)
@@ -94,7 +128,7 @@ def get_fp16(raw, pos):
     return FP16_TABLE[np.int64(raw[pos]) | (np.int64(raw[pos + 1]) << 8)]
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def _amax_signed(x):
     """(max |x|, the signed element reaching it, first on ties)."""
     amax = F(0.0)
@@ -107,40 +141,47 @@ def _amax_signed(x):
     return amax, mx
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
-def _qx_sums(x, w, nmax, iscale):
+@njit(nogil=True, cache=True)
+def _qx_sums(x, w, nmax, iscale, fused):
+    """Σw·x·l and Σw·l² for labels clamp(nearest_int(iscale·x)); fused: the running sums use FMA."""
     sumlx = F(0.0)
     suml2 = F(0.0)
     for i in range(x.shape[0]):
-        lf = F(max(-nmax, min(nmax - 1, nearest_int(iscale * x[i]))))
-        sumlx += w[i] * x[i] * lf
-        suml2 += w[i] * lf * lf
+        lf = F(max(-nmax, min(nmax - 1, nearest_int_mul(iscale, x[i]))))
+        if fused:
+            sumlx = fma32(w[i] * x[i], lf, sumlx)
+            suml2 = fma32(w[i] * lf, lf, suml2)
+        else:
+            sumlx = sumlx + w[i] * x[i] * lf
+            suml2 = suml2 + w[i] * lf * lf
     return sumlx, suml2
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def _qx_labels(L, x, nmax, iscale):
     for i in range(x.shape[0]):
-        L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+        L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int_mul(iscale, x[i])))
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def make_qx_quants(x, w, nmax, L):
-    """iqk_quantize.cpp make_qx_quants (used by IQ2_K/IQ2_KS scales): L[i] = l + nmax; returns scale."""
+    """iqk_quantize.cpp make_qx_quants (used by IQ2_K/IQ2_KS scales): L[i] = l + nmax; returns scale.
+
+    The running sums are fused in both loops (scalar loops in the reference build)."""
     amax, mx = _amax_signed(x)
     if amax == 0:
         L[:] = 0
         return F(0.0)
     iscale = F(-nmax) / mx
     _qx_labels(L, x, nmax, iscale)
-    sumlx, suml2 = _qx_sums(x, w, nmax, iscale)
+    sumlx, suml2 = _qx_sums(x, w, nmax, iscale, True)
     scale = sumlx / suml2 if suml2 != 0 else F(0.0)
     best = scale * sumlx
     for is_ in range(-9, 10):
         if is_ == 0:
             continue
-        iscale = -(F(nmax) + F(0.1) * F(is_)) / mx
-        sumlx, suml2 = _qx_sums(x, w, nmax, iscale)
+        iscale = -fma32(F(0.1), F(is_), F(nmax)) / mx
+        sumlx, suml2 = _qx_sums(x, w, nmax, iscale, True)
         if suml2 > 0 and sumlx * sumlx > best * suml2:
             _qx_labels(L, x, nmax, iscale)
             scale = sumlx / suml2
@@ -148,11 +189,12 @@ def make_qx_quants(x, w, nmax, L):
     return scale
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def make_qx_quants_ggml(x, w, nmax, L):
     """ggml-quants.c make_qx_quants, rmse_type 1 with weights w (Q6_K, Q6_0, Q4_0/Q5_0 imatrix).
 
-    Two candidates per step and a greedy refinement; L[i] = l + nmax; returns scale."""
+    Two candidates per step and a greedy refinement; L[i] = l + nmax; returns scale.
+    Reference build: first sums fused, candidate sums not (vectorized in order)."""
     n = x.shape[0]
     amax, mx = _amax_signed(x)
     if amax < F(1e-15):
@@ -160,7 +202,7 @@ def make_qx_quants_ggml(x, w, nmax, L):
         return F(0.0)
     iscale = F(-nmax) / mx
     _qx_labels(L, x, nmax, iscale)
-    sumlx, suml2 = _qx_sums(x, w, nmax, iscale)
+    sumlx, suml2 = _qx_sums(x, w, nmax, iscale, True)
     scale = sumlx / suml2 if suml2 != 0 else F(0.0)
     best = scale * sumlx
     best_sumlx = sumlx
@@ -171,7 +213,7 @@ def make_qx_quants_ggml(x, w, nmax, L):
                 iscale = -(F(nmax) + F(0.1) * F(is_)) / mx
             else:
                 iscale = (F(nmax - 1) + F(0.1) * F(is_)) / mx
-            sumlx, suml2 = _qx_sums(x, w, nmax, iscale)
+            sumlx, suml2 = _qx_sums(x, w, nmax, iscale, False)
             if suml2 > 0 and sumlx * sumlx > best * suml2:
                 _qx_labels(L, x, nmax, iscale)
                 scale = sumlx / suml2
@@ -186,7 +228,7 @@ def make_qx_quants_ggml(x, w, nmax, L):
         best_j = -1
         for j in range(n):
             lj = np.int64(L[j]) - nmax
-            g = scale * w[j] * (x[j] - scale * F(lj))
+            g = scale * w[j] * fma32(-scale, F(lj), x[j])
             if (g > 0 and lj < nmax - 1) or (g < 0 and lj > -nmax):
                 ag = abs(g)
                 if ag > abs_gmax:
@@ -199,11 +241,11 @@ def make_qx_quants_ggml(x, w, nmax, L):
         lj = np.int64(L[best_j]) - nmax
         if gmax > 0:
             new_sumlx = sumlx + wj * x[best_j]
-            new_suml2 = suml2 + wj * F(2 * lj + 1)
+            new_suml2 = fma32(wj, F(2 * lj + 1), suml2)
             lj += 1
         else:
             new_sumlx = sumlx - wj * x[best_j]
-            new_suml2 = suml2 - wj * F(2 * lj - 1)
+            new_suml2 = fma32(-wj, F(2 * lj - 1), suml2)
             lj -= 1
         if new_suml2 > 0 and new_sumlx * new_sumlx > best * new_suml2:
             sumlx = new_sumlx
@@ -216,27 +258,19 @@ def make_qx_quants_ggml(x, w, nmax, L):
     return scale
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
-def _minmax_sums(x, w):
+@njit(nogil=True, cache=True)
+def make_qkx2_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
+    """ggml-quants.c make_qkx2_quants (use_mad false): returns (scale, the_min >= 0); L in 0..nmax."""
+    n = x.shape[0]
     mn = x[0]
     mx = x[0]
     sum_w = w[0]
     sum_x = sum_w * x[0]
-    for i in range(1, x.shape[0]):
-        if x[i] < mn:
-            mn = x[i]
-        if x[i] > mx:
-            mx = x[i]
+    for i in range(1, n):
+        mn = min(mn, x[i])
+        mx = max(mx, x[i])
         sum_w += w[i]
-        sum_x += w[i] * x[i]
-    return mn, mx, sum_w, sum_x
-
-
-@njit(nogil=True, cache=True, fastmath=FM)
-def make_qkx2_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
-    """ggml-quants.c make_qkx2_quants (use_mad false): returns (scale, the_min >= 0); L in 0..nmax."""
-    n = x.shape[0]
-    mn, mx, sum_w, sum_x = _minmax_sums(x, w)
+        sum_x = sum_x + w[i] * x[i]
     if mn > 0:
         mn = F(0.0)
     if mx - mn < F(1e-10):
@@ -246,37 +280,35 @@ def make_qkx2_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
     scale = F(1.0) / iscale
     best_mad = F(0.0)
     for i in range(n):
-        li = max(0, min(nmax, nearest_int(iscale * (x[i] - mn))))
+        li = max(0, min(nmax, nearest_int_mul(iscale, x[i] - mn)))
         L[i] = li
-        diff = scale * F(li) + mn - x[i]
-        diff = diff * diff
-        best_mad += w[i] * diff
+        diff = fma32(scale, F(li), mn) - x[i]
+        best_mad = fma32(w[i], diff * diff, best_mad)
     if nstep < 1:
         return scale, -mn
     for is_ in range(nstep + 1):
-        iscale = (rmin + rdelta * F(is_) + F(nmax)) / (mx - mn)
+        iscale = (fma32(rdelta, F(is_), rmin) + F(nmax)) / (mx - mn)
         sum_l = F(0.0)
         sum_l2 = F(0.0)
         sum_xl = F(0.0)
         for i in range(n):
-            li = max(0, min(nmax, nearest_int(iscale * (x[i] - mn))))
+            li = max(0, min(nmax, nearest_int_mul(iscale, x[i] - mn)))
             Laux[i] = li
-            lf = F(li)
-            sum_l += w[i] * lf
-            sum_l2 += w[i] * lf * lf
-            sum_xl += w[i] * lf * x[i]
-        D = sum_w * sum_l2 - sum_l * sum_l
+            wl = w[i] * F(li)
+            sum_l = sum_l + wl
+            sum_l2 = fma32(wl, F(li), sum_l2)
+            sum_xl = fma32(wl, x[i], sum_xl)
+        D = fma32(sum_w, sum_l2, -(sum_l * sum_l))
         if D > 0:
-            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            this_scale = fma32(-sum_l, sum_x, sum_xl * sum_w) / D  # GCC fused the 2nd product here
+            this_min = fma32(sum_l2, sum_x, -(sum_l * sum_xl)) / D
             if this_min > 0:
                 this_min = F(0.0)
                 this_scale = sum_xl / sum_l2
             mad = F(0.0)
             for i in range(n):
-                diff = this_scale * F(Laux[i]) + this_min - x[i]
-                diff = diff * diff
-                mad += w[i] * diff
+                diff = fma32(this_scale, F(Laux[i]), this_min) - x[i]
+                mad = fma32(w[i], diff * diff, mad)
             if mad < best_mad:
                 L[:n] = Laux[:n]
                 best_mad = mad
@@ -285,23 +317,26 @@ def make_qkx2_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
     return scale, -mn
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def _qkx3_score(s, m, sum_xl, sum_x, sum_l, sum_l2, sum_w):
-    return (2 * s * sum_xl + 2 * m * sum_x - 2 * s * m * sum_l - s * s * sum_l2
-            - m * m * sum_w)
+    """2s·Σxl + 2m·Σx − 2sm·Σl − s²·Σl² − m²·Σw, fused as GCC did."""
+    t = fma64(2 * s, sum_xl, 2 * m * sum_x)
+    t = fma64(-(2 * s * m), sum_l, t)
+    t = fma64(-(s * s), sum_l2, t)
+    return fma64(-(m * m), sum_w, t)
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def _qkx3_solve(sum_w, sum_x, sum_l, sum_l2, sum_xl, D):
-    this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-    this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+    this_scale = fma64(-sum_l, sum_x, sum_xl * sum_w) / D  # the 2nd product is the fused one
+    this_min = fma64(sum_l2, sum_x, -(sum_l * sum_xl)) / D
     if this_min > 0:
         this_min = 0.0
         this_scale = sum_xl / sum_l2
     return this_scale, this_min
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def make_qkx3_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
     """ggml-quants.c make_qkx3_quants (use_mad false; sums in float64) with weights w.
 
@@ -313,14 +348,13 @@ def make_qkx3_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
     sum_x = sum_w * np.float64(x[0])
     sum_x2 = sum_w * np.float64(x[0]) * np.float64(x[0])
     for i in range(1, n):
-        if x[i] < mn:
-            mn = x[i]
-        if x[i] > mx:
-            mx = x[i]
+        mn = min(mn, x[i])
+        mx = max(mx, x[i])
         wd = np.float64(w[i])
+        xd = np.float64(x[i])
         sum_w += wd
-        sum_x += wd * np.float64(x[i])
-        sum_x2 += wd * np.float64(x[i]) * np.float64(x[i])
+        sum_x = sum_x + wd * xd
+        sum_x2 = sum_x2 + wd * xd * xd
     if mn > 0:
         mn = F(0.0)
     if mx - mn < F(1e-10):
@@ -330,29 +364,31 @@ def make_qkx3_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
     scale = F(1.0) / iscale
     best_mad = 0.0
     for i in range(n):
-        li = max(0, min(nmax, nearest_int(iscale * (x[i] - mn))))
+        li = max(0, min(nmax, nearest_int_mul(iscale, x[i] - mn)))
         L[i] = li
-        diff = np.float64(scale) * np.float64(li) + np.float64(mn) - np.float64(x[i])
-        diff = diff * diff
-        best_mad += np.float64(w[i]) * diff
+        diff = fma64(np.float64(scale), np.float64(li), np.float64(mn)) - np.float64(x[i])
+        best_mad = fma64(np.float64(w[i]), diff * diff, best_mad)
     for is_ in range(nstep + 1):
-        iscale = (rmin + rdelta * F(is_) + F(nmax)) / (mx - mn)
+        iscale = (fma32(rdelta, F(is_), rmin) + F(nmax)) / (mx - mn)
         sum_l = 0.0
         sum_l2 = 0.0
         sum_xl = 0.0
         for i in range(n):
-            li = max(0, min(nmax, nearest_int(iscale * (x[i] - mn))))
+            li = max(0, min(nmax, nearest_int_mul(iscale, x[i] - mn)))
             Laux[i] = li
-            wd = np.float64(w[i])
             ld = np.float64(li)
-            sum_l += wd * ld
-            sum_l2 += wd * ld * ld
-            sum_xl += wd * ld * np.float64(x[i])
-        D = sum_w * sum_l2 - sum_l * sum_l
+            wl = np.float64(w[i]) * ld
+            sum_l = sum_l + wl
+            sum_l2 = fma64(wl, ld, sum_l2)
+            sum_xl = fma64(wl, np.float64(x[i]), sum_xl)
+        D = fma64(sum_w, sum_l2, -(sum_l * sum_l))
         if D > 0:
             ts, tm = _qkx3_solve(sum_w, sum_x, sum_l, sum_l2, sum_xl, D)
-            mad = (sum_x2 - 2 * ts * sum_xl - 2 * tm * sum_x + 2 * ts * tm * sum_l
-                   + ts * ts * sum_l2 + tm * tm * sum_w)
+            mad = fma64(-(2 * ts), sum_xl, sum_x2)
+            mad = fma64(-(2 * tm), sum_x, mad)
+            mad = fma64(2 * ts * tm, sum_l, mad)
+            mad = fma64(ts * ts, sum_l2, mad)
+            mad = fma64(tm * tm, sum_w, mad)
             if mad < best_mad:
                 L[:n] = Laux[:n]
                 best_mad = mad
@@ -362,11 +398,11 @@ def make_qkx3_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
     sum_l2 = 0.0
     sum_xl = 0.0
     for i in range(n):
-        wd = np.float64(w[i])
         ld = np.float64(L[i])
-        sum_l += wd * ld
-        sum_l2 += wd * ld * ld
-        sum_xl += wd * ld * np.float64(x[i])
+        wl = np.float64(w[i]) * ld
+        sum_l = sum_l + wl
+        sum_l2 = fma64(wl, ld, sum_l2)
+        sum_xl = fma64(wl, np.float64(x[i]), sum_xl)
     best = _qkx3_score(np.float64(scale), np.float64(mn), sum_xl, sum_x, sum_l, sum_l2, sum_w)
     last_j = -1
     last_dir = 0
@@ -375,7 +411,7 @@ def make_qkx3_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
         best_j = -1
         dr = 0
         for j in range(n):
-            g = x[j] - scale * F(L[j]) - mn
+            g = fma32(-scale, F(L[j]), x[j]) - mn
             if g > 0 and L[j] < nmax and g > gmax:
                 gmax = g
                 best_j = j
@@ -387,10 +423,10 @@ def make_qkx3_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
         if best_j < 0 or (best_j == last_j and dr == -last_dir):
             break
         wd = np.float64(w[best_j])
-        sum_l += wd * np.float64(dr)
-        sum_l2 += wd * np.float64(2 * np.int64(L[best_j]) * dr + 1)
-        sum_xl += wd * np.float64(x[best_j]) * np.float64(dr)
-        D = sum_w * sum_l2 - sum_l * sum_l
+        sum_l = fma64(wd, np.float64(dr), sum_l)
+        sum_l2 = fma64(wd, np.float64(2 * np.int64(L[best_j]) * dr + 1), sum_l2)
+        sum_xl = fma64(wd * np.float64(x[best_j]), np.float64(dr), sum_xl)
+        D = fma64(sum_w, sum_l2, -(sum_l * sum_l))
         if D <= 0:
             break
         ts, tm = _qkx3_solve(sum_w, sum_x, sum_l, sum_l2, sum_xl, D)
@@ -408,9 +444,10 @@ def make_qkx3_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
     return scale, -mn
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def make_qp_quants(x, w, nmax, L):
-    """ggml-quants.c make_qp_quants: positive scales/mins to 0..nmax (Q2_K/Q4_K/Q5_K imatrix)."""
+    """ggml-quants.c make_qp_quants: positive scales/mins to 0..nmax (Q2_K/Q4_K/Q5_K imatrix).
+    n = 8 in the reference is fully unrolled, so every running sum is fused."""
     n = x.shape[0]
     mx = F(0.0)
     for i in range(n):
@@ -420,44 +457,44 @@ def make_qp_quants(x, w, nmax, L):
         return F(0.0)
     iscale = F(nmax) / mx
     for i in range(n):
-        L[i] = nearest_int(iscale * x[i])
+        L[i] = nearest_int_mul(iscale, x[i])
     scale = F(1.0) / iscale
     best_mse = F(0.0)
     for i in range(n):
-        diff = x[i] - scale * F(L[i])
-        best_mse += w[i] * diff * diff
+        diff = fma32(-scale, F(L[i]), x[i])
+        best_mse = fma32(w[i] * diff, diff, best_mse)
     for is_ in range(-4, 5):
         if is_ == 0:
             continue
-        iscale_is = (F(0.1) * F(is_) + F(nmax)) / mx
+        iscale_is = fma32(F(0.1), F(is_), F(nmax)) / mx
         scale_is = F(1.0) / iscale_is
         mse = F(0.0)
         for i in range(n):
-            li = min(nmax, nearest_int(iscale_is * x[i]))
-            diff = x[i] - scale_is * F(li)
-            mse += w[i] * diff * diff
+            li = min(nmax, nearest_int_mul(iscale_is, x[i]))
+            diff = fma32(-scale_is, F(li), x[i])
+            mse = fma32(w[i] * diff, diff, mse)
         if mse < best_mse:
             best_mse = mse
             iscale = iscale_is
     sumlx = F(0.0)
     suml2 = F(0.0)
     for i in range(n):
-        li = min(nmax, nearest_int(iscale * x[i]))
+        li = min(nmax, nearest_int_mul(iscale, x[i]))
         L[i] = li
-        sumlx += w[i] * x[i] * F(li)
-        suml2 += w[i] * F(li) * F(li)
+        sumlx = fma32(w[i] * x[i], F(li), sumlx)
+        suml2 = fma32(w[i] * F(li), F(li), suml2)
     for _ in range(5):
         n_changed = 0
         for i in range(n):
             wi = w[i]
             li = F(L[i])
-            slx = sumlx - wi * x[i] * li
-            sl2 = suml2 - wi * li * li
+            slx = fma32(-(wi * x[i]), li, sumlx)
+            sl2 = fma32(-(wi * li), li, suml2)
             if slx > 0 and sl2 > 0:
                 new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
                 if new_l != L[i]:
-                    slx += wi * x[i] * F(new_l)
-                    sl2 += wi * F(new_l) * F(new_l)
+                    slx = fma32(wi * x[i], F(new_l), slx)
+                    sl2 = fma32(wi * F(new_l), F(new_l), sl2)
                     if slx * slx * suml2 > sumlx * sumlx * sl2:
                         L[i] = new_l
                         sumlx = slx
@@ -468,7 +505,7 @@ def make_qp_quants(x, w, nmax, L):
     return sumlx / suml2
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def best_index(values, x):
     """Index of the value in sorted float32 `values` nearest to x; ties go to the higher index
     (the ggml/iqk best_index_* lookup tables compare `x - v[lo] < v[hi] - x` the same way)."""
