@@ -8,7 +8,7 @@ from functools import cache
 
 import numpy as np
 import pytest
-from tok_reference import RefBpe, llama3_split
+from tok_reference import RefBpe, gpt2_split, llama3_split
 
 from iqk_studio.engine.tokenizer import (
     Tokenizer,
@@ -99,36 +99,44 @@ def test_gemma_special_tokens(gemma):
     assert gemma.decode(gemma.encode("Hello  world\n\nX")) == "Hello  world\n\nX"
 
 
-def test_gpt2_bpe_on_wiki_matches_reference(shared):
-    """tiny-qwen2's vocabulary (gpt2 / gpt-2): HF-based encoder == transcription of llama.cpp."""
+def test_tiny_model_vocab_flags(shared):
+    md = _metadata(shared("refs", "ppl", "tiny", "tiny-qwen2.gguf"))
+    assert (md["tokenizer.ggml.model"], md["tokenizer.ggml.pre"]) == ("gpt2", "gpt-2")
+    tok = Tokenizer.from_metadata(md)
+    assert not tok.add_bos  # no add_bos_token key: BPE default false, chunks are fed unchanged
+    assert (tok.bos_id, tok.eos_id, tok.n_vocab) == (50256, 50256, 50257)
+
+
+ODD = ("héllo ÀÉÎ 123 ４５６ ١٢٣ 𝟘𝟙 Ⅻ ½ x²  \u00a0\u2003 a\t\tb \u0378\u0379 'S 'll 'LL 'Re "
+       "\U0001F600  \r\n \n\n  ﷽ 漢字 한국어 ∀x∈ℝ \u200b\u0301 e\u0301 12345678 x!!\n\n y "
+       "\r\r\n  \t\n z ? ")
+
+
+@pytest.mark.slow
+def test_gpt2_bpe_on_whole_wiki_matches_reference(shared):
+    """tiny-qwen2's vocabulary (gpt2 / gpt-2) on all of wiki.test.raw as llama-perplexity
+    prepares it: HF-based encoder == transcription of llama.cpp."""
     path = shared("refs", "ppl", "tiny", "tiny-qwen2.gguf")
     md = _metadata(path)
-    assert (md["tokenizer.ggml.model"], md["tokenizer.ggml.pre"]) == ("gpt2", "gpt-2")
-    tok = _tokenizer(path)
-    assert not tok.add_bos  # no add_bos_token key: BPE default false, chunks are fed unchanged
     text = read_perplexity_text(shared("data", "wiki.test.raw"))
-    ids = tok.encode(text)
+    ids = _tokenizer(path).encode(text)
     ref = RefBpe(md["tokenizer.ggml.tokens"], md["tokenizer.ggml.merges"])
     assert ids.tolist() == ref.encode(text.decode("utf-8"))
-    assert len(ids) // 512 >= 4  # the reference log ran 4 chunks of 512
-    odd = ("héllo ÀÉÎ 123 ４５６ ١٢٣ 𝟘𝟙 Ⅻ ½ x²  \u00a0\u2003 a\t\tb \u0378\u0379 'S 'll "
-           "'LL \U0001F600  \r\n \n\n  ﷽ 漢字 한국어 ∀x∈ℝ \u200b\u0301 e\u0301 ")
-    assert tok.encode(odd, add_special=False).tolist() == ref.encode(odd)
+    assert len(ids) == 283286  # 553 chunks of 512
 
 
-@pytest.mark.parametrize("pre,digits", [("llama-bpe", 3), ("qwen2", 1)])
-def test_llama3_qwen2_pre_tokenizers_match_reference(shared, pre, digits):
-    """The gpt-2 vocabulary under the llama3 / qwen2 pre-tokenizers (ignore_merges for
-    llama-bpe): HF Split regexes == transcription of unicode.cpp's hand-written scanners."""
+@pytest.mark.parametrize("pre,digits", [("gpt-2", 0), ("llama-bpe", 3), ("qwen2", 1)])
+def test_bpe_pre_tokenizers_match_reference(shared, pre, digits):
+    """The gpt-2 vocabulary under the gpt-2 / llama3 / qwen2 pre-tokenizers (ignore_merges for
+    llama-bpe): HF regexes == transcription of unicode.cpp's hand-written scanners."""
     md = dict(_metadata(shared("refs", "tokens", "vocab", "ggml-vocab-gpt-2.gguf")))
     md["tokenizer.ggml.pre"] = pre
     tok = Tokenizer.from_metadata(md)
-    ref = RefBpe(md["tokenizer.ggml.tokens"], md["tokenizer.ggml.merges"],
-                 lambda t: llama3_split(t, digits), ignore_merges=pre == "llama-bpe")
+    split = gpt2_split if pre == "gpt-2" else (lambda t: llama3_split(t, digits))
+    ref = RefBpe(md["tokenizer.ggml.tokens"], md["tokenizer.ggml.merges"], split,
+                 ignore_merges=pre == "llama-bpe")
     wiki = read_perplexity_text(shared("data", "wiki.test.raw"))[:200_000].decode("utf-8")
-    odd = ("héllo ÀÉÎ 123 ４５６ ١٢٣ 𝟘𝟙 Ⅻ ½ x²  \u00a0\u2003 a\t\tb \u0378 'S 'll 'LL 'Re "
-           "\U0001F600  \r\n \n\n  ﷽ 漢字 ∀x∈ℝ \u200b\u0301 12345678 x!!\n\n y \r\r\n  \t\n z ? ")
-    for text in (odd, wiki):
+    for text in (ODD, wiki):
         assert tok.encode(text, add_special=False).tolist() == ref.encode(text)
 
 
