@@ -8,7 +8,7 @@ from functools import cache
 
 import numpy as np
 import pytest
-from tok_reference import RefBpe, gpt2_split, llama3_split
+from tok_reference import RefBpe, default_split, gpt2_split, llama3_split, smollm_split
 
 from iqk_studio.engine.tokenizer import (
     Tokenizer,
@@ -125,14 +125,15 @@ def test_gpt2_bpe_on_whole_wiki_matches_reference(shared):
     assert len(ids) == 283286  # 553 chunks of 512
 
 
-@pytest.mark.parametrize("pre,digits", [("gpt-2", 0), ("llama-bpe", 3), ("qwen2", 1)])
-def test_bpe_pre_tokenizers_match_reference(shared, pre, digits):
-    """The gpt-2 vocabulary under the gpt-2 / llama3 / qwen2 pre-tokenizers (ignore_merges for
-    llama-bpe): HF regexes == transcription of unicode.cpp's hand-written scanners."""
+@pytest.mark.parametrize("pre", ["gpt-2", "llama-bpe", "qwen2", "smollm", "default"])
+def test_bpe_pre_tokenizers_match_reference(shared, pre):
+    """The gpt-2 vocabulary under each pre-tokenizer (ignore_merges for llama-bpe): HF regexes
+    == transcription of unicode.cpp's scanners and regex lists."""
     md = dict(_metadata(shared("refs", "tokens", "vocab", "ggml-vocab-gpt-2.gguf")))
     md["tokenizer.ggml.pre"] = pre
     tok = Tokenizer.from_metadata(md)
-    split = gpt2_split if pre == "gpt-2" else (lambda t: llama3_split(t, digits))
+    split = {"gpt-2": gpt2_split, "llama-bpe": llama3_split, "smollm": smollm_split,
+             "qwen2": lambda t: llama3_split(t, 1), "default": default_split}[pre]
     ref = RefBpe(md["tokenizer.ggml.tokens"], md["tokenizer.ggml.merges"], split,
                  ignore_merges=pre == "llama-bpe")
     wiki = read_perplexity_text(shared("data", "wiki.test.raw"))[:200_000].decode("utf-8")

@@ -116,6 +116,53 @@ def llama3_split(text: str, max_digits: int = 3) -> list[str]:
     return out
 
 
+def _runs(pieces: list[str], member, max_len: int = 0) -> list[str]:
+    """Isolated split of each piece by maximal runs of `member` chars (at most max_len long)."""
+    out = []
+    for p in pieces:
+        i = 0
+        while i < len(p):
+            j, inside = i, member(p[i])
+            while j < len(p) and member(p[j]) == inside and (not inside or not max_len
+                                                                or j - i < max_len):
+                j += 1
+            out.append(p[i:j])
+            i = j
+    return out
+
+
+def _cat(c: str) -> str:
+    return unicodedata.category(c)[0]
+
+
+def default_split(text: str) -> list[str]:
+    """llama.cpp's `default` list: [\\p{P}\\$\\+<=>\\^~\\|]+ ; the GPT-2 regex ; \\p{N}+ ;
+    [0-9][0-9][0-9] (a 3-digit match only when 3 ASCII digits follow)."""
+    pieces = _runs([text], lambda c: _cat(c) == "P" or c in "$+<=>^~|") if text else []
+    pieces = [q for p in pieces for q in gpt2_split(p)]
+    pieces = _runs(pieces, lambda c: _cat(c) == "N")
+    out = []
+    for p in pieces:
+        i, start = 0, 0
+        while i + 3 <= len(p):
+            if all(ch in "0123456789" for ch in p[i:i + 3]):
+                if i > start:
+                    out.append(p[start:i])
+                out.append(p[i:i + 3])
+                i = start = i + 3
+            else:
+                i += 1
+        if start < len(p):
+            out.append(p[start:])
+    return out
+
+
+def smollm_split(text: str) -> list[str]:
+    """llama.cpp's starcoder/smollm list: \\p{N} (each digit alone) ; the GPT-2 regex."""
+    pieces = _runs([text], lambda c: _cat(c) == "N", max_len=1) if text else []
+    return [q for p in pieces for q in gpt2_split(p)]
+
+
 class RefBpe:
     def __init__(self, tokens: list[str], merges: list[str], split=gpt2_split,
                  ignore_merges: bool = False):
