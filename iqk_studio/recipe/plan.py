@@ -13,7 +13,7 @@ from iqk_studio.recipe.gettype import INTERLEAVED, QuantizeAbort, change_type_if
 from iqk_studio.recipe.lint import lint_plan
 from iqk_studio.recipe.mixes import Counters, Options
 from iqk_studio.recipe.model import ModelFacts, TensorRef, model_facts, tensor_refs
-from iqk_studio.recipe.records import Lint, Plan, PlanEntry, Recipe
+from iqk_studio.recipe.records import Lint, Plan, PlanEntry, Recipe, Rule
 
 VERY_LOW_BPW = {"iq2_xxs", "iq2_xxs_r4", "iq2_xs", "iq2_xs_r4", "iq2_s", "iq2_s_r4", "iq1_s",
                 "iq1_s_r4", "iq1_m", "iq1_m_r4", "iq1_kt", "iq2_kt"}
@@ -36,6 +36,8 @@ class ModelView:
         self.classes = tuple(classify.tensor_class(n) for n in self.names)
         self.layers = tuple(t.layer for t in self.tensors)
         self.source_bytes = tuple(t.qtype.nbytes(t.shape) for t in self.tensors)
+        self.rows = tuple(t.n_elements // t.shape[0] if t.shape[0] else 0 for t in self.tensors)
+        self.src_quantized = tuple(t.qtype.is_quantized for t in self.tensors)
         self.n_elements = tuple(t.n_elements for t in self.tensors)
         self.skip = tuple(_static_skip(t) for t in self.tensors)  # recipe-independent part
         self._matches: dict[str, frozenset[int]] = {}
@@ -132,20 +134,26 @@ def _static_skip(t: TensorRef) -> str | None:
     return None
 
 
-def _rules(recipe: Recipe, ftype: FType, view: ModelView):
-    """Usable custom rules: (index, type name, matched indices); invalid ones are dropped."""
+def _rules(recipe: Recipe, ftype: FType, view: ModelView) -> dict[int, tuple[int, Rule]]:
+    """Tensor index -> (index, rule) of the first usable rule that matches it (first match
+    wins); invalid rules are dropped (llama-quantize would refuse them, lint says so)."""
     if recipe.pure or not BY_NAME[ftype.default_type].is_quantized:
-        return []
-    out = []
+        return {}
+    first: dict[int, tuple[int, Rule]] = {}
     for i, r in enumerate(recipe.rules):
         if r.type_name in BY_NAME and translate(r.pattern).regex is not None:
-            out.append((i, r, view.matches(r.pattern)))
-    return out
+            for j in view.matches(r.pattern):
+                if j not in first:
+                    first[j] = (i, r)
+    return first
 
 
 def _post_overrides(t: TensorRef, o: Options, new: str, reasons: list[str]) -> str:
     """:1561-1610 options applied after get_type (also with --pure)."""
     n = t.name
+    if not (o.token_embd or o.per_layer_token_embd or o.output or o.ffn_gate_inp
+            or n == "token_embd.weight"):
+        return new
     for opt, cond, flag in ((o.token_embd, n == "token_embd.weight", "--token-embedding-type"),
                             (o.per_layer_token_embd, n == "per_layer_token_embd.weight",
                              "--per-layer-token-embedding-type"),
@@ -160,20 +168,24 @@ def _post_overrides(t: TensorRef, o: Options, new: str, reasons: list[str]) -> s
     return new
 
 
-def _nbytes(type_name: str, shape: tuple[int, ...]) -> tuple[int, str | None]:
-    qt = BY_NAME[type_name]
-    if shape[0] % qt.block:
-        rows = 1
-        for d in shape[1:]:
-            rows *= d
-        return (qt.row_meta + -(-shape[0] * qt.type_size // qt.block)) * rows, (
-            f"ne0 {shape[0]} is not a multiple of {type_name}'s block {qt.block}: "
-            "llama-quantize cannot write this tensor")
-    return qt.nbytes(shape), None
+_ROW_BYTES: dict[tuple[str, int], int] = {}
+
+
+def _nbytes(type_name: str, ne0: int, rows: int) -> tuple[int, str | None]:
+    """ggml_nbytes of the new tensor (block-1 types: type_size per element)."""
+    rb = _ROW_BYTES.get((type_name, ne0))
+    if rb is None:
+        qt = BY_NAME[type_name]
+        rb = qt.row_meta + -(-ne0 * qt.type_size // qt.block)
+        _ROW_BYTES[(type_name, ne0)] = rb
+    if ne0 % BY_NAME[type_name].block:
+        return rb * rows, (f"ne0 {ne0} is not a multiple of {type_name}'s block "
+                           f"{BY_NAME[type_name].block}: llama-quantize cannot write this tensor")
+    return rb * rows, None
 
 
 def _choose(i: int, t: TensorRef, recipe: Recipe, o: Options, view: ModelView, c: Counters,
-            custom):
+            custom: dict[int, tuple[int, Rule]], base_quantized: bool):
     """Type, reasons, rule index and fallback origin of candidate tensor i (before the checks)."""
     new, reasons, rule_index, fallback_from = o.default_type, [], None, None
     if recipe.pure:
@@ -182,20 +194,20 @@ def _choose(i: int, t: TensorRef, recipe: Recipe, o: Options, view: ModelView, c
         if working != new:
             reasons.append(f"fallback: {new} needs ne0 % 256 == 0 (ne0 = {t.shape[0]}) → {working}")
             fallback_from, new = new, working
-    elif BY_NAME[o.default_type].is_quantized:
+    elif base_quantized:
         ctype, cwhy = None, ""
-        for idx, rule, hits in custom:
-            if i in hits:
-                ctype, rule_index = rule.type_name, idx
-                cwhy = f"rule {idx + 1} '{rule}' → {rule.type_name}"
-                break
+        hit = custom.get(i)
+        if hit is not None:
+            rule_index, rule = hit
+            ctype, cwhy = rule.type_name, f"rule {rule_index + 1} '{rule}' → {rule.type_name}"
         new, reasons, fallback_from = get_type(c, o, view.facts, t, ctype, cwhy)
     else:
         reasons.append(f"{o.ftype} is not a quantized type → {new}")
     return _post_overrides(t, o, new, reasons), reasons, rule_index, fallback_from
 
 
-def _checks(t: TensorRef, recipe: Recipe, o: Options, new: str, reasons: list[str], imatrix_names):
+def _checks(t: TensorRef, recipe: Recipe, o: Options, new: str, reasons: list[str], imatrix_names,
+            src_quantized: bool):
     """After the type is final: imatrix rule, requantize, interleaved row count (:1683-1711).
     Returns (type written, notes, type replaced by the row-count fallback or None)."""
     notes = []
@@ -205,7 +217,7 @@ def _checks(t: TensorRef, recipe: Recipe, o: Options, new: str, reasons: list[st
             and t.name not in ("token_embd.weight", "output.weight")):
         notes.append(f"{new} without an imatrix: llama-quantize stops with 'Missing importance "
                      "matrix for tensor ... in a very low-bit quantization'")
-    if t.qtype.is_quantized and not recipe.allow_requantize:
+    if src_quantized and not recipe.allow_requantize:
         notes.append(f"source is {t.qtype.name}: llama-quantize refuses without --allow-requantize")
     if new in INTERLEAVED:
         base, rows = INTERLEAVED[new]
@@ -232,6 +244,7 @@ def plan(model_like, recipe: Recipe, imatrix_names=None) -> Plan:
     o = resolve_options(recipe, ftype, None if imatrix_names is None else
                         bool(recipe.imatrix) and bool(imatrix_names))
     custom = _rules(recipe, ftype, view)
+    base_quantized = BY_NAME[ftype.default_type].is_quantized
     f = view.facts
     if f.n_attention_wv not in (0, f.n_layer, 3 * f.n_layer) and f.arch not in ("deci", "gemma4"):
         warn.append(Lint("abort", "error", "llama-quantize asserts 'n_attention_wv is unexpected': "
@@ -250,26 +263,27 @@ def plan(model_like, recipe: Recipe, imatrix_names=None) -> Plan:
         else:
             cands.append(i)
             try:
-                new, reasons, rule_index, fallback_from = _choose(i, t, recipe, o, view, c, custom)
+                new, reasons, rule_index, fallback_from = _choose(i, t, recipe, o, view, c, custom,
+                                                                  base_quantized)
             except QuantizeAbort as e:
                 warn.append(Lint("abort", "error", f"llama-quantize aborts: {e}", t.name))
                 new, reasons = src, [f"llama-quantize aborts here: {e}"]
             if new == src:
                 reasons.append("same as the source type: copied")
             else:
-                new, notes, row_fb = _checks(t, recipe, o, new, reasons, imatrix_names)
+                new, notes, row_fb = _checks(t, recipe, o, new, reasons, imatrix_names,
+                                             view.src_quantized[i])
                 fallback_from = fallback_from or row_fb
         quantized = new != src
-        nbytes, bad = _nbytes(new, t.shape) if quantized else (view.source_bytes[i], None)
+        nbytes, bad = (_nbytes(new, t.shape[0], view.rows[i]) if quantized
+                       else (view.source_bytes[i], None))
         if bad:
             notes.append(bad)
             warn.append(Lint("block-size", "error", bad, t.name))
-        entries.append(PlanEntry(
-            name=t.name, shape=t.shape, source_type=src, type=new, bytes=nbytes,
-            n_elements=view.n_elements[i], reason="; ".join(reasons), cls=view.classes[i],
-            layer=view.layers[i], device=device[i],
-            quantized=quantized, rule_index=rule_index, fallback_from=fallback_from,
-            warnings=tuple(notes)))
+        entries.append(PlanEntry(  # positional: name shape source_type type bytes n_elements
+            t.name, t.shape, src, new, nbytes, view.n_elements[i], "; ".join(reasons),
+            view.classes[i], view.layers[i], device[i], quantized, rule_index, fallback_from,
+            tuple(notes)))
     return _totals(tuple(entries), recipe, view, warn, frozenset(cands))
 
 
