@@ -267,6 +267,8 @@ class Tokenizer:
         """Token ids as llama_tokenize(text, add_special, parse_special) returns them."""
         if isinstance(text, bytes | bytearray):
             text = bytes(text).decode("utf-8", "surrogateescape")
+        elif not isinstance(text, str):
+            raise TypeError(f"encode() takes str or bytes, not {type(text).__name__}")
         v = self.vocab
         frags = _partition(text, v, self._special, parse_special)
         out: list = []
