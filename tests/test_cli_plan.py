@@ -107,3 +107,9 @@ def test_recipe_export_and_import(model, capsys, tmp_path, monkeypatch):
 def test_recipe_list(capsys):
     code, out, _ = run(capsys, "recipe", "list")
     assert code == 0 and "moe-iq2_ks-experts" in out
+
+
+def test_plan_mainline_tensor_type(model, capsys):
+    code, out, _ = run(capsys, "plan", model, "Q8_0", "--tensor-type", "FFN_UP_EXPS=Q5_K", "--json")
+    t = {x["name"]: x for x in json.loads(out)["tensors"]}
+    assert code == 0 and t["blk.1.ffn_up_exps.weight"]["type"] == "q5_K"

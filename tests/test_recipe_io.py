@@ -173,3 +173,10 @@ def test_mainline_round_trip_and_warnings():
     mixed, _ = parse_argv(["--tensor-type", "ATTN_V=Q8_0", "--output-tensor-type", "Q6_K",
                            "in.gguf", "out.gguf", "q4_k_m"])
     assert mixed.rules == (Rule("attn_v", "q8_0"),) and mixed.output_tensor_type == "q6_K"
+
+
+def test_options_after_the_file_names_are_an_error():
+    _, lints = parse_argv(["in.gguf", "out.gguf", "Q4_K_M", "--pure"])
+    assert lints and lints[0].severity == "error" and "thread count" in lints[0].message
+    with pytest.raises(ValueError, match="invalid ftype"):
+        parse_argv(["in.gguf", "out.gguf", "Q9"])

@@ -85,12 +85,18 @@ def parse_argv(argv: list[str]) -> tuple[Recipe, list[Lint]]:
         raise ValueError("need MODEL_IN [MODEL_OUT] TYPE after the options")
     try:
         parse_ftype(pos[1])
-        base = pos[1]
+        base, rest = pos[1], pos[2:]
     except KeyError:
         if len(pos) < 3:
             raise ValueError(f"missing the type after {pos[1]!r}") from None
-        base = pos[2]
-        parse_ftype(base)
+        base, rest = pos[2], pos[3:]
+        try:
+            parse_ftype(base)
+        except KeyError:
+            raise ValueError(f"llama-quantize: invalid ftype {base!r}") from None
+    if rest and not rest[0].lstrip("-").isdigit():
+        lints.append(Lint("import", "error", f"llama-quantize reads {rest[0]!r} as the thread "
+                          "count and stops (options must come before the file names)", rest[0]))
     f["base"] = base
     for k in ("rules", "extra_args"):
         f[k] = tuple(f[k])
