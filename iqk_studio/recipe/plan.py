@@ -49,6 +49,8 @@ class ModelView:
             rx = translate(pattern).regex
             hit = frozenset() if rx is None else frozenset(
                 i for i, n in enumerate(self.names) if rx.search(n))
+            if len(self._matches) > 4096:  # a long editing session: start over
+                self._matches.clear()
             self._matches[pattern] = hit
         return hit
 
@@ -57,6 +59,7 @@ _VIEWS: OrderedDict[int, tuple[object, ModelView]] = OrderedDict()
 
 
 def model_view(model_like) -> ModelView:
+    """The cached ModelView of a model (keyed by its tensors dict; the 8 most recent kept)."""
     if isinstance(model_like, ModelView):
         return model_like
     key = id(model_like.tensors)
