@@ -1,0 +1,156 @@
+"""Per-position scores from logits, as llama-perplexity computes them (shared/docs/
+perplexity-imatrix-tokenizer.md §1.5, §2.1, §2.3): NLL, 16-bit base log-probs, KLD / Δp / same-top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+_CACHE = True
+
+
+@njit(nogil=True, cache=_CACHE, parallel=True, fastmath={"contract", "reassoc"})
+def _nll_rows(out, logits, targets):
+    # logits: f32 (R, V) | targets: i64 (R,) | out: f64 (R,) NLL of each row's target
+    for r in prange(logits.shape[0]):
+        row = logits[r]
+        mx = row[0]
+        for i in range(1, row.shape[0]):
+            mx = max(mx, row[i])
+        s = 0.0
+        for i in range(row.shape[0]):
+            s += np.exp(row[i] - mx)
+        out[r] = -(np.float64(row[targets[r]] - mx) - np.log(s))
+
+
+def nll_rows(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """NLL (float64) of targets[r] under softmax(logits[r]); max-shifted, Σexp in double."""
+    logits, targets = _check(logits, targets)
+    out = np.empty(logits.shape[0], dtype=np.float64)
+    _nll_rows(out, logits, targets)
+    return out
+
+
+@njit(nogil=True, cache=_CACHE, parallel=True)
+def _base_rows(scale, min_lp, q, nll, logits, targets):
+    # one row of the reference file: scale:f32 | min_log_prob:f32 | q:u16[V] (+1 pad if V odd)
+    # log p(i) = scale*q[i] + min_log_prob; logits below max-24 are clamped to q = 0
+    for r in prange(logits.shape[0]):
+        row = logits[r]
+        mx = row[0]
+        mn = row[0]
+        for i in range(1, row.shape[0]):
+            mx = max(mx, row[i])
+            mn = min(mn, row[i])
+        mn = max(mn, mx - np.float32(24.0))
+        s = 0.0
+        for i in range(row.shape[0]):
+            s += np.exp(row[i] - mx)
+        lse = np.float32(np.log(s))
+        min_lp[r] = mn - mx - lse
+        sc = (mx - mn) / np.float32(65535.0)
+        scale[r] = sc
+        if sc != 0:
+            inv = np.float32(1.0) / sc
+            for i in range(row.shape[0]):
+                q[r, i] = np.uint16(np.rint(inv * (row[i] - mn))) if row[i] > mn else 0
+        else:
+            q[r, :] = 0
+        nll[r] = np.float64(mx + lse - row[targets[r]])
+
+
+@dataclass(frozen=True)
+class BaseLogProbs:
+    """Rows of base-model log-probs in llama-perplexity's 16-bit form (one row per position)."""
+
+    scale: np.ndarray  # f32 (R,)
+    min_log_prob: np.ndarray  # f32 (R,)
+    q: np.ndarray  # u16 (R, n_vocab)
+
+    def log_probs(self, r: int) -> np.ndarray:
+        return self.scale[r] * self.q[r].astype(np.float32) + self.min_log_prob[r]
+
+
+def base_rows(logits: np.ndarray, targets: np.ndarray) -> tuple[BaseLogProbs, np.ndarray]:
+    """Encode rows of logits as the reference's 16-bit log-probs; also the rows' NLL (float64)."""
+    logits, targets = _check(logits, targets)
+    r, v = logits.shape
+    scale = np.empty(r, np.float32)
+    min_lp = np.empty(r, np.float32)
+    q = np.empty((r, v), np.uint16)
+    nll = np.empty(r, np.float64)
+    _base_rows(scale, min_lp, q, nll, logits, targets)
+    return BaseLogProbs(scale, min_lp, q), nll
+
+
+@njit(nogil=True, cache=_CACHE, parallel=True)
+def _kld_rows(nll, nll_base, kld, p_diff, same, logits, scale, min_lp, q, targets):
+    # logits f32 (R, V) of the model under test; base row r: log p(i) = scale[r]*q[r,i] + min_lp[r]
+    for r in prange(logits.shape[0]):
+        row = logits[r]
+        mx = row[0]
+        imax = 0
+        for i in range(1, row.shape[0]):
+            if row[i] > mx:
+                mx = row[i]
+                imax = i
+        s = 0.0
+        for i in range(row.shape[0]):
+            s += np.exp(row[i] - mx)
+        lse = np.float32(np.log(s))
+        t = targets[r]
+        a = mx + lse - row[t]
+        b = -(scale[r] * np.float32(q[r, t]) + min_lp[r])
+        nll[r] = a
+        nll_base[r] = b
+        mxl = mx + lse
+        acc = 0.0
+        imax_b = 0
+        best = np.float32(0.0)
+        for i in range(row.shape[0]):
+            lpb = scale[r] * np.float32(q[r, i]) + min_lp[r]
+            if i == 0 or lpb > best:
+                best = lpb
+                imax_b = i
+            if lpb > np.float32(-16.0):
+                acc += np.exp(lpb) * (lpb - row[i] + mxl)
+        kld[r] = acc
+        same[r] = imax == imax_b
+        p_diff[r] = np.exp(-a) - np.exp(-b)
+
+
+@dataclass(frozen=True)
+class KldRows:
+    """Per-position results of comparing a model against base log-probs."""
+
+    nll: np.ndarray  # f32: the tested model's NLL
+    nll_base: np.ndarray  # f32
+    kld: np.ndarray  # f64
+    p_diff: np.ndarray  # f32: p(target) - p_base(target)
+    same_top: np.ndarray  # bool
+
+
+def kld_rows(logits: np.ndarray, base: BaseLogProbs, targets: np.ndarray) -> KldRows:
+    logits, targets = _check(logits, targets)
+    r, v = logits.shape
+    if base.q.shape != (r, v):
+        raise ValueError(f"base log-probs {base.q.shape} do not match logits {(r, v)}")
+    out = KldRows(np.empty(r, np.float32), np.empty(r, np.float32), np.empty(r, np.float64),
+                  np.empty(r, np.float32), np.empty(r, np.bool_))
+    _kld_rows(out.nll, out.nll_base, out.kld, out.p_diff, out.same_top, logits,
+              np.ascontiguousarray(base.scale), np.ascontiguousarray(base.min_log_prob),
+              np.ascontiguousarray(base.q), targets)
+    return out
+
+
+def _check(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    targets = np.ascontiguousarray(targets, dtype=np.int64).reshape(-1)
+    if logits.ndim != 2 or logits.shape[0] != targets.shape[0]:
+        raise ValueError(f"logits {logits.shape} and targets {targets.shape} do not match")
+    if targets.size and (targets.min() < 0 or targets.max() >= logits.shape[1]):
+        raise ValueError("target token id out of the vocabulary")
+    return logits, targets
