@@ -212,3 +212,19 @@ def test_unexpected_attention_count_asserts():
     t = [(n, i.shape, i.qtype.name) for n, i in m.tensors.items() if n != "blk.2.attn_v.weight"]
     p = plan(stand_in(t, m.metadata), Recipe("Q8_0"))
     assert any("n_attention_wv" in w.message for w in p.errors)
+
+
+def test_every_type_and_ftype_name_in_the_tables_exists():
+    """A typo such as "q4_k" for "q4_K" would silently never match: check every literal."""
+    import re
+    from pathlib import Path
+
+    import iqk_studio.recipe as pkg
+    from iqk_studio.quant.types import BY_NAME, FTYPE_BY_NAME
+
+    src = "".join(p.read_text() for p in Path(pkg.__file__).parent.glob("*.py"))
+    types = set(re.findall(r'"((?:i?q\d_|bf16|f16|f32|mxfp4)\w*)"', src))
+    ftypes = set(re.findall(r'"((?:I?Q\d|IQ\d|BF16|F16|F32|MXFP4)[A-Z0-9_]*)"', src))
+    assert types and ftypes
+    assert sorted(t for t in types if t not in BY_NAME) == []
+    assert sorted(f for f in ftypes if f not in FTYPE_BY_NAME) == []
