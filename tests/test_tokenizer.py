@@ -176,6 +176,10 @@ def test_unsupported_tokenizers_are_named(shared):
         parse_vocab(md)
     with pytest.raises(UnsupportedTokenizer, match="tokenizer.ggml.model"):
         parse_vocab({})
+    md["tokenizer.ggml.model"], md["tokenizer.ggml.pre"] = "gpt2", "gpt-2"
+    del md["tokenizer.ggml.merges"]
+    with pytest.raises(ValueError, match="merges"):
+        Tokenizer.from_metadata(md)
 
 
 def test_bpe_flags_by_pre_type(shared):

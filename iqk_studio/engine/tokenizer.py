@@ -227,7 +227,7 @@ def _positions(text: str, c: str) -> list[int]:
 class Tokenizer:
     """llama_tokenize over a GGUF vocabulary: `encode(text, add_special, parse_special)`."""
 
-    def __init__(self, vocab: VocabInfo, merges: Sequence[str] = ()):
+    def __init__(self, vocab: VocabInfo, merges: Sequence[str] | None = None):
         self.vocab = vocab
         self.n_vocab = len(vocab.tokens)
         self.bos_id, self.eos_id = vocab.bos_id, vocab.eos_id
@@ -241,21 +241,21 @@ class Tokenizer:
         if vocab.model == "llama":
             from iqk_studio.engine.tok_spm import SpmVocab
 
-            if vocab.scores is None:
-                raise ValueError("a SentencePiece (llama) vocabulary needs tokenizer.ggml.scores")
+            scores = vocab.scores if vocab.scores is not None else np.zeros(self.n_vocab)
             self._spm = SpmVocab([t.encode("utf-8", "surrogateescape") for t in vocab.tokens],
-                                 vocab.scores)
+                                 scores)  # llama.cpp: score 0 for every token when absent
         else:
             from iqk_studio.engine.tok_bpe import BpeModel
 
-            if not merges:
-                raise ValueError("a gpt2 (BPE) vocabulary needs tokenizer.ggml.merges")
+            if merges is None:
+                raise ValueError("cannot find tokenizer merges (tokenizer.ggml.merges) in the "
+                                 "gpt2 vocabulary")
             self._bpe = BpeModel(list(vocab.tokens), list(merges), vocab.pre,
                                  vocab.ignore_merges)
 
     @classmethod
     def from_metadata(cls, md: Mapping) -> Tokenizer:
-        return cls(parse_vocab(md), md.get("tokenizer.ggml.merges") or ())
+        return cls(parse_vocab(md), md.get("tokenizer.ggml.merges"))
 
     @classmethod
     def from_model(cls, model) -> Tokenizer:
