@@ -42,3 +42,25 @@ class Finished:
 @dataclass(frozen=True)
 class Failed:
     message: str
+
+
+@dataclass(frozen=True)
+class KldChunk:
+    """Running KL-divergence statistics after a chunk (llama-perplexity --kl-divergence's line);
+    fractions, not percent."""
+
+    index: int  # 1-based chunk number
+    count: int
+    ppl: float  # PPL(Q)
+    ppl_err: float
+    ppl_base: float
+    ln_ratio: float  # mean ln(PPL(Q)/PPL(base))
+    ln_ratio_err: float
+    kld: float  # mean KL divergence
+    kld_err: float
+    rms_dp: float  # RMS of p(Q) - p(base) of the target token
+    rms_dp_err: float
+    same_top: float  # fraction of positions whose argmax agrees
+    same_top_err: float
+    tokens_per_second: float
+    eta_seconds: float
