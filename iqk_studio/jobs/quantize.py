@@ -53,11 +53,11 @@ def plan_targets(plan) -> dict[str, str]:
     (name, type) pairs / objects with .name and .type_name; types as names or QuantType."""
     out = {}
     for e in getattr(plan, "entries", plan):
-        if isinstance(e, (tuple, list)):
-            name, t = e[0], e[1]
-        else:
+        if hasattr(e, "name"):  # PlanEntry (dataclass or NamedTuple) or alike
             name = e.name
             t = getattr(e, "type", None) or getattr(e, "type_name", None)
+        else:
+            name, t = e[0], e[1]
         out[str(name)] = t.name if isinstance(t, QuantType) else str(t)
     return out
 
@@ -154,7 +154,7 @@ def _quantize_rows(x, qtype, importance, uniform, pool, threads) -> np.ndarray:
         return api.quantize(x, qtype, importance, uniform)
     bounds = np.linspace(0, x.shape[0], threads + 1).astype(int)
     parts = pool.map(lambda ab: api.quantize(x[ab[0]:ab[1]], qtype, importance, uniform),
-                     [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
+                     [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a])
     return np.concatenate(list(parts))
 
 
@@ -222,7 +222,8 @@ def quantize_model(model, plan, out_path, imatrix=None, uniform=False, threads=N
             yield TensorDone(i, len(tasks), t.name, t.dst.name, t.dst.nbytes(t.shape),
                              time.perf_counter() - t0)
         path = writer.finish()
-        result = QuantizeResult(path, len(tasks), n_quant, sum(t.src.nbytes(t.shape) for t in tasks),
+        src_bytes = sum(t.src.nbytes(t.shape) for t in tasks)
+        result = QuantizeResult(path, len(tasks), n_quant, src_bytes,
                                 sum(s.nbytes for s in specs), time.perf_counter() - t_start)
         yield Finished(f"wrote {path}", result)
     except (ValueError, KeyError, OSError, api.QuantError) as e:
