@@ -12,6 +12,7 @@ from numba import njit
 
 from iqk_studio.quant import grids
 from iqk_studio.quant.common import fma32
+from iqk_studio.quant.kernels import MODE_IMATRIX
 
 F = np.float32
 
@@ -58,7 +59,8 @@ IQ6NL_INDEX = np.array([
     123, 123, 60, 60, 60, 60, 124, 61, 61, 61, 61, 61, 125, 62, 62, 62, 62, 62, 126, 63, 63, 63], dtype=np.int32)
 
 KIND_IQ4, KIND_IQ5, KIND_IQ6 = 4, 5, 6
-W_X2, W_QUARTER_SIGMA = 0, 1  # default weights: x², or 0.25·σ² + x²
+# default weights: x²; 0.25·σ² + x²; the same with 0.25·σ² fused (IQ5_K's second pass)
+W_X2, W_QUARTER_SIGMA, W_QUARTER_SIGMA_FMA = 0, 1, 2
 
 
 @njit(nogil=True, cache=True)
@@ -149,7 +151,7 @@ def sigma2_of(xbl):
 @njit(nogil=True, cache=True)
 def block_weights(w, xb, qwb, mode, sigma2, wkind):
     """Importance of each element of a block: mode 1 qw·sqrt(σ²+x²); mode 2 ones; mode 0 the
-    type's default (wkind W_X2: x², W_QUARTER_SIGMA: 0.25·σ² + x²)."""
+    type's default (wkind W_X2, W_QUARTER_SIGMA or W_QUARTER_SIGMA_FMA)."""
     n = xb.shape[0]
     if mode == 1:
         for j in range(n):
@@ -160,10 +162,13 @@ def block_weights(w, xb, qwb, mode, sigma2, wkind):
     elif wkind == W_X2:
         for j in range(n):
             w[j] = xb[j] * xb[j]
-    else:
+    elif wkind == W_QUARTER_SIGMA:
         c = F(0.25) * sigma2
         for j in range(n):
             w[j] = c + xb[j] * xb[j]
+    else:
+        for j in range(n):
+            w[j] = fma32(sigma2, F(0.25), xb[j] * xb[j])
 
 
 @njit(nogil=True, cache=True)
@@ -252,3 +257,50 @@ def scramble_inverse(v):
         j |= b << k
         prev = b
     return j
+
+
+@njit(nogil=True, cache=True)
+def put_f32(out, pos, f):
+    out[pos:pos + 4].view(np.float32)[0] = f
+
+
+@njit(nogil=True, cache=True)
+def get_f32(raw, pos):
+    return raw[pos:pos + 4].view(np.float32)[0]
+
+
+@njit(nogil=True, cache=True)
+def row_importance(x, qw, mode, block):
+    """QHelper's sanitized copy of the imatrix row for one row of x (mode 1), else qw itself."""
+    if mode != MODE_IMATRIX:
+        return qw
+    out = np.empty(x.shape[0], dtype=np.float32)
+    sanitize_weights(out, qw, x, block)
+    return out
+
+
+_NO_QW = np.zeros(0, dtype=np.float32)
+
+
+def make_quant(kernel, row_bytes):
+    """The registry's QUANT entry around a rows kernel(out, x, qw, mode)."""
+    def quant(x, qw, mode):
+        out = np.empty((x.shape[0], row_bytes(x.shape[1])), dtype=np.uint8)
+        kernel(out, x, _NO_QW if qw is None else qw, mode)
+        return out
+    return quant
+
+
+def make_dequant(kernel, row_bytes):
+    """The registry's DEQUANT entry around a rows kernel(out, raw)."""
+    def deq(raw, n):
+        if raw.shape[1] != row_bytes(n):
+            raise ValueError(f"rows of {raw.shape[1]} bytes do not hold {n} values")
+        out = np.empty((raw.shape[0], n), dtype=np.float32)
+        kernel(out, np.ascontiguousarray(raw))
+        return out
+    return deq
+
+
+def row_bytes_fn(type_size, meta):
+    return lambda n: meta + type_size * (n // 256)

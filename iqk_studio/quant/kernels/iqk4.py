@@ -14,34 +14,17 @@ from iqk_studio.quant._iqk_common import (
     F,
     best_index_iq4nl,
     block_weights,
-    sanitize_weights,
+    get_f32,
+    make_dequant,
+    make_quant,
+    put_f32,
+    row_bytes_fn,
+    row_importance,
     search_scale,
     sigma2_of,
 )
 from iqk_studio.quant.common import fma32, get_fp16, nearest_int_mul, put_fp16
 from iqk_studio.quant.kernels import MODE_IMATRIX
-
-_NO_QW = np.zeros(0, dtype=np.float32)
-
-
-@njit(nogil=True, cache=True)
-def put_f32(out, pos, f):
-    out[pos:pos + 4].view(np.float32)[0] = f
-
-
-@njit(nogil=True, cache=True)
-def get_f32(raw, pos):
-    return raw[pos:pos + 4].view(np.float32)[0]
-
-
-@njit(nogil=True, cache=True)
-def row_importance(x, qw, mode, block):
-    """QHelper's sanitized copy of the imatrix row for one row of x (mode 1), else qw itself."""
-    if mode != MODE_IMATRIX:
-        return qw
-    out = np.empty(x.shape[0], dtype=np.float32)
-    sanitize_weights(out, qw, x, block)
-    return out
 
 
 # ---- IQ4_K (per 256): d:f16 | extra:u16 | scales_h:u8[4] | scales_l:u8[8] | qs:u8[128]
@@ -211,33 +194,11 @@ def iq4_ks_dequant_rows(out, raw):
                     y[32 * ib + 16 + j] = dl * IQ4K[base + (v >> 4)]
 
 
-def _quant(kernel, row_bytes):
-    def quant(x, qw, mode):
-        out = np.empty((x.shape[0], row_bytes(x.shape[1])), dtype=np.uint8)
-        kernel(out, x, _NO_QW if qw is None else qw, mode)
-        return out
-    return quant
-
-
-def _deq(kernel, row_bytes):
-    def deq(raw, n):
-        if raw.shape[1] != row_bytes(n):
-            raise ValueError(f"rows of {raw.shape[1]} bytes do not hold {n} values")
-        out = np.empty((raw.shape[0], n), dtype=np.float32)
-        kernel(out, np.ascontiguousarray(raw))
-        return out
-    return deq
-
-
-def _rb(type_size, meta):
-    return lambda n: meta + type_size * (n // 256)
-
-
 QUANT = {
-    "iq4_k": _quant(iq4_k_rows, _rb(144, 0)),
-    "iq4_ks": _quant(iq4_ks_rows, _rb(136, 4)),
+    "iq4_k": make_quant(iq4_k_rows, row_bytes_fn(144, 0)),
+    "iq4_ks": make_quant(iq4_ks_rows, row_bytes_fn(136, 4)),
 }
 DEQUANT = {
-    "iq4_k": _deq(iq4_k_dequant_rows, _rb(144, 0)),
-    "iq4_ks": _deq(iq4_ks_dequant_rows, _rb(136, 4)),
+    "iq4_k": make_dequant(iq4_k_dequant_rows, row_bytes_fn(144, 0)),
+    "iq4_ks": make_dequant(iq4_ks_dequant_rows, row_bytes_fn(136, 4)),
 }
