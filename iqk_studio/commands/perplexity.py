@@ -1,0 +1,61 @@
+"""`iqk-studio-cli perplexity MODEL -f TEXT [-c 512] [--chunks N]`: prints like llama-perplexity."""
+
+from __future__ import annotations
+
+import sys
+
+from iqk_studio.cli import CliError
+from iqk_studio.demo import resolve_model_arg
+from iqk_studio.jobs.events import Chunk, Failed, Finished, Progress
+from iqk_studio.jobs.perplexity import perplexity_job
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", help="GGUF model (first split part), or `demo`")
+    p.add_argument("-f", "--file", required=True, help="text file (e.g. wiki.test.raw)")
+    p.add_argument("-c", "--ctx-size", type=int, default=512, help="chunk length n_ctx (512)")
+    p.add_argument("--chunks", type=int, default=-1, help="evaluate at most N chunks")
+    p.add_argument("--progress", action="store_true", help="show per-layer progress on stderr")
+
+
+def print_chunks(events, prog: str, progress: bool = False) -> Finished:
+    """Print `[i]ppl,` per Chunk on stdout like llama-perplexity; returns the Finished event."""
+    first = True
+    for ev in events:
+        if isinstance(ev, Progress):
+            if progress and ev.total:
+                print(f"\r{prog}: {ev.message}   ", end="", file=sys.stderr, flush=True)
+            elif not ev.total and ev.message:
+                print(f"{prog}: {ev.message} ..", file=sys.stderr, flush=True)
+        elif isinstance(ev, Chunk):
+            if first:
+                if progress:
+                    print(file=sys.stderr)
+                print(f"{prog}: {ev.tokens_per_second:.1f} tokens/s - ETA "
+                      f"{_eta(ev.eta_seconds)}", file=sys.stderr, flush=True)
+                first = False
+            print(f"[{ev.index}]{ev.ppl:.4f},", end="", flush=True)
+        elif isinstance(ev, Failed):
+            if not first:
+                print()
+            raise CliError(ev.message)
+        elif isinstance(ev, Finished):
+            print()
+            return ev
+    raise CliError("the job ended without a result")
+
+
+def _eta(seconds: float) -> str:
+    s = int(seconds)
+    head = f"{s // 3600} hours " if s >= 3600 else ""
+    return f"{head}{(s % 3600) / 60:.2f} minutes"
+
+
+def run(args) -> int:
+    model = resolve_model_arg(args.model)
+    if not model.exists():
+        raise CliError(f"{model}: no such model file")
+    job = perplexity_job(model, args.file, n_ctx=args.ctx_size, chunks=args.chunks)
+    fin = print_chunks(job, "perplexity", args.progress)
+    print(fin.message, flush=True)
+    return 0
