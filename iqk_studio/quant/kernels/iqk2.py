@@ -7,20 +7,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from iqk_studio.quant.common import F, get_fp16, put_fp16
+from iqk_studio.quant._iqk_common import sanitize_weights
+from iqk_studio.quant.common import F, fma32, get_fp16, make_qx_quants, nearest_int_mul, put_fp16
 from iqk_studio.quant.kernels._iqk23 import (
-    FM,
     IQ2NL,
     MODE_IMATRIX,
     amax_signed,
     best_index_iq2nl,
     check_quant,
     check_raw,
-    fmaf,
     hsum8,
-    make_qx_quants_iqk,
-    nearest_int_mul,
-    sanitize,
     sum_sq,
     weights_sigma,
 )
@@ -44,7 +40,7 @@ def _sort16(xb, order):
         order[i + 1] = k
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def _search16x4(sumx, sumw, pat):
     """IQ2_K exhaustive 3-split search over sorted prefix sums, 4 value patterns per split.
 
@@ -64,8 +60,8 @@ def _search16x4(sumx, sumw, pat):
             for p in range(4):
                 v0 = pat[p, 0]
                 v1 = pat[p, 1]
-                bx[p] = fmaf(sumx[i1], v0, dx2 * v1)
-                bw[p] = fmaf(sumw[i1] * v0, v0, dw2 * v1 * v1)
+                bx[p] = fma32(sumx[i1], v0, dx2 * v1)
+                bw[p] = fma32(sumw[i1] * v0, v0, dw2 * v1 * v1)
             for i3 in range(i2, n):
                 dx3 = sumx[i3] - sumx[i2]
                 dw3 = sumw[i3] - sumw[i2]
@@ -74,8 +70,8 @@ def _search16x4(sumx, sumw, pat):
                 for p in range(4):
                     v2 = pat[p, 2]
                     v3 = pat[p, 3]
-                    sumqx = bx[p] + dx3 * v2 + dx4 * v3
-                    sumq2 = bw[p] + dw3 * v2 * v2 + dw4 * v3 * v3
+                    sumqx = fma32(dx4, v3, fma32(dx3, v2, bx[p]))
+                    sumq2 = fma32(dw4 * v3, v3, fma32(dw3 * v2, v2, bw[p]))
                     if sumq2 > 0 and sumqx * sumqx > best * sumq2:
                         d = sumqx / sumq2
                         best = d * sumqx
@@ -86,7 +82,7 @@ def _search16x4(sumx, sumw, pat):
 # ---------------------------------------------------------------- IQ2_K
 # block (76 bytes): d:f16 | extra:u16 (bit i: 16-block i shifted) | scales:u8[8] (nibble = ls+8)
 #                   | qs:u8[64] (element e: qs[32*(e/128) + e%32] bits 2*((e/32)%4))
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def _iq2k_row(out, x, qw, mode):
     n = x.shape[0]
     weight = np.empty(16, np.float32)
@@ -127,7 +123,7 @@ def _iq2k_row(out, x, qw, mode):
             for j in range(16):
                 jj = order[j]
                 sumw[j + 1] = sumw[j] + weight[jj]
-                sumx[j + 1] = sumx[j] + weight[jj] * xb[jj]
+                sumx[j + 1] = fma32(weight[jj], xb[jj], sumx[j])
             d, shifted = _search16x4(sumx, sumw, pat)
             scales[ib] = d
             if shifted:
@@ -135,7 +131,7 @@ def _iq2k_row(out, x, qw, mode):
             max_abs_scale = max(max_abs_scale, abs(d))
         if max_abs_scale == 0:
             continue
-        d = make_qx_quants_iqk(scales, sw, 8, Ls)
+        d = make_qx_quants(scales, sw, 8, Ls)
         if d == 0:
             continue
         out[o + 2] = extra & 0xFF
@@ -160,9 +156,9 @@ def _iq2k_row(out, x, qw, mode):
                 ibest = best_index_iq2nl(IQ2NL, off, al)
                 out[qo + j] |= ibest << (2 * (ib32 % 4))
                 q = F(np.int64(IQ2NL[off + ibest]) * ls)
-                w = weight[j]
-                sumqx += w * q * x[j0 + j]
-                sumq2 += w * q * q
+                wq = weight[j] * q
+                sumqx = fma32(wq, x[j0 + j], sumqx)
+                sumq2 = fma32(wq, q, sumq2)
         put_fp16(out, o, F(1.030) * (sumqx / sumq2 if sumq2 > 0 else d))
 
 
@@ -204,10 +200,10 @@ def _try_1block(d, x, j0, w, off, val, mval):
             q2 = IQ2NL[off + _nearest4(xe, mval, off)]
             wq1 = w[e] * q1
             wq2 = w[e] * q2
-            qx1[lane] = fmaf(wq1, xe, qx1[lane])
-            q21[lane] = fmaf(wq1, q1, q21[lane])
-            qx2[lane] = fmaf(wq2, xe, qx2[lane])
-            q22[lane] = fmaf(wq2, q2, q22[lane])
+            qx1[lane] = fma32(wq1, xe, qx1[lane])
+            q21[lane] = fma32(wq1, q1, q21[lane])
+            qx2[lane] = fma32(wq2, xe, qx2[lane])
+            q22[lane] = fma32(wq2, q2, q22[lane])
     sumqx1, sumq21 = hsum8(qx1), hsum8(q21)
     sumqx2, sumq22 = hsum8(qx2), hsum8(q22)
     ok = False
@@ -237,8 +233,8 @@ def _rmse_1block(d, x, j0, w, off, val, idx):
             xe = x[j0 + e]
             ib = _nearest4(xe, val, off)
             idx[e] = ib
-            diff = fmaf(md, IQ2NL[off + ib], xe)
-            acc[lane] = fmaf(w[e] * diff, diff, acc[lane])
+            diff = fma32(md, IQ2NL[off + ib], xe)
+            acc[lane] = fma32(w[e] * diff, diff, acc[lane])
     return hsum8(acc)
 
 
@@ -294,7 +290,7 @@ def _iq2ks_row(out, x, qw, mode):
             if shifted:
                 extra |= 1 << ib
         out[2 + 70 * ibl] = extra
-    d = make_qx_quants_iqk(scales, sw, 16, Ls)
+    d = make_qx_quants(scales, sw, 16, Ls)
     if d == 0:
         return
     vqx = np.zeros(8, np.float32)
@@ -324,8 +320,8 @@ def _iq2ks_row(out, x, qw, mode):
                     e = 8 * k + lane
                     vq = vd * IQ2NL[off + idx1[e]]
                     wvq = weight[e] * vq
-                    vqx[lane] = fmaf(wvq, x[j0 + e], vqx[lane])
-                    vq2[lane] = fmaf(wvq, vq, vq2[lane])
+                    vqx[lane] = fma32(wvq, x[j0 + e], vqx[lane])
+                    vq2[lane] = fma32(wvq, vq, vq2[lane])
             ls = Ls[i]
             out[o + 2 + ib // 2] |= (ls & 0xF) << (4 * (ib % 2))
             out[o + 1] |= (ls >> 4) << ib
@@ -343,7 +339,7 @@ def _quant_rows(out, x, qw, mode, kind):
         w = qw
         if mode == MODE_IMATRIX:
             w = np.empty_like(qw)
-            sanitize(w, x[r], qw, 16 if kind == 0 else 32)
+            sanitize_weights(w, qw, x[r], 16 if kind == 0 else 32)
         if kind == 0:
             _iq2k_row(out[r], x[r], w, mode)
         else:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from iqk_studio.quant.common import F, get_fp16, put_fp16
+from iqk_studio.quant._iqk_common import sanitize_weights
+from iqk_studio.quant.common import F, fma32, get_fp16, nearest_int_mul, put_fp16
 from iqk_studio.quant.kernels._iqk23 import (
-    FM,
     IQ3NL,
     MODE_IMATRIX,
     MODE_UNIFORM,
@@ -17,9 +17,6 @@ from iqk_studio.quant.kernels._iqk23 import (
     best_index_iq3nl,
     check_quant,
     check_raw,
-    fmaf,
-    nearest_int_mul,
-    sanitize,
     sum_sq,
 )
 
@@ -68,7 +65,7 @@ def _index(idd, x1, x2, w1, w2):
         g = K_NEIGHBOURS[-i - 1, k]
         diff1 = GRID[g, 0] - sx1
         diff2 = GRID[g, 1] - sx2
-        score = fmaf(w1 * diff1, diff1, w2 * diff2 * diff2)
+        score = fma32(w1 * diff1, diff1, w2 * diff2 * diff2)
         if score < best:
             best = score
             ibest = g
@@ -91,8 +88,8 @@ def _pair_sums(x, j0, w, idd):
             q2 = GRID[g, 1]
             wq1 = w[j] * q1
             wq2 = w[j + 1] * q2
-            sqx = fmaf(wq1, x1, wq2 * x2)
-            sq2 = fmaf(wq1, q1, wq2 * q2)
+            sqx = fma32(wq1, x1, wq2 * x2)
+            sq2 = fma32(wq1, q1, wq2 * q2)
             if sgn == 0:
                 sqx_p = sqx_p + sqx
                 sq2_p = sq2_p + sq2
@@ -126,13 +123,13 @@ def _block_scale(x, j0, w):
     return d
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def _weights(w, x, qw, j0, sigma2, mode):
     """IQ2_KL weights: qw·sqrt(σ²+x²) with imatrix, else |x| (or 1)."""
     for j in range(32):
         xj = x[j0 + j]
         if mode == MODE_IMATRIX:
-            w[j] = qw[j0 + j] * np.sqrt(sigma2 + xj * xj)
+            w[j] = qw[j0 + j] * np.sqrt(fma32(xj, xj, sigma2))
         elif mode == MODE_UNIFORM:
             w[j] = F(1.0)
         else:
@@ -147,9 +144,9 @@ def _ls_score(x, j0, w, d, ils):
     score = F(0.0)
     for j in range(0, 32, 2):
         g = _index(idl, x[j0 + j], x[j0 + j + 1], w[j], w[j + 1])
-        diff1 = fmaf(GRID[g, 0], dl, -x[j0 + j])
-        diff2 = fmaf(GRID[g, 1], dl, -x[j0 + j + 1])
-        score = score + fmaf(w[j] * diff1, diff1, w[j + 1] * diff2 * diff2)
+        diff1 = fma32(GRID[g, 0], dl, -x[j0 + j])
+        diff2 = fma32(GRID[g, 1], dl, -x[j0 + j + 1])
+        score = score + fma32(w[j] * diff1, diff1, w[j + 1] * diff2 * diff2)
     return score
 
 
@@ -213,8 +210,8 @@ def _iq2kl_row(out, x, qw, mode):
                 q2 = F(np.int64(GRID[g, 1]) * ls)
                 wq1 = weight[2 * j] * q1
                 wq2 = weight[2 * j + 1] * q2
-                sumqx = sumqx + fmaf(wq1, x1, wq2 * x2)
-                sumq2 = sumq2 + fmaf(wq1, q1, wq2 * q2)
+                sumqx = sumqx + fma32(wq1, x1, wq2 * x2)
+                sumq2 = sumq2 + fma32(wq1, q1, wq2 * q2)
     if sumq2 > 0:
         d = sumqx / sumq2
     put_fp16(out, 0, F(1.025) * d)
@@ -227,7 +224,7 @@ def _quant_rows(out, x, qw, mode):
         w = qw
         if mode == MODE_IMATRIX:
             w = np.empty_like(qw)
-            sanitize(w, x[r], qw, 32)
+            sanitize_weights(w, qw, x[r], 32)
         _iq2kl_row(out[r], x[r], w, mode)
 
 

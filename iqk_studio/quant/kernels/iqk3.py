@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from iqk_studio.quant.common import F, get_fp16, put_fp16
+from iqk_studio.quant._iqk_common import sanitize_weights
+from iqk_studio.quant.common import F, fma32, get_fp16, nearest_int_mul, put_fp16
 from iqk_studio.quant.kernels._iqk23 import (
-    FM,
     IQ3NL,
     MODE_IMATRIX,
     MODE_UNIFORM,
@@ -17,9 +17,6 @@ from iqk_studio.quant.kernels._iqk23 import (
     best_index_iq3nl,
     check_quant,
     check_raw,
-    fmaf,
-    nearest_int_mul,
-    sanitize,
     sum_sq,
     weights_sigma,
 )
@@ -27,7 +24,7 @@ from iqk_studio.quant.kernels._iqk23 import (
 QK = 256
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def _sums(x, j0, n, w, idd, off):
     """Σw·q·x, Σw·q² for labels nearest to id·x (p) and to -id·x (m) on IQ3NL[off:off+8]."""
     sqx_p = F(0.0)
@@ -38,15 +35,15 @@ def _sums(x, j0, n, w, idd, off):
         xj = x[j0 + j]
         al = idd * xj
         q = IQ3NL[off + best_index_iq3nl(IQ3NL, off, al)]
-        sqx_p += w[j] * q * xj
-        sq2_p += w[j] * q * q
+        sqx_p = fma32(w[j] * q, xj, sqx_p)
+        sq2_p = fma32(w[j] * q, q, sq2_p)
         q = IQ3NL[off + best_index_iq3nl(IQ3NL, off, -al)]
-        sqx_m += w[j] * q * xj
-        sq2_m += w[j] * q * q
+        sqx_m = fma32(w[j] * q, xj, sqx_m)
+        sq2_m = fma32(w[j] * q, q, sq2_m)
     return sqx_p, sq2_p, sqx_m, sq2_m
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def _search(x, j0, n, w, ntry, step):
     """Block scale search shared by IQ3_K (ntry 3, step 2) and IQ3_KS (ntry 5, step 1):
     trial inverse scales (step·t + v0)/max on the base and shifted tables, both signs.
@@ -83,7 +80,7 @@ def _search(x, j0, n, w, ntry, step):
 # block (110 bytes): d:f16 | extra:u16 (bit i: 16-block i shifted) | scales_h:u16 (bit i: scale
 #   negative) | scales_l:u8[8] (nibble k, |scale| = 2k+1) | qs:u8[64] (low 2 bits, element e:
 #   qs[32*(e/128) + e%32] bits 2*((e/32)%4)) | qh:u8[32] (bit 3: qh[e%32] bit e/32)
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def _iq3k_row(out, x, qw, mode):
     weight = np.empty(16, np.float32)
     scales = np.empty(16, np.float32)
@@ -107,8 +104,8 @@ def _iq3k_row(out, x, qw, mode):
             sumq2 = F(0.0)
             for j in range(16):
                 q = IQ3NL[off + best_index_iq3nl(IQ3NL, off, idd * x[j0 + j])]
-                sumqx += weight[j] * q * x[j0 + j]
-                sumq2 += weight[j] * q * q
+                sumqx = fma32(weight[j] * q, x[j0 + j], sumqx)
+                sumq2 = fma32(weight[j] * q, q, sumq2)
             if sumq2 > 0:
                 d = sumqx / sumq2
             scales[ib] = d
@@ -125,7 +122,7 @@ def _iq3k_row(out, x, qw, mode):
         sumq2 = F(0.0)
         for ib in range(16):
             # nearest_int(0.5*(id*|s| - 1)) -> fma(fma(id, |s|, -1), 0.5, C)
-            ls = max(0, min(15, nearest_int_mul(fmaf(idd, abs(scales[ib]), F(-1.0)), F(0.5))))
+            ls = max(0, min(15, nearest_int_mul(fma32(idd, abs(scales[ib]), F(-1.0)), F(0.5))))
             out[o + 6 + ib // 2] |= ls << (4 * (ib % 2))
             if scales[ib] < 0:
                 out[o + 4 + ib // 8] |= 1 << (ib % 8)
@@ -145,8 +142,8 @@ def _iq3k_row(out, x, qw, mode):
                 out[qo + j] |= (ibest & 3) << (2 * (ib32 % 4))
                 out[ho + j] |= (ibest >> 2) << (ib32 % 8)
                 q = F(np.int64(IQ3NL[off + ibest]) * ls)
-                sumqx += weight[j] * q * x[j0 + j]
-                sumq2 += weight[j] * q * q
+                sumqx = fma32(weight[j] * q, x[j0 + j], sumqx)
+                sumq2 = fma32(weight[j] * q, q, sumq2)
         put_fp16(out, o, F(1.01) * (sumqx / sumq2 if sumq2 > 0 else d))
 
 
@@ -154,20 +151,20 @@ def _iq3k_row(out, x, qw, mode):
 # row: d:f16 | blocks (102 bytes): extra:u16 (bits 0-7: bit 4 of scale of 32-block i; bits 8-15:
 #   block i shifted) | scales:u8[4] (block i: byte i%4, nibble i/4; scale = ls - 16)
 #   | qs:u8[64] (block i: 32 bytes at 32*(i/4), bits 2*(i%4)) | qh:u8[32] (bit i: 3rd bit)
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def _weights_x2(w, x, qw, j0, sigma2, mode):
     """IQ3_KS weights: qw·sqrt(σ²+x²) with imatrix, else x² (or 1)."""
     for j in range(32):
         xj = x[j0 + j]
         if mode == MODE_IMATRIX:
-            w[j] = qw[j0 + j] * np.sqrt(sigma2 + xj * xj)
+            w[j] = qw[j0 + j] * np.sqrt(fma32(xj, xj, sigma2))
         elif mode == MODE_UNIFORM:
             w[j] = F(1.0)
         else:
             w[j] = xj * xj
 
 
-@njit(nogil=True, cache=True, fastmath=FM)
+@njit(nogil=True, cache=True)
 def _iq3ks_row(out, x, qw, mode):
     nb = x.shape[0] // QK
     weight = np.empty(32, np.float32)
@@ -212,8 +209,8 @@ def _iq3ks_row(out, x, qw, mode):
                 out[o + 6 + 32 * (ib // 4) + j] |= (i & 3) << (2 * (ib % 4))
                 out[o + 70 + j] |= (i >> 2) << ib
                 q = F(np.int64(IQ3NL[off + i]) * ls)
-                sumqx += weight[j] * q * x[j0 + j]
-                sumq2 += weight[j] * q * q
+                sumqx = fma32(weight[j] * q, x[j0 + j], sumqx)
+                sumq2 = fma32(weight[j] * q, q, sumq2)
     if sumq2 > 0:
         put_fp16(out, 0, sumqx / sumq2)
 
@@ -225,7 +222,7 @@ def _quant_rows(out, x, qw, mode, kind):
         w = qw
         if mode == MODE_IMATRIX:
             w = np.empty_like(qw)
-            sanitize(w, x[r], qw, 16 if kind == 0 else 32)
+            sanitize_weights(w, qw, x[r], 16 if kind == 0 else 32)
         if kind == 0:
             _iq3k_row(out[r], x[r], w, mode)
         else:
