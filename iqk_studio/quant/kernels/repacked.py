@@ -14,6 +14,7 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
+from numba import njit
 
 from iqk_studio.quant import registry
 from iqk_studio.quant.kernels import _repack_fwd, _repack_fwd_iq
@@ -53,32 +54,75 @@ def bit_map(name: str) -> tuple[np.ndarray, np.ndarray, bool]:
     """(src, const, bytewise) of one big block: base-layout bit j = interleaved bit src[j] ^
     const bit; bytewise when every base byte is one interleaved byte (fast path)."""
     t = BY_NAME[name]
-    base = BY_NAME[t.base]
-    R, ts = t.interleave, base.type_size
+    R, ts = t.interleave, BY_NAME[t.base].type_size
     f = forward(name)
-    nbits = R * ts * 8
+    nbytes = R * ts
+    nb = max(1, (nbytes - 1).bit_length())
+
+    def run(x):  # base bytes (B, nbytes) -> interleaved bits (B, 8·nbytes), constant removed
+        y = f(x.reshape(-1, R, ts)).astype(np.uint8) ^ const
+        return np.unpackbits(y, axis=-1, bitorder="little")
+
     const = f(np.zeros((1, R, ts), np.int64))[0].astype(np.uint8)
-    unit = np.zeros((nbits, R * ts), np.int64)
-    unit[np.arange(nbits), np.arange(nbits) // 8] = 1 << (np.arange(nbits) % 8)
-    out = f(unit.reshape(nbits, R, ts)).astype(np.uint8) ^ const
-    bits = np.unpackbits(out, axis=1, bitorder="little")  # (base bit, interleaved bit)
-    if not ((bits.sum(0) == 1).all() and (bits.sum(1) == 1).all()):
+    idx = np.arange(nbytes)
+    # probes: every base byte = bit t (which bit of its byte feeds each output bit), and bit t
+    # only in bytes whose index has bit b set (the binary digits of the feeding byte)
+    pos_probe = np.array([np.full(nbytes, 1 << k) for k in range(8)], np.int64)
+    digit_probe = np.array([((idx >> b) & 1) << k for k in range(8) for b in range(nb)], np.int64)
+    pos_bits = run(pos_probe)  # (8, nbits)
+    if not (pos_bits.sum(0) == 1).all():
         raise AssertionError(f"{name}: interleaver is not a bit permutation")
-    src = bits.argmax(1)  # base bit j -> interleaved bit
+    bit = pos_bits.argmax(0)  # interleaved bit o <- bit `bit[o]` of some base byte
+    digits = run(digit_probe).reshape(8, nb, -1)[bit, :, np.arange(bit.size)]  # (nbits, nb)
+    inv = 8 * (digits << np.arange(nb)).sum(1) + bit  # interleaved bit o <- base bit inv[o]
+    if sorted(inv) != list(range(8 * nbytes)):
+        raise AssertionError(f"{name}: interleaver is not a bit permutation")
+    src = np.argsort(inv)  # base bit j -> interleaved bit src[j]
+    x = np.random.default_rng(0).integers(0, 256, (4, nbytes))
+    y = np.packbits(run(x) , axis=-1, bitorder="little")
+    if not (np.unpackbits(y, axis=-1, bitorder="little")[:, src] ==
+            np.unpackbits(x.astype(np.uint8), axis=-1, bitorder="little")).all():
+        raise AssertionError(f"{name}: interleaver is not linear in the bits")
     byte_src = src[::8] // 8
     whole = 8 * np.repeat(byte_src, 8) + np.tile(np.arange(8), len(byte_src))
     bytewise = bool((src == whole).all())
     return src, np.unpackbits(const, bitorder="little"), bytewise
 
 
+@cache
+def byte_ops(name: str) -> tuple[np.ndarray, ...]:
+    """The bit permutation as byte operations: base[ob] |= (interleaved[ib] >> sh) & mask
+    (sh < 0: left shift), one per (base byte, source byte, shift) run of bits."""
+    src = bit_map(name)[0]
+    ops: dict[tuple[int, int, int], int] = {}
+    for j, s in enumerate(src):
+        key = (j // 8, int(s) // 8, int(s) % 8 - j % 8)
+        ops[key] = ops.get(key, 0) | (1 << (j % 8))
+    keys = sorted(ops)
+    col = [np.array([k[c] for k in keys], np.int64) for c in range(3)]
+    return (*col, np.array([ops[k] for k in keys], np.int64))
+
+
+@njit(nogil=True, cache=True)
+def _gather_bits(out, blocks, ob, ib, sh, mask):
+    # out (B, nbytes) u8 zeroed, blocks (B, nbytes) u8: out[b, ob] |= shift(blocks[b, ib]) & mask
+    for b in range(blocks.shape[0]):
+        for k in range(ob.shape[0]):
+            v = np.int64(blocks[b, ib[k]])
+            v = v >> sh[k] if sh[k] >= 0 else v << -sh[k]
+            out[b, ob[k]] |= np.uint8(v & mask[k])
+
+
 def deinterleave_blocks(blocks: np.ndarray, name: str) -> np.ndarray:
     """(..., R·type_size) interleaved big blocks -> (..., R·type_size) base blocks, row-major."""
     src, cbits, bytewise = bit_map(name)
+    x = blocks ^ np.packbits(cbits, bitorder="little") if cbits.any() else blocks
     if bytewise:
-        cbytes = np.packbits(cbits, bitorder="little")
-        return (blocks ^ cbytes)[..., src[::8] // 8]
-    b = np.unpackbits(blocks ^ np.packbits(cbits, bitorder="little"), axis=-1, bitorder="little")
-    return np.packbits(b[..., src], axis=-1, bitorder="little")
+        return x[..., src[::8] // 8]
+    flat = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    out = np.zeros_like(flat)
+    _gather_bits(out, flat, *byte_ops(name))
+    return out.reshape(x.shape)
 
 
 SCRAMBLED = ("iq2_xxs_r4", "iq2_xs_r4", "iq3_xxs_r4")
