@@ -1,0 +1,32 @@
+"""`iqk-studio-cli imatrix MODEL -f TEXT -o FILE [-c 512] [--chunks N]`: as llama-imatrix."""
+
+from __future__ import annotations
+
+import sys
+
+from iqk_studio.cli import CliError
+from iqk_studio.commands.perplexity import print_chunks
+from iqk_studio.demo import resolve_model_arg
+from iqk_studio.jobs.imatrix import imatrix_job
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", help="GGUF model (first split part), or `demo`")
+    p.add_argument("-f", "--file", required=True, help="calibration text file")
+    p.add_argument("-o", "--output", default="imatrix.dat", help="output .dat (imatrix.dat)")
+    p.add_argument("-c", "--ctx-size", type=int, default=512, help="chunk length n_ctx (512)")
+    p.add_argument("--chunks", type=int, default=-1, help="use at most N chunks")
+    p.add_argument("--progress", action="store_true", help="show per-layer progress on stderr")
+
+
+def run(args) -> int:
+    model = resolve_model_arg(args.model)
+    if not model.exists():
+        raise CliError(f"{model}: no such model file")
+    job = imatrix_job(model, args.file, args.output, args.ctx_size, args.chunks)
+    fin = print_chunks(job, "compute_imatrix", args.progress)
+    *notes, final, saved = fin.message.split("\n")
+    for line in notes + [saved]:
+        print(line, file=sys.stderr)
+    print(final)
+    return 0
