@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import quant_refs_numpy
 from conftest import shared_path
+
 from iqk_studio.gguf.imatrix import load_imatrix
 from iqk_studio.gguf.reader import open_model
 from iqk_studio.quant import registry

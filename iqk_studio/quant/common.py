@@ -180,7 +180,7 @@ def make_qx_quants(x, w, nmax, L):
     for is_ in range(-9, 10):
         if is_ == 0:
             continue
-        iscale = -fma32(F(0.1), F(is_), F(nmax)) / mx
+        iscale = -(F(nmax) + F(0.1) * F(is_)) / mx  # not fused in the reference build
         sumlx, suml2 = _qx_sums(x, w, nmax, iscale, True)
         if suml2 > 0 and sumlx * sumlx > best * suml2:
             _qx_labels(L, x, nmax, iscale)
@@ -259,8 +259,9 @@ def make_qx_quants_ggml(x, w, nmax, L):
 
 
 @njit(nogil=True, cache=True)
-def make_qkx2_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
-    """ggml-quants.c make_qkx2_quants (use_mad false): returns (scale, the_min >= 0); L in 0..nmax."""
+def make_qkx2_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep, use_mad=False, fuse_sum_x=False):
+    """ggml-quants.c make_qkx2_quants: returns (scale, the_min >= 0); L in 0..nmax.
+    use_mad: weighted |error| instead of squared (Q2_K); fuse_sum_x: Σw·x fused (Q2_K's copy)."""
     n = x.shape[0]
     mn = x[0]
     mx = x[0]
@@ -270,7 +271,10 @@ def make_qkx2_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
         mn = min(mn, x[i])
         mx = max(mx, x[i])
         sum_w += w[i]
-        sum_x = sum_x + w[i] * x[i]
+        if fuse_sum_x:
+            sum_x = fma32(w[i], x[i], sum_x)
+        else:
+            sum_x = sum_x + w[i] * x[i]
     if mn > 0:
         mn = F(0.0)
     if mx - mn < F(1e-10):
@@ -283,7 +287,7 @@ def make_qkx2_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
         li = max(0, min(nmax, nearest_int_mul(iscale, x[i] - mn)))
         L[i] = li
         diff = fma32(scale, F(li), mn) - x[i]
-        best_mad = fma32(w[i], diff * diff, best_mad)
+        best_mad = fma32(w[i], abs(diff) if use_mad else diff * diff, best_mad)
     if nstep < 1:
         return scale, -mn
     for is_ in range(nstep + 1):
@@ -308,7 +312,7 @@ def make_qkx2_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
             mad = F(0.0)
             for i in range(n):
                 diff = fma32(this_scale, F(Laux[i]), this_min) - x[i]
-                mad = fma32(w[i], diff * diff, mad)
+                mad = fma32(w[i], abs(diff) if use_mad else diff * diff, mad)
             if mad < best_mad:
                 L[:n] = Laux[:n]
                 best_mad = mad
@@ -337,10 +341,10 @@ def _qkx3_solve(sum_w, sum_x, sum_l, sum_l2, sum_xl, D):
 
 
 @njit(nogil=True, cache=True)
-def make_qkx3_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
+def make_qkx3_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep, fuse_sum_x2=False):
     """ggml-quants.c make_qkx3_quants (use_mad false; sums in float64) with weights w.
 
-    Returns (scale, the_min >= 0); L in 0..nmax."""
+    Returns (scale, the_min >= 0); L in 0..nmax. fuse_sum_x2: Σw·x² fused (Q2_K's copy)."""
     n = x.shape[0]
     mn = x[0]
     mx = x[0]
@@ -354,7 +358,10 @@ def make_qkx3_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep):
         xd = np.float64(x[i])
         sum_w += wd
         sum_x = sum_x + wd * xd
-        sum_x2 = sum_x2 + wd * xd * xd
+        if fuse_sum_x2:
+            sum_x2 = fma64(wd * xd, xd, sum_x2)
+        else:
+            sum_x2 = sum_x2 + wd * xd * xd
     if mn > 0:
         mn = F(0.0)
     if mx - mn < F(1e-10):

@@ -8,12 +8,24 @@ import numpy as np
 from numba import njit, prange
 
 from iqk_studio.quant.common import (
-    F, best_index, fma32, get_fp16, make_qkx2_quants, make_qkx3_quants, make_qp_quants,
-    make_qx_quants_ggml, nearest_int, nearest_int_mul, put_fp16,
+    F,
+    get_fp16,
+    make_qkx2_quants,
+    make_qkx3_quants,
+    make_qp_quants,
+    make_qx_quants_ggml,
+    nearest_int,
+    nearest_int_mul,
+    put_fp16,
 )
 from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX
 from iqk_studio.quant.kernels.legacy import (
-    KVALUES_IQ4NL, _check_x, _iq4_labels, block_weights, iq4_block_scale, sum_sq,
+    KVALUES_IQ4NL,
+    _check_x,
+    _iq4_labels,
+    block_weights,
+    iq4_block_scale,
+    sum_sq,
 )
 
 
@@ -286,10 +298,10 @@ def _deq_256(out, raw, kind):
                 d = get_fp16(b, 208)
                 for e in range(256):
                     h, rr = e // 128, e % 128
-                    k, l = rr // 32, rr % 32
-                    q = np.int64(b[64 * h + l + 32 * (k % 2)])
+                    k, i = rr // 32, rr % 32
+                    q = np.int64(b[64 * h + i + 32 * (k % 2)])
                     q = (q & 0xF) if k < 2 else (q >> 4)
-                    q |= ((np.int64(b[128 + 32 * h + l]) >> (2 * k)) & 3) << 4
+                    q |= ((np.int64(b[128 + 32 * h + i]) >> (2 * k)) & 3) << 4
                     yb[e] = d * F(np.int8(b[192 + e // 16])) * F(q - 32)
             elif kind == 3:
                 d = get_fp16(b, 0)
@@ -338,4 +350,3 @@ QUANT = {"q4_K": _make_quant(q4_k_rows, 144), "q5_K": _make_quant(q5_k_rows, 176
          "q6_K": _make_quant(q6_k_rows, 210), "iq4_xs": _make_quant(iq4_xs_rows, 136)}
 DEQUANT = {"q4_K": _make_deq(0), "q5_K": _make_deq(1), "q6_K": _make_deq(2), "iq4_xs": _make_deq(3)}
 
-__all__ = ["QUANT", "DEQUANT", "best_index", "fma32"]

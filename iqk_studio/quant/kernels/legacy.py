@@ -9,7 +9,13 @@ import numpy as np
 from numba import njit, prange
 
 from iqk_studio.quant.common import (
-    F, best_index, fma32, get_fp16, make_qkx3_quants, make_qx_quants_ggml, put_fp16,
+    F,
+    best_index,
+    fma32,
+    get_fp16,
+    make_qkx3_quants,
+    make_qx_quants_ggml,
+    put_fp16,
 )
 from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX
 
