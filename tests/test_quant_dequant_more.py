@@ -77,19 +77,24 @@ def test_reference_files_dequantize_close_to_inputs(shared, qtype):
 
 
 @pytest.mark.parametrize("qtype", GRID)
-def test_grid_types_match_gguf_py_on_reference_bytes(shared, qtype):
-    """The registry's dequantizer equals gguf-py's on real quantized bytes, row by row."""
+def test_grid_types_match_gguf_py_bit_for_bit(shared, qtype):
+    """Our numba kernels equal gguf-py's numpy dequantizer (ggml's arithmetic) on every tensor of
+    a reference file and on random bytes (NaN/Inf scales included)."""
     from gguf import GGMLQuantizationType
     from gguf.quants import dequantize
 
     from iqk_studio.gguf.reader import open_model
 
+    gtype = GGMLQuantizationType[qtype.upper()]
     with open_model(_ref_files(shared, qtype)[0]) as m:
-        t = m.tensors["blk.0.ffn_down.weight"]
-        raw = np.array(m.tensor_data(t.name))
-        got = api.dequantize(raw[3:7], qtype, t.shape[0])
-        want = dequantize(raw, GGMLQuantizationType[qtype.upper()])[3:7]
-        np.testing.assert_array_equal(got, want)
+        for name, t in m.tensors.items():
+            if t.qtype.name == qtype:
+                raw = np.array(m.tensor_data(name))
+                np.testing.assert_array_equal(api.dequantize(raw, qtype, t.shape[0]),
+                                              dequantize(raw, gtype))
+    raw = np.random.default_rng(5).integers(0, 256, (16, 2 * BY_NAME[qtype].type_size), np.uint8)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(api.dequantize(raw, qtype, 512), dequantize(raw, gtype))
 
 
 def test_q1_0_g128_signs():
