@@ -197,3 +197,15 @@ def test_zero_rows(qtype):
 def test_dequantize_rejects_wrong_row_size():
     with pytest.raises(ValueError):
         registry.dequantizers()["iq4_ks"](np.zeros((2, 136), np.uint8), 256)
+
+
+def test_quantizer_rejects_bad_input():
+    q = registry.quantizers()["iq5_k"]
+    with pytest.raises(ValueError):
+        q(np.zeros((2, 200), F), None, MODE_DEFAULT)
+    with pytest.raises(ValueError):
+        q(np.zeros((2, 256), np.float64), None, MODE_DEFAULT)
+    with pytest.raises(ValueError):
+        q(np.zeros((2, 256), F), None, MODE_IMATRIX)
+    with pytest.raises(ValueError):
+        q(np.zeros((2, 256), F), np.ones(128, F), MODE_IMATRIX)

@@ -285,8 +285,15 @@ _NO_QW = np.zeros(0, dtype=np.float32)
 def make_quant(kernel, row_bytes):
     """The registry's QUANT entry around a rows kernel(out, x, qw, mode)."""
     def quant(x, qw, mode):
+        if x.ndim != 2 or x.dtype != np.float32 or not x.flags.c_contiguous or x.shape[1] % 256:
+            raise ValueError(f"expected C-contiguous float32 (rows, 256·k), got {x.dtype} "
+                             f"{x.shape}")
+        if mode == MODE_IMATRIX:
+            if qw is None or qw.dtype != np.float32 or qw.shape != (x.shape[1],):
+                raise ValueError(f"importance must be float32 ({x.shape[1]},)")
+            qw = np.ascontiguousarray(qw)
         out = np.empty((x.shape[0], row_bytes(x.shape[1])), dtype=np.uint8)
-        kernel(out, x, _NO_QW if qw is None else qw, mode)
+        kernel(out, x, qw if mode == MODE_IMATRIX else _NO_QW, mode)
         return out
     return quant
 
@@ -294,8 +301,8 @@ def make_quant(kernel, row_bytes):
 def make_dequant(kernel, row_bytes):
     """The registry's DEQUANT entry around a rows kernel(out, raw)."""
     def deq(raw, n):
-        if raw.shape[1] != row_bytes(n):
-            raise ValueError(f"rows of {raw.shape[1]} bytes do not hold {n} values")
+        if raw.ndim != 2 or raw.dtype != np.uint8 or n % 256 or raw.shape[1] != row_bytes(n):
+            raise ValueError(f"rows of {raw.shape[-1]} bytes do not hold {n} values")
         out = np.empty((raw.shape[0], n), dtype=np.float32)
         kernel(out, np.ascontiguousarray(raw))
         return out
