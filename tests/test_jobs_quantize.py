@@ -164,3 +164,31 @@ def test_cli_quantize(shared, inputs, tmp_path, capsys):
     assert main(["quantize", str(inputs), str(out), "Q8_0", "--custom-q", ".*=q9_0"]) == 1
     err = capsys.readouterr().err
     assert "does not exist" in err and "q9_0" in err
+
+
+@pytest.mark.parametrize("qtype, base", [("q4_0_r8", "q4_0"), ("q8_0_r8", "q8_0")])
+def test_interleaved_output_is_the_reference_repacked(shared, inputs, tmp_path, monkeypatch,
+                                                       qtype, base):
+    """Every tensor written as an _R8 type de-interleaves to ik's own base-type output; small
+    row blocks and 2 threads check that groups of 8 rows are never split."""
+    from iqk_studio.quant.kernels.repacked import to_base
+
+    monkeypatch.setattr(qjob, "ELEMENTS_PER_BLOCK", 1024 * 8)
+    out = tmp_path / "r8.gguf"
+    _run(inputs, out, qtype)
+    with open_model(out) as q, open_model(shared("refs", "quant", "out", f"{base}.gguf")) as ref:
+        n = 0
+        for name, t in q.tensors.items():
+            if t.qtype.name == qtype:
+                got = to_base(q.tensor_data(name), qtype, t.shape[0])
+                assert got.tobytes() == ref.tensor_data(name).tobytes(), name
+                n += 1
+        assert n == 10
+
+
+def test_interleaved_type_needs_rows_in_groups(inputs):
+    with open_model(inputs) as m:
+        src = m.tensors["output.weight"].qtype
+    t = qjob._Task("w", (256, 6), src, qjob._qtype("iq4_k_r4"))
+    with pytest.raises(ValueError, match="interleaves rows by 4"):
+        qjob._check_task(t, False)

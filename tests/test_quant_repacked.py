@@ -533,3 +533,37 @@ def test_iq1_s_r4_matches_base_iq1_s_on_the_same_fields():
     got = api.dequantize(raw, "iq1_s_r4", 256)
     for k in range(4):
         np.testing.assert_array_equal(got[k], want)
+
+
+@pytest.mark.parametrize("name", rp.QUANT_VIA_BASE)
+def test_quantize_interleaved_is_base_then_repack(name):
+    """ik's quantize_<type>_r4: quantize each row with the base quantizer (imatrix through
+    QHelper for some types: blocks whose weights or values are ~0 get weights 1e-9), repack."""
+    t = BY_NAME[name]
+    base = t.base
+    if not registry.can_quantize(base):
+        pytest.skip(f"{base} quantizer not available yet")
+    n = 256
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2 * t.interleave, n), np.float32)
+    qw = rng.uniform(0.1, 2, n).astype(np.float32)
+    for w in (None, qw):
+        np.testing.assert_array_equal(api.quantize(x, name, w),
+                                      _interleave(api.quantize(x, base, w), name, n))
+    qw0 = qw.copy()
+    qw0[32:64] = 0  # a degenerate imatrix block
+    got = api.quantize(x, name, qw0)
+    if name in rp.QHELPER_BLOCK:
+        w = qw0.copy()
+        bs = rp.QHELPER_BLOCK[name]
+        w[32 // bs * bs:64] = np.float32(1e-9)
+        want = api.quantize(x, base, w)
+    else:
+        want = api.quantize(x, base, qw0)
+    np.testing.assert_array_equal(got, _interleave(want, name, n))
+
+
+def test_interleaved_quantize_needs_whole_groups():
+    x = np.zeros((6, 32), np.float32)
+    with pytest.raises(ValueError, match="groups of 8"):
+        api.quantize(x, "q8_0_r8")

@@ -97,6 +97,10 @@ def _check_task(t: _Task, allow_requantize: bool) -> None:
     if t.shape[0] % t.dst.block:
         raise ValueError(f"{t.name}: row length {t.shape[0]} is not a multiple of "
                          f"{t.dst.name}'s block size {t.dst.block}")
+    ne1 = t.shape[1] if len(t.shape) > 1 else 1
+    if ne1 % t.dst.interleave:
+        raise ValueError(f"{t.name}: {t.dst.name} interleaves rows by {t.dst.interleave}, the "
+                         f"tensor has {ne1} (llama-quantize uses {t.dst.base} then)")
     if len(t.shape) > 3 and any(d != 1 for d in t.shape[3:]):
         raise ValueError(f"{t.name}: 4-D tensors are not supported")
 
@@ -149,17 +153,19 @@ def to_f32(raw: np.ndarray, src: QuantType, n: int) -> np.ndarray:
     return api.dequantize(raw, src.name, n)
 
 
-def _quantize_rows(x, qtype, importance, uniform, pool, threads) -> np.ndarray:
-    if pool is None or threads <= 1 or x.shape[0] < 2 * threads:
+def _quantize_rows(x, qtype, importance, uniform, pool, threads, group=1) -> np.ndarray:
+    """Rows quantized on `threads` workers, split at multiples of `group` (interleaved types)."""
+    if pool is None or threads <= 1 or x.shape[0] < 2 * threads * group:
         return api.quantize(x, qtype, importance, uniform)
-    bounds = np.linspace(0, x.shape[0], threads + 1).astype(int)
+    bounds = group * np.linspace(0, x.shape[0] // group, threads + 1).astype(int)
     parts = pool.map(lambda ab: api.quantize(x[ab[0]:ab[1]], qtype, importance, uniform),
                      [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a])
     return np.concatenate(list(parts))
 
 
-def _rows_per_block(n: int, threads: int) -> int:
-    return max(1, ELEMENTS_PER_BLOCK * max(1, threads) // n)
+def _rows_per_block(n: int, threads: int, group: int = 1) -> int:
+    rows = max(1, ELEMENTS_PER_BLOCK * max(1, threads) // n)
+    return max(group, rows // group * group)
 
 
 def quantize_tensor_blocks(model, t: _Task, imatrix, uniform, pool, threads) -> Iterator:
@@ -170,13 +176,14 @@ def quantize_tensor_blocks(model, t: _Task, imatrix, uniform, pool, threads) -> 
     raw = model.tensor_data(t.name)
     total = ne1 * ne2
     qw_all = importance_for(_values(imatrix), t.name, ne0, ne2) if imatrix is not None else None
-    step = _rows_per_block(ne0, threads)
+    group = t.dst.interleave
+    step = _rows_per_block(ne0, threads, group)
     for e in range(ne2):
         qw = None if qw_all is None else qw_all[e * ne0:(e + 1) * ne0]
         for r0 in range(e * ne1, (e + 1) * ne1, step):
             r1 = min((e + 1) * ne1, r0 + step)
             x = to_f32(raw[r0:r1], t.src, ne0)
-            yield r1, total, _quantize_rows(x, t.dst.name, qw, uniform, pool, threads)
+            yield r1, total, _quantize_rows(x, t.dst.name, qw, uniform, pool, threads, group)
 
 
 def quantize_model(model, plan, out_path, imatrix=None, uniform=False, threads=None, *,

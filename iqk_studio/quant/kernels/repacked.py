@@ -90,12 +90,13 @@ def bit_map(name: str) -> tuple[np.ndarray, np.ndarray, bool]:
 
 
 @cache
-def byte_ops(name: str) -> tuple[np.ndarray, ...]:
-    """The bit permutation as byte operations: base[ob] |= (interleaved[ib] >> sh) & mask
-    (sh < 0: left shift), one per (base byte, source byte, shift) run of bits."""
+def byte_ops(name: str, to_interleaved: bool = False) -> tuple[np.ndarray, ...]:
+    """The bit permutation as byte operations: out[ob] |= (in[ib] >> sh) & mask (sh < 0: left
+    shift), one per (out byte, in byte, shift) run of bits; base <- interleaved by default."""
     src = bit_map(name)[0]
+    m = np.argsort(src) if to_interleaved else src  # out bit j <- in bit m[j]
     ops: dict[tuple[int, int, int], int] = {}
-    for j, s in enumerate(src):
+    for j, s in enumerate(m):
         key = (j // 8, int(s) // 8, int(s) % 8 - j % 8)
         ops[key] = ops.get(key, 0) | (1 << (j % 8))
     keys = sorted(ops)
@@ -177,6 +178,96 @@ def _via_base(name: str):
 
     dequant.__name__ = f"dequant_{name}"
     return dequant
+
+
+# ------------------------------------------------------------------ interleaving (quantizing)
+
+def interleave_blocks(blocks: np.ndarray, name: str) -> np.ndarray:
+    """Inverse of deinterleave_blocks: (..., R·type_size) base blocks -> interleaved."""
+    src, cbits, bytewise = bit_map(name)
+    cbytes = np.packbits(cbits, bitorder="little")
+    if bytewise:
+        out = np.empty_like(blocks)
+        out[..., src[::8] // 8] = blocks
+    else:
+        flat = np.ascontiguousarray(blocks).reshape(-1, blocks.shape[-1])
+        out = np.zeros_like(flat)
+        _gather_bits(out, flat, *byte_ops(name, True))
+        out = out.reshape(blocks.shape)
+    return out ^ cbytes if cbits.any() else out
+
+
+def from_base(base_rows: np.ndarray, name: str, n: int) -> np.ndarray:
+    """(rows, row_bytes) in the base layout -> the interleaved layout (rows a multiple of R)."""
+    t = BY_NAME[name]
+    base = BY_NAME[t.base]
+    R, meta, ts = t.interleave, base.row_meta, base.type_size
+    rows, nb = base_rows.shape[0], n // base.block
+    if rows % R:
+        raise ValueError(f"{name} holds rows in groups of {R}; got {rows} rows")
+    x = np.array(base_rows, dtype=np.uint8, order="C")
+    if name in SCRAMBLED:
+        scramble_signs(x, name, SCRAMBLED_SIGN)
+    body = x[:, meta:].reshape(rows // R, R, nb, ts).transpose(0, 2, 1, 3)
+    blocks = interleave_blocks(body.reshape(rows // R, nb, R * ts), name).reshape(rows // R, -1)
+    if meta:
+        blocks = np.concatenate([x[:, :meta].reshape(rows // R, R * meta), blocks], axis=1)
+    return np.ascontiguousarray(blocks).reshape(rows, -1)
+
+
+# repack_* callers that run the imatrix through QHelper first (iqk_quantize.cpp:46-110), with
+# its block size; the others pass the imatrix straight to the base quantizer
+QHELPER_BLOCK = {"q4_0_r8": 32, "iq4_nl_r4": 32, "q6_0_r4": 32, "iq4_xs_r8": 32, "q4_k_r4": 32,
+                 "q5_k_r4": 32, "q6_k_r4": 16, "q3_k_r4": 16, "q2_k_r4": 16, "iq2_xxs_r4": 32,
+                 "iq2_xs_r4": 16, "iq2_s_r4": 16, "iq3_xxs_r4": 32, "iq3_s_r4": 16}
+# quantized as base + repack (q4_0_4x4/4x8/8x8 and mxfp4_r8 have their own simpler quantizers)
+QUANT_VIA_BASE = tuple(n for n in VIA_BASE if n not in ("q4_0_4x4", "q4_0_4x8", "q4_0_8x8",
+                                                        "mxfp4_r8"))
+
+
+@njit(nogil=True, cache=True)
+def _qhelper_weights(w, x, qw, bs):
+    # w (rows, n) = qw, except bs-blocks whose Σqw², Σx² or Σqw·|x| (float32, in order) is
+    # <= bs·1e-18: those get 1e-9 (QHelper::row_weights)
+    lim = np.float32(bs) * (np.float32(1e-9) * np.float32(1e-9))
+    for r in range(x.shape[0]):
+        for b in range(x.shape[1] // bs):
+            sw2 = sx2 = swx = np.float32(0)
+            for j in range(b * bs, (b + 1) * bs):
+                w[r, j] = qw[j]
+                sw2 += qw[j] * qw[j]
+                sx2 += x[r, j] * x[r, j]
+                swx += qw[j] * abs(x[r, j])
+            if not (sw2 > lim and sx2 > lim and swx > lim):
+                for j in range(b * bs, (b + 1) * bs):
+                    w[r, j] = np.float32(1e-9)
+
+
+def _via_base_quant(name: str):
+    def quant(x: np.ndarray, qw, mode) -> np.ndarray:
+        base = BY_NAME[name].base
+        fn = registry.quantizers().get(base)
+        if fn is None:
+            raise ValueError(f"quantizing to {name} needs the {base} quantizer, not available")
+        bs = QHELPER_BLOCK.get(name)
+        if qw is None or bs is None:
+            q = fn(x, qw, mode)
+        else:  # QHelper: rows with a degenerate block are quantized with their own weights
+            w = np.empty_like(x)
+            _qhelper_weights(w, x, qw, bs)
+            bad = (w != qw).any(axis=1)
+            if not bad.any():
+                q = fn(x, qw, mode)
+            else:
+                q = np.empty((x.shape[0], BY_NAME[base].row_bytes(x.shape[1])), np.uint8)
+                if not bad.all():
+                    q[~bad] = fn(np.ascontiguousarray(x[~bad]), qw, mode)
+                for r in np.flatnonzero(bad):
+                    q[r] = fn(x[r:r + 1], w[r], mode)[0]
+        return from_base(q, name, x.shape[1])
+
+    quant.__name__ = f"quantize_{name}"
+    return quant
 
 
 # ------------------------------------------------------------------ types dequantized directly
@@ -278,6 +369,7 @@ def dequant_bf16_r16(raw: np.ndarray, n: int) -> np.ndarray:
     return _rows_out(bits.view(np.float32), n)
 
 
+QUANT = {name: _via_base_quant(name) for name in QUANT_VIA_BASE}
 DEQUANT = {name: _via_base(name) for name in VIA_BASE}
 DEQUANT.update({
     "iq1_s_r4": dequant_iq1_s_r4, "iq1_m_r4": dequant_iq1_m_r4, "q8_k_r8": dequant_q8_k_r8,
