@@ -131,7 +131,7 @@ class Forward:
     def output_norm(self, x: np.ndarray) -> np.ndarray:
         return L.rms_norm(x, self.ws.get("output_norm.weight"), self.cfg.eps)
 
-    def iter_logits(self, h: np.ndarray, rows_per_block: int = 64) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_logits(self, h: np.ndarray, rows_per_block: int = 128) -> Iterator[tuple[int, np.ndarray]]:
         """(r0, logits (rows, n_vocab) float32) over blocks of normalised rows h, so the full
         (T, n_vocab) matrix never exists at once."""
         w = self.ws.get(self._output_name)
@@ -150,6 +150,14 @@ class Forward:
             x = self.layer(x, il, (first, last) if only else None)
             yield il + 1
         return self.output_norm(x[first:last] if all_rows else x)
+
+    def iter_logit_slices(self, h: np.ndarray, n_cols: int = 16384
+                          ) -> Iterator[tuple[int, np.ndarray]]:
+        """(v0, logits (rows, n_cols) float32) over vocabulary slices: every row at once, the
+        output matrix streamed once (faster than row blocks for the big-vocabulary GEMM)."""
+        w = self.ws.get(self._output_name)
+        for v0 in range(0, w.shape[0], n_cols):
+            yield v0, np.matmul(h, w[v0:v0 + n_cols].T)
 
     # -- convenience -----------------------------------------------------------------------
     def hidden(self, tokens: np.ndarray, first: int = 0, last: int | None = None) -> np.ndarray:

@@ -26,6 +26,52 @@ def _nll_rows(out, logits, targets):
         out[r] = -(np.float64(row[targets[r]] - mx) - np.log(s))
 
 
+@njit(nogil=True, cache=_CACHE, parallel=True, fastmath={"contract", "reassoc"})
+def _lse_slice(mx, sx, tl, logits, v0, targets):
+    # logits: f32 (R, n) = columns v0..v0+n of the full rows | mx: f32 (R,) running max |
+    # sx: f64 (R,) running Σexp(l - mx) | tl: f32 (R,) target logit, set when in this slice
+    for r in prange(logits.shape[0]):
+        row = logits[r]
+        m = row[0]
+        for i in range(1, row.shape[0]):
+            m = max(m, row[i])
+        if m > mx[r]:
+            sx[r] *= np.exp(np.float64(mx[r]) - np.float64(m))
+            mx[r] = m
+        m = mx[r]
+        s = 0.0
+        for i in range(row.shape[0]):
+            s += np.exp(row[i] - m)
+        sx[r] += s
+        t = targets[r] - v0
+        if 0 <= t < row.shape[0]:
+            tl[r] = row[t]
+
+
+class NllAccumulator:
+    """NLL of each row's target from logits that arrive in vocabulary slices (online log-sum-exp,
+    so the (rows, n_vocab) matrix never exists)."""
+
+    def __init__(self, targets: np.ndarray, n_vocab: int):
+        self.targets = np.ascontiguousarray(targets, dtype=np.int64).reshape(-1)
+        if self.targets.size and (self.targets.min() < 0 or self.targets.max() >= n_vocab):
+            raise ValueError("target token id out of the vocabulary")
+        r = self.targets.size
+        self.mx = np.full(r, -np.inf, np.float32)
+        self.sx = np.zeros(r, np.float64)
+        self.tl = np.full(r, np.nan, np.float32)
+
+    def add(self, v0: int, logits: np.ndarray) -> None:
+        logits = np.ascontiguousarray(logits, dtype=np.float32)
+        if logits.shape[0] != self.targets.size:
+            raise ValueError(f"logits {logits.shape} for {self.targets.size} rows")
+        _lse_slice(self.mx, self.sx, self.tl, logits, v0, self.targets)
+
+    def nll(self) -> np.ndarray:
+        """float64 NLL per row; NaN/Inf when the logits were not finite."""
+        return -((self.tl - self.mx).astype(np.float64) - np.log(self.sx))
+
+
 def nll_rows(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """NLL (float64) of targets[r] under softmax(logits[r]); max-shifted, Σexp in double."""
     logits, targets = _check(logits, targets)
@@ -69,6 +115,7 @@ class BaseLogProbs:
     scale: np.ndarray  # f32 (R,)
     min_log_prob: np.ndarray  # f32 (R,)
     q: np.ndarray  # u16 (R, n_vocab)
+    nll: np.ndarray | None = None  # f64 (R,): NLL of each row's target, when known
 
     def log_probs(self, r: int) -> np.ndarray:
         return self.scale[r] * self.q[r].astype(np.float32) + self.min_log_prob[r]

@@ -11,7 +11,7 @@ import numpy as np
 
 from iqk_studio.engine.forward import Forward
 from iqk_studio.engine.scoring import BaseLogProbs, base_rows, kld_rows
-from iqk_studio.jobs.events import Failed, Finished, KldChunk, Progress
+from iqk_studio.jobs.events import Chunk, Failed, Finished, KldChunk, Progress
 from iqk_studio.jobs.kld_stats import (
     MAGIC,
     BaseFileReader,
@@ -21,9 +21,12 @@ from iqk_studio.jobs.kld_stats import (
     result_of,
 )
 from iqk_studio.jobs.perplexity import (
+    PerplexityResult,
     TextTooShort,
     chunk_window,
+    final_line,
     n_chunks_for,
+    ppl_and_err,
     run_layers,
     tokenize_file,
 )
@@ -41,9 +44,10 @@ def model_base(fw: Forward, tokens: np.ndarray, n_ctx: int, add_bos: bool, bos_i
         win = chunk_window(tokens, i, n_ctx, add_bos, bos_id)
         h = yield from run_layers(fw, win, first, n_ctx - 1, step0, total, f"base chunk {i + 1}")
         targets = tokens[i * n_ctx + first + 1:(i + 1) * n_ctx]
-        parts = [base_rows(lg, targets[r0:r0 + lg.shape[0]])[0] for r0, lg in fw.iter_logits(h)]
-        b = BaseLogProbs(*(np.concatenate([getattr(p, f) for p in parts])
-                           for f in ("scale", "min_log_prob", "q")))
+        parts = [base_rows(lg, targets[r0:r0 + lg.shape[0]]) for r0, lg in fw.iter_logits(h)]
+        b = BaseLogProbs(*(np.concatenate([getattr(p[0], f) for p in parts])
+                           for f in ("scale", "min_log_prob", "q")),
+                         nll=np.concatenate([p[1] for p in parts]))
         if writer is not None:
             writer.write(b)
         return b
@@ -149,10 +153,9 @@ def kld_job(base_path, model_path, text_path=None, n_ctx: int = 512, chunks: int
 
 def save_base_job(base_path, text_path, out_path, n_ctx: int = 512,
                   chunks: int = -1) -> Iterator[object]:
-    """Evaluate the base model once and write its log-probs for reuse across candidates; the
-    events are the perplexity job's (a Chunk per chunk)."""
+    """Evaluate the base model once and write its log-probs for reuse across candidates; yields
+    Progress and a Chunk per chunk (the base's running PPL), then Finished."""
     from iqk_studio.gguf.reader import open_model
-    from iqk_studio.jobs.perplexity import run_perplexity
 
     with open_model(base_path) as model:
         yield Progress(0, 0, "tokenizing the input")
@@ -162,31 +165,21 @@ def save_base_job(base_path, text_path, out_path, n_ctx: int = 512,
         writer = BaseFileWriter(Path(out_path), n_ctx, fw.cfg.n_vocab, tokens[:n * n_ctx])
         ok = False
         try:
-            hook = _BaseHook(fw, tokens, n_ctx, writer)
-            for ev in run_perplexity(hook, tokens, n_ctx, n, add_bos, bos_id):
-                ok = isinstance(ev, Finished)
-                yield ev
+            base = model_base(fw, tokens, n_ctx, add_bos, bos_id, writer)
+            steps, nll, nll2, count, t0 = fw.cfg.n_layer + 1, 0.0, 0.0, 0, time.perf_counter()
+            for i in range(n):
+                b = yield from base(i, i * steps, n * steps)
+                v = b.nll
+                nll, nll2, count = nll + float(v.sum()), nll2 + float(v @ v), count + v.size
+                ppl, err = ppl_and_err(nll, nll2, count)
+                dt = time.perf_counter() - t0
+                yield Chunk(i + 1, n, float(v.mean()), ppl, err, (i + 1) * n_ctx / dt,
+                            dt / (i + 1) * (n - i - 1))
+            res = PerplexityResult(ppl, err, n, n_ctx, count, (), time.perf_counter() - t0)
+            ok = True
+            yield Finished(final_line(res), res)
         finally:
             writer.close(ok)
-
-
-class _BaseHook:
-    """A Forward look-alike whose logits are also encoded into the base file as they stream."""
-
-    def __init__(self, fw: Forward, tokens: np.ndarray, n_ctx: int, writer: BaseFileWriter):
-        self.fw, self.cfg, self.tokens, self.n_ctx, self.writer = fw, fw.cfg, tokens, n_ctx, writer
-        self.chunk = 0
-
-    def steps(self, *a, **k):
-        return self.fw.steps(*a, **k)
-
-    def iter_logits(self, h):
-        first = self.n_ctx // 2
-        t = self.tokens[self.chunk * self.n_ctx + first + 1:(self.chunk + 1) * self.n_ctx]
-        self.chunk += 1
-        for r0, lg in self.fw.iter_logits(h):
-            self.writer.write(base_rows(lg, t[r0:r0 + lg.shape[0]])[0])
-            yield r0, lg
 
 
 def format_header() -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from iqk_studio.engine.forward import Forward
-from iqk_studio.engine.scoring import nll_rows
+from iqk_studio.engine.scoring import NllAccumulator
 from iqk_studio.jobs.events import Chunk, Failed, Finished, Progress
 
 
@@ -76,11 +76,11 @@ def ppl_and_err(nll: float, nll2: float, count: int) -> tuple[float, float]:
 
 
 def chunk_nll(fw: Forward, h: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """NLL of each scored position (float64), logits computed in row blocks."""
-    out = np.empty(h.shape[0], dtype=np.float64)
-    for r0, logits in fw.iter_logits(h):
-        out[r0:r0 + logits.shape[0]] = nll_rows(logits, targets[r0:r0 + logits.shape[0]])
-    return out
+    """NLL of each scored position (float64), logits computed in vocabulary slices."""
+    acc = NllAccumulator(targets, fw.cfg.n_vocab)
+    for v0, logits in fw.iter_logit_slices(h):
+        acc.add(v0, logits)
+    return acc.nll()
 
 
 def run_perplexity(fw: Forward, tokens: np.ndarray, n_ctx: int = 512, chunks: int = -1,
