@@ -151,7 +151,7 @@ def test_quantize_dequantize_tensor_matches_reference_and_caches(shared, inputs)
         assert y2 is not y and not np.array_equal(y2, y)
 
 
-def test_cli_quantize(shared, inputs, tmp_path, capsys):
+def test_cli_quantize(shared, inputs, tmp_path, capsys, monkeypatch):
     from iqk_studio.cli import main
 
     out = tmp_path / "cli.gguf"
@@ -160,10 +160,37 @@ def test_cli_quantize(shared, inputs, tmp_path, capsys):
     assert "[  11/  13]           blk.0.ffn_down_exps.weight - [  512,    16,     4,     1]" in text
     assert "quant size  =     0.64 MB" in text
     assert out.read_bytes() == shared("refs", "quant", "out", "q8_0.gguf").read_bytes()
-    assert main(["quantize", str(inputs), str(tmp_path / "no" / "x.gguf")]) == 1
+    # a recipe file and an imatrix given as llama-quantize was given them (from refs/quant/)
+    recipe = tmp_path / "r.recipe"
+    recipe.write_text("# all weights\n@base Q8_0\n.*=q8_0\n")
+    monkeypatch.chdir(inputs.parent)
+    out2 = tmp_path / "cli2.gguf"
+    assert main(["quantize", "inputs.gguf", str(out2), "--recipe", str(recipe),
+                 "--imatrix", "imatrix.dat"]) == 0
+    assert out2.read_bytes() == shared("refs", "quant", "out", "q8_0.imatrix.gguf").read_bytes()
+    capsys.readouterr()
+    assert main(["quantize", str(inputs), str(tmp_path / "no" / "x.gguf"), "Q8_0"]) == 1
     assert main(["quantize", str(inputs), str(out), "Q8_0", "--custom-q", ".*=q9_0"]) == 1
     err = capsys.readouterr().err
     assert "does not exist" in err and "q9_0" in err
+
+
+def test_cli_ctrl_c_leaves_no_file(inputs, tmp_path, monkeypatch):
+    from iqk_studio.cli import main
+    from iqk_studio.commands import quantize as cmd
+
+    lines = []
+
+    def interrupt_after_three(*a):
+        lines.append(a)
+        if len(lines) == 3:
+            raise KeyboardInterrupt
+        return "line"
+
+    monkeypatch.setattr(cmd, "_line", interrupt_after_three)
+    out = tmp_path / "c.gguf"
+    assert main(["quantize", str(inputs), str(out), "Q8_0", "--custom-q", ".*=q8_0"]) == 130
+    assert len(lines) == 3 and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("qtype, base", [("q4_0_r8", "q4_0"), ("q8_0_r8", "q8_0")])
