@@ -77,6 +77,7 @@ def test_best_index_is_nearest_with_ties_to_the_higher_index():
         d = np.abs(vals.astype(np.float64) - np.float64(x))
         want = int(np.flatnonzero(d == d.min())[-1])
         assert c.best_index(vals, x) == want, x
+        assert c.best_index_lut(vals, legacy.IQ4NL_TABLE, x) == want, x
 
 
 @pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q6_0", "q8_0", "q4_1", "q5_1", "iq4_nl"])

@@ -530,3 +530,23 @@ def best_index(values, x):
         else:
             hi = mid
     return lo if x - values[lo] < values[hi] - x else hi
+
+
+def index_table(values: np.ndarray) -> np.ndarray:
+    """For integer-valued sorted `values`: table[k] = last i with values[i] <= values[0] + k,
+    k = 0 .. values[-1] - values[0]; lets best_index_lut find the bracket with one lookup."""
+    v = np.asarray(values, np.float64)
+    ks = np.arange(int(v[-1] - v[0]) + 1) + v[0]
+    return (np.searchsorted(v, ks, side="right") - 1).astype(np.int64)
+
+
+@njit(nogil=True, cache=True)
+def best_index_lut(values, table, x):
+    """Same result as best_index (nearest, ties to the higher index) for integer-valued values."""
+    n = values.shape[0]
+    if x <= values[0]:
+        return 0
+    if x >= values[n - 1]:
+        return n - 1
+    lo = table[np.int64(np.floor(x)) - np.int64(values[0])]
+    return lo if x - values[lo] < values[lo + 1] - x else lo + 1

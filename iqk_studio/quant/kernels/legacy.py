@@ -10,9 +10,10 @@ from numba import njit, prange
 
 from iqk_studio.quant.common import (
     F,
-    best_index,
+    best_index_lut,
     fma32,
     get_fp16,
+    index_table,
     make_qkx3_quants,
     make_qx_quants_ggml,
     put_fp16,
@@ -21,6 +22,7 @@ from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX
 
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
                          dtype=np.float32)
+IQ4NL_TABLE = index_table(KVALUES_IQ4NL)
 _NO_QW = np.zeros(0, dtype=np.float32)
 
 
@@ -226,7 +228,7 @@ def _iq4_sums(xb, w, values, idd):
     sumqx = F(0.0)
     sumq2 = F(0.0)
     for j in range(xb.shape[0]):
-        q = values[best_index(values, idd * xb[j])]
+        q = values[best_index_lut(values, IQ4NL_TABLE, idd * xb[j])]
         sumqx = fma32(w[j] * q, xb[j], sumqx)
         sumq2 = fma32(w[j] * q, q, sumq2)
     return sumqx, sumq2
@@ -235,7 +237,7 @@ def _iq4_sums(xb, w, values, idd):
 @njit(nogil=True, cache=True)
 def _iq4_labels(Lb, xb, values, idd):
     for j in range(xb.shape[0]):
-        Lb[j] = best_index(values, idd * xb[j])
+        Lb[j] = best_index_lut(values, IQ4NL_TABLE, idd * xb[j])
 
 
 @njit(nogil=True, cache=True)
