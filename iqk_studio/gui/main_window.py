@@ -21,7 +21,14 @@ from PySide6.QtWidgets import (
 )
 
 from iqk_studio.gguf.reader import GGUFError, open_model
+from iqk_studio.gui.actions import (
+    QuantizeControl,
+    export_command,
+    fill_library_menu,
+    import_command,
+)
 from iqk_studio.gui.grids_view import GridsView
+from iqk_studio.gui.ppl_view import PerplexityView
 from iqk_studio.gui.recipe_panel import RecipePanel
 from iqk_studio.gui.summary import SummaryPanel, size_line
 from iqk_studio.gui.tensor_table import Column, TensorFilterProxy, TensorTableModel
@@ -41,6 +48,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("iqk-studio")
         self.resize(1500, 900)
         self.model = None
+        self.model_path: str | None = None
         self.plan = None
         self.plan_ms = 0.0
 
@@ -80,6 +88,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(tensors, "Tensors")
         self.grids_view = GridsView()
         self.tabs.addTab(self.grids_view, "Grids && error")
+        self.ppl_view = PerplexityView()
+        self.tabs.addTab(self.ppl_view, "Perplexity")
         self.table.selectionModel().currentRowChanged.connect(self._tensor_selected)
         split = QSplitter()
         split.addWidget(self.recipe_panel)
@@ -87,6 +97,7 @@ class MainWindow(QMainWindow):
         split.addWidget(self.summary)
         split.setSizes([380, 850, 300])
         self.setCentralWidget(split)
+        self.quantize_control = QuantizeControl(self)
         self._menus()
         self.statusBar().showMessage("open a GGUF model (File > Open)")
 
@@ -97,8 +108,14 @@ class MainWindow(QMainWindow):
         self._action(m, "&Save recipe...", self.save_recipe_dialog, QKeySequence.Save)
         m.addSeparator()
         self._action(m, "&Quit", self.close, QKeySequence.Quit)
-        self.recipe_menu = self.menuBar().addMenu("&Recipe")
-        self.run_menu = self.menuBar().addMenu("&Run")
+        r = self.menuBar().addMenu("&Recipe")
+        self._action(r, "Export &ik_llama.cpp command...", lambda: export_command(self, False))
+        self._action(r, "Export &mainline llama.cpp command...", lambda: export_command(self, True))
+        self._action(r, "&Import command or custom= block...", lambda: import_command(self))
+        fill_library_menu(self, r.addMenu("Published &recipes"))
+        run = self.menuBar().addMenu("&Run")
+        self._action(run, "&Quantize to GGUF...", self.quantize_control.start_dialog)
+        self._action(run, "&Perplexity", lambda: self.tabs.setCurrentWidget(self.ppl_view))
 
     def _action(self, menu, text, slot, shortcut=None) -> QAction:
         a = QAction(text, self)
@@ -124,6 +141,8 @@ class MainWindow(QMainWindow):
         if self.model is not None:
             self.model.close()
         self.model = model
+        self.model_path = str(path)
+        self.ppl_view.model_path = self.model_path
         model_view(model)
         ms = (time.perf_counter() - t0) * 1000
         self.setWindowTitle(f"iqk-studio \u2014 {Path(path).name}")
