@@ -146,8 +146,11 @@ def _qx_sums(x, w, nmax, iscale, fused):
     """Σw·x·l and Σw·l² for labels clamp(nearest_int(iscale·x)); fused: the running sums use FMA."""
     sumlx = F(0.0)
     suml2 = F(0.0)
+    lo = F(-nmax)
+    hi = F(nmax - 1)
     for i in range(x.shape[0]):
-        lf = F(max(-nmax, min(nmax - 1, nearest_int_mul(iscale, x[i]))))
+        # nearest_int_mul in the float domain: fma(a, b, 1.5*2^23) - 1.5*2^23 is exact
+        lf = min(hi, max(lo, fma32(iscale, x[i], F(12582912.0)) - F(12582912.0)))
         if fused:
             sumlx = fma32(w[i] * x[i], lf, sumlx)
             suml2 = fma32(w[i] * lf, lf, suml2)
