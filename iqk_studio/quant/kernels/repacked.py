@@ -1,11 +1,11 @@
-"""Dequantizers for the interleaved (_R4/_R8/_R16, q4_0_4x4 ...) types: undo the interleaving to
-the base layout, then call the base type's dequantizer from the registry.
+"""Interleaved (_R4/_R8/_R16, q4_0_4x4 ...) types: dequantize by undoing the interleaving to the
+base layout and calling the base dequantizer; quantize with the base quantizer, then interleave.
 
 An interleaved group of R rows is: R row-meta fields (one per row, when the base has row meta),
 then big block b = block b of each of the R rows, mixed. For each type, the forward interleaver of
-one big block (_repack_fwd, transcribed from ik_llama.cpp's repack_*) is probed with unit bit
-vectors; it is an (affine) bit permutation, which is inverted once and applied with numpy: as a
-byte gather when whole bytes move, else bit by bit. IQ1_S_R4 / IQ1_M_R4 / Q8_K_R8 / Q8_K_R16 /
+one big block (_repack_fwd*, transcribed from ik_llama.cpp's repack_*) is probed with ~100
+binary-coded vectors; it is an (affine) bit permutation, applied either way as a byte gather when
+whole bytes move, else as a numba loop of byte ops. IQ1_S_R4 / IQ1_M_R4 / Q8_K_R8 / Q8_K_R16 /
 Q8_KV_R8 / BF16_R16 are their own formats (no exact base) and are dequantized directly.
 """
 
@@ -34,7 +34,7 @@ SCRAMBLED_SIGN = np.array([
 ], dtype=np.uint16)
 UNSCRAMBLE = np.argsort(SCRAMBLED_SIGN).astype(np.uint16)
 
-# interleaved types undone through the base layout (each has fwd.fwd_<name>)
+# interleaved types undone through the base layout (each has a fwd_<name> in _repack_fwd*)
 VIA_BASE = ("q4_0_4x4", "q4_0_4x8", "q4_0_8x8", "q4_0_r8", "q5_0_r4", "q6_0_r4", "q8_0_r8",
             "iq4_nl_r4", "mxfp4_r8", "q2_k_r4", "q3_k_r4", "q4_k_r4", "q5_k_r4", "q6_k_r4",
             "iq2_xxs_r4", "iq2_xs_r4", "iq2_s_r4", "iq3_xxs_r4", "iq3_s_r4", "iq4_xs_r8",
@@ -71,18 +71,18 @@ def bit_map(name: str) -> tuple[np.ndarray, np.ndarray, bool]:
     digit_probe = np.array([((idx >> b) & 1) << k for k in range(8) for b in range(nb)], np.int64)
     pos_bits = run(pos_probe)  # (8, nbits)
     if not (pos_bits.sum(0) == 1).all():
-        raise AssertionError(f"{name}: interleaver is not a bit permutation")
+        raise RuntimeError(f"{name}: interleaver is not a bit permutation")
     bit = pos_bits.argmax(0)  # interleaved bit o <- bit `bit[o]` of some base byte
     digits = run(digit_probe).reshape(8, nb, -1)[bit, :, np.arange(bit.size)]  # (nbits, nb)
     inv = 8 * (digits << np.arange(nb)).sum(1) + bit  # interleaved bit o <- base bit inv[o]
     if sorted(inv) != list(range(8 * nbytes)):
-        raise AssertionError(f"{name}: interleaver is not a bit permutation")
+        raise RuntimeError(f"{name}: interleaver is not a bit permutation")
     src = np.argsort(inv)  # base bit j -> interleaved bit src[j]
     x = np.random.default_rng(0).integers(0, 256, (4, nbytes))
-    y = np.packbits(run(x) , axis=-1, bitorder="little")
+    y = np.packbits(run(x), axis=-1, bitorder="little")
     if not (np.unpackbits(y, axis=-1, bitorder="little")[:, src] ==
             np.unpackbits(x.astype(np.uint8), axis=-1, bitorder="little")).all():
-        raise AssertionError(f"{name}: interleaver is not linear in the bits")
+        raise RuntimeError(f"{name}: interleaver is not linear in the bits")
     byte_src = src[::8] // 8
     whole = 8 * np.repeat(byte_src, 8) + np.tile(np.arange(8), len(byte_src))
     bytewise = bool((src == whole).all())
