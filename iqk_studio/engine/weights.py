@@ -128,3 +128,55 @@ class OverrideWeights:
         if w is not None:
             return np.ascontiguousarray(w, dtype=np.float32)
         return self.base.get(name)
+
+
+class QuantizedWeights:
+    """A recipe evaluated without writing a file: tensors named in `types` are quantized to that
+    ggml type (llama-quantize spelling) from the base source's float32 values and dequantized
+    back, lazily on first use; `importance` maps names to imatrix vectors (n_in, or
+    n_in * n_expert for 3-D expert tensors, already divided by ncall)."""
+
+    def __init__(self, base, types: Mapping[str, str], importance: Mapping | None = None,
+                 keep: bool = True):
+        self.base = base
+        self.types = dict(types)
+        self.importance = dict(importance or {})
+        self.keep = keep
+        self._cache: dict[str, np.ndarray] = {}
+        missing = sorted(set(self.types) - set(base.names()))
+        if missing:
+            raise WeightError(f"the recipe names tensor {missing[0]}, which the model lacks")
+
+    def names(self) -> frozenset[str]:
+        return self.base.names()
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.base.shape(name)
+
+    def get(self, name: str) -> np.ndarray:
+        qtype = self.types.get(name)
+        if qtype is None or qtype.lower() == "f32":
+            return self.base.get(name)
+        w = self._cache.get(name)
+        if w is None:
+            w = self._round_trip(name, qtype)
+            if self.keep:
+                self._cache[name] = w
+        return w
+
+    def _round_trip(self, name: str, qtype: str) -> np.ndarray:
+        from iqk_studio.quant.api import dequantize, quantize
+
+        x = self.base.get(name)
+        n = x.shape[-1]
+        mats = x.reshape(-1, *x.shape[-2:]) if x.ndim >= 2 else x.reshape(1, 1, n)
+        imp = self.importance.get(name)
+        if imp is not None:
+            imp = np.asarray(imp, np.float32).reshape(-1, n)
+            if imp.shape[0] not in (1, mats.shape[0]):
+                raise WeightError(f"{name}: importance has {imp.size} values for rows of {n}")
+        out = np.empty(mats.shape, np.float32)
+        for e in range(mats.shape[0]):
+            qw = None if imp is None else imp[min(e, imp.shape[0] - 1)]
+            out[e] = dequantize(quantize(mats[e], qtype, qw), qtype, n).reshape(mats.shape[1:])
+        return out.reshape(x.shape)
