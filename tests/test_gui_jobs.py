@@ -90,3 +90,17 @@ def test_export_and_import_roundtrip(shared, win, qtbot, monkeypatch):
     assert actions.import_command(win)
     got = win.recipe_panel.recipe()
     assert got.rules == before.rules and got.base.upper() == "IQ4_KS"
+
+
+def test_closing_the_window_cancels_a_running_job(shared, win, qtbot):
+    win.open_model(str(shared("refs", "ppl", "tiny", "tiny-qwen2.gguf")))
+    v = win.ppl_view
+    v.text.setText(str(shared("data", "wiki.test.raw")))
+    v.n_ctx.setValue(64)
+    got = []
+    v.runner.event.connect(got.append)
+    assert v.start()
+    qtbot.waitUntil(lambda: len(got) > 2, timeout=120000)
+    win.close()
+    assert v.runner.wait(1)
+    assert win.model is None

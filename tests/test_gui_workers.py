@@ -58,3 +58,9 @@ def test_one_job_at_a_time(qtbot):
     assert not r.start(lambda: _job(3))
     with qtbot.waitSignal(r.done, timeout=5000):
         pass
+
+
+def test_wait_returns_without_the_event_loop():
+    r = JobRunner()
+    r.start(lambda: _job(3, delay=0.01))
+    assert r.wait(5000)

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("iqk-studio")
     win = MainWindow()
+    app.aboutToQuit.connect(win.shutdown)
     win.show()
     if args.model:
         from iqk_studio.demo import resolve_model_arg

@@ -208,9 +208,22 @@ class MainWindow(QMainWindow):
             except OSError as e:
                 QMessageBox.critical(self, "Cannot save recipe", str(e))
 
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+    def runners(self):
+        return (self.ppl_view.runner, self.quantize_control.runner, self.grids_view.runner)
+
+    def shutdown(self) -> None:
+        """Cancel running jobs and wait for their threads (a cancelled quantize removes its
+        temp file), then release the model's memory maps."""
+        for r in self.runners():
+            r.cancel()
+        for r in self.runners():
+            r.wait(60000)
         if self.model is not None:
             self.model.close()
+            self.model = None
+
+    def closeEvent(self, event) -> None:  # Qt API name
+        self.shutdown()
         super().closeEvent(event)
 
 

@@ -48,6 +48,7 @@ class JobWorker(QObject):
             if job is not None and hasattr(job, "close"):
                 job.close()  # runs the job's cleanup (temp files) on cancel
             self.done.emit(self._cancel.is_set())
+            QThread.currentThread().quit()  # so JobRunner.wait() returns without the GUI loop
 
 
 class JobRunner(QObject):
