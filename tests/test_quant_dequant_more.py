@@ -145,3 +145,17 @@ def test_every_type_of_this_family_has_a_dequantizer():
     mine |= {t.name for t in BY_NAME.values() if t.kind.value == "repacked"}
     missing = sorted(name for name in mine if not registry.can_dequantize(name))
     assert missing == []
+
+
+def test_i2_s_whole_tensor_layout():
+    from iqk_studio.quant.kernels.grid import dequant_i2_s_tensor
+
+    q = np.random.default_rng(7).integers(0, 3, 256)  # values 0..2 -> -1, 0, 1
+    body = np.zeros(64, np.uint8)
+    for v in range(256):
+        b, g, j = v // 128, (v % 128) // 32, v % 32
+        body[32 * b + j] |= q[v] << (6 - 2 * g)
+    raw = np.concatenate([body, np.array([0.5], np.float32).view(np.uint8), np.zeros(28, np.uint8)])
+    np.testing.assert_array_equal(dequant_i2_s_tensor(raw, 256), 0.5 * (q - 1))
+    with pytest.raises(ValueError, match="cannot hold"):
+        dequant_i2_s_tensor(raw[:40], 256)

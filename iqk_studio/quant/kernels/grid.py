@@ -285,6 +285,22 @@ def dequant_q8_kv(raw: np.ndarray, n: int) -> np.ndarray:
     return d * raw[:, 8:8 + n].view(np.int8).astype(np.float32)
 
 
+# ---------------------------------------------------------------- I2_S (whole tensor)
+# Not row-addressable (not in DEQUANT): 2-bit values of the whole tensor, then one f32 scale at
+# byte n_elements/4 (ggml_nbytes = n/4 + 32). 128-value block b: 32 bytes; value 32g + j is
+# (byte j >> (6 − 2g)) & 3; y = d·(q − 1) (iqk_quantize.cpp dequantize_row_ms_i2s).
+
+def dequant_i2_s_tensor(raw: np.ndarray, n_elements: int) -> np.ndarray:
+    """float32 (n_elements,) of an I2_S tensor's bytes."""
+    raw = np.asarray(raw, np.uint8).reshape(-1)
+    if n_elements % 128 or raw.size < n_elements // 4 + 4:
+        raise ValueError(f"i2_s: {raw.size} bytes cannot hold {n_elements} values (n % 128 == 0, "
+                         f"n/4 + 32 bytes)")
+    d = raw[n_elements // 4:n_elements // 4 + 4].copy().view(np.float32)[0]
+    q = raw[:n_elements // 4].reshape(-1, 1, 32) >> np.array([6, 4, 2, 0], np.uint8)[:, None]
+    return d * ((q & 3).astype(np.float32) - np.float32(1)).reshape(-1)
+
+
 GRID_TYPES = ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s")
 DEQUANT = {name: _grid_dequant(name) for name in GRID_TYPES}
 DEQUANT.update({
