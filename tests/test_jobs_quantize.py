@@ -125,7 +125,7 @@ def test_imatrix_size_mismatch_is_an_error(inputs, tmp_path):
 
 
 def test_imatrix_name_fallbacks():
-    from iqk_studio.jobs.imatrix_lookup import candidate_names
+    from iqk_studio.quant.importance import candidate_names
 
     assert candidate_names("blk.3.ffn_gate_exps.weight") == [
         "blk.3.ffn_gate_exps.weight", "blk.3.ffn_gate_up_exps.weight", "blk.3.ffn_up_exps.weight"]

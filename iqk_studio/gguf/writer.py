@@ -180,7 +180,8 @@ class GGUFWriter:
         if self.current is not None:
             missing = len(self.tensors) - self._index
             self.abort()
-            raise ValueError(f"{missing} tensors were not written (next: {self.tensors[-missing].name})")
+            nxt = self.tensors[-missing].name
+            raise ValueError(f"{missing} tensors were not written (next: {nxt})")
         try:
             self._fh.flush()
             os.fsync(self._fh.fileno())

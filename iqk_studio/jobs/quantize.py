@@ -16,8 +16,8 @@ import numpy as np
 from iqk_studio.gguf.values import ValueType
 from iqk_studio.gguf.writer import KV, GGUFWriter, TensorSpec, model_kvs, set_kv
 from iqk_studio.jobs.events import Failed, Finished, Progress, TensorDone
-from iqk_studio.jobs.imatrix_lookup import importance_for
 from iqk_studio.quant import api, registry
+from iqk_studio.quant.importance import importance_for
 from iqk_studio.quant.types import FTYPES, FType, QuantType, by_name, parse_ftype
 
 QNT_VERSION = 2  # GGML_QNT_VERSION

@@ -44,7 +44,8 @@ def _iq1_kt_kernel(y, raw, kv):
                 sl = d * kv[sh & 15]
                 for ig in range(4):
                     qh = np.int32(raw[r, b + 40 + 4 * (ib % 4) + ig])
-                    code = np.int32(raw[r, b + 8 + 4 * ib + ig]) | ((qh << (8 - 4 * (ib // 4))) & 0xF00)
+                    code = np.int32(raw[r, b + 8 + 4 * ib + ig])
+                    code |= (qh << (8 - 4 * (ib // 4))) & 0xF00
                     code |= (sh << (8 - ig)) & 0x1000
                     _code_values(y, r, 256 * ibl + 32 * ib + 8 * ig, code, 4096, 8, sl, False)
 
