@@ -10,14 +10,22 @@ import pytest
 import quant_refs_numpy
 
 from iqk_studio.quant import grids
-from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX, MODE_UNIFORM, iqk2, iqk2kl, iqk3
+from iqk_studio.quant.kernels import (
+    MODE_DEFAULT,
+    MODE_IMATRIX,
+    MODE_UNIFORM,
+    iqk2,
+    iqk2kl,
+    iqk2ks,
+    iqk3,
+)
 from iqk_studio.quant.kernels import _iqk23 as H
 from iqk_studio.quant.types import by_name
 
 F = np.float32
 TYPES = {
     "iq2_k": (iqk2.quantize_iq2_k, iqk2.dequantize_iq2_k, 2.4),
-    "iq2_ks": (iqk2.quantize_iq2_ks, iqk2.dequantize_iq2_ks, 2.2),
+    "iq2_ks": (iqk2ks.quantize_iq2_ks, iqk2ks.dequantize_iq2_ks, 2.2),
     "iq3_k": (iqk3.quantize_iq3_k, iqk3.dequantize_iq3_k, 3.4),
     "iq3_ks": (iqk3.quantize_iq3_ks, iqk3.dequantize_iq3_ks, 3.2),
     "iq2_kl": (iqk2kl.quantize_iq2_kl, iqk2kl.dequantize_iq2_kl, 2.7),
@@ -107,12 +115,12 @@ def test_search16x4_finds_the_best_split():
 def test_iq2ks_lane_sums_match_plain_sums():
     """compute_1block_iq2ks: labels nearest to d·v (direct) or -d·v (mirrored), least squares."""
     rng = np.random.default_rng(2)
-    val, mval = np.empty(4, np.float32), np.empty(4, np.float32)
+    lab = np.empty((4, 32), np.float32)
     for _ in range(20):
         x = rng.standard_normal(32).astype(np.float32)
         w = (rng.random(32) + 0.1).astype(np.float32)
         d = F(np.abs(x).max() / 22)
-        ok, bd, score = iqk2._try_1block(d, x, 0, w, 0, val, mval)
+        ok, bd, score = iqk2ks._try_1block(d, x, 0, w, 0, lab)
         v = H.IQ2NL[:4]
         cands = []
         for sgn in (F(1), F(-1)):  # distances in float32 as the reference computes them
