@@ -65,17 +65,21 @@ def file_base(reader: BaseFileReader) -> BaseSource:
 
 def run_kld(fw: Forward, tokens: np.ndarray, base: BaseSource, n_ctx: int = 512,
             chunks: int = -1, add_bos: bool | None = None, bos_id: int | None = None,
-            base_steps: int = 0) -> Iterator[object]:
+            base_steps: int = 0, file_chunks: int | None = None) -> Iterator[object]:
     """Events: Progress, KldChunk per chunk (running values), Finished(result=KldResult).
-    base_steps: progress steps the base source takes per chunk (its model's layers, or 0)."""
+    base_steps: progress steps the base source takes per chunk (its model's layers, or 0);
+    file_chunks: the chunk count a base file holds (then the text-length rule does not apply)."""
     tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
     add_bos = fw.cfg.add_bos if add_bos is None else add_bos
     bos_id = fw.cfg.bos_id if bos_id is None else bos_id
-    try:
-        n_chunk = n_chunks_for(len(tokens), n_ctx, chunks, "kl_divergence")
-    except TextTooShort as e:
-        yield Failed(str(e))
-        return
+    if file_chunks is not None:
+        n_chunk = file_chunks if chunks < 0 else min(chunks, file_chunks)
+    else:
+        try:
+            n_chunk = n_chunks_for(len(tokens), n_ctx, chunks, "kl_divergence")
+        except TextTooShort as e:
+            yield Failed(str(e))
+            return
     first = n_ctx // 2
     steps = base_steps + fw.cfg.n_layer + 1
     acc = KldAccumulator()
@@ -127,7 +131,7 @@ def kld_job(base_path, model_path, text_path=None, n_ctx: int = 512, chunks: int
         if is_base_file(base_path):
             reader = BaseFileReader(base_path)
             yield from run_kld(fw, reader.tokens, file_base(reader), reader.n_ctx,
-                               chunks, add_bos, bos_id)
+                               chunks, add_bos, bos_id, file_chunks=reader.n_chunk)
             return
         if text_path is None:
             raise ValueError("a text file is needed when the base is a model")
