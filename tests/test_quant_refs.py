@@ -1,6 +1,6 @@
 """THE table-driven exactness test: every type of the type table with a reference file in
-../shared/refs/quant/out, quantized exactly as llama-quantize did (same imatrix lookup and
-per-expert slicing) and compared byte for byte; and every reference tensor we can dequantize,
+../shared/refs/quant/out, quantized exactly as llama-quantize did (imatrix lookup through
+quant.importance, per-expert slicing) and compared byte for byte; and every reference tensor we can dequantize,
 compared with gguf-py or a slow numpy reference (tests/quant_refs_numpy.py).
 """
 
@@ -18,6 +18,7 @@ from conftest import shared_path
 from iqk_studio.gguf.imatrix import load_imatrix
 from iqk_studio.gguf.reader import open_model
 from iqk_studio.quant import registry
+from iqk_studio.quant.importance import importance_for
 from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX
 from iqk_studio.quant.types import BY_NAME, QUANT_TYPES
 
@@ -45,31 +46,6 @@ def _ref_cases() -> list:
             if (_OUT / _ref_name(t.name, mode)).exists():
                 cases.append(pytest.param(t.name, mode, id=f"{t.name}-{mode}"))
     return cases
-
-
-def imatrix_entry(name: str, imatrix: dict):
-    """llama-quantize's lookup (src/llama-quantize.cpp:1626-1662): exact name, then fallbacks."""
-    if name in imatrix:
-        return imatrix[name]
-    alternatives = []
-    for part in ("ffn_up_exps.weight", "ffn_gate_exps.weight"):
-        if part in name:
-            base = name[: name.index(part)]
-            alternatives = [base + "ffn_gate_up_exps.weight", base + "ffn_up_exps.weight"]
-            break
-    else:
-        if "ffn_gate_up_exps.weight" in name:
-            alternatives = [name.replace("ffn_gate_up_exps.weight", "ffn_up_exps.weight")]
-        elif "ffn_gate.weight" in name:
-            alternatives = [name[: name.index("ffn_gate.weight")] + "ffn_up.weight"]
-        elif ".attn_v_b.weight" in name:
-            alternatives = [name.replace(".attn_v_b.weight", ".attn_kv_b.weight")]
-        elif ".attn_kv_b.weight" in name:
-            alternatives = [name.replace(".attn_kv_b.weight", ".attn_v_b.weight")]
-    for alt in alternatives:
-        if alt in imatrix:
-            return imatrix[alt]
-    return None
 
 
 def _log_facts(qtype: str, mode: str) -> tuple[set, set]:
@@ -152,7 +128,8 @@ def test_quantize_matches_reference(shared, inputs, imatrix, qtype, mode):
         assert not converted or name in converted, f"log does not show {name} converted"
         qw = None
         if mode == "imatrix" and name not in no_imatrix:
-            qw = imatrix_entry(name, imatrix)
+            x = inputs[name]
+            qw = importance_for(imatrix, name, x.shape[-1], x.shape[0] if x.ndim == 3 else 1)
         got = quantize_like_llama_quantize(qfn, inputs[name], qw)
         assert got.size == want.size, f"{name}: {got.size} bytes, reference {want.size}"
         if not np.array_equal(got, want):
