@@ -369,7 +369,24 @@ def dequant_bf16_r16(raw: np.ndarray, n: int) -> np.ndarray:
     return _rows_out(bits.view(np.float32), n)
 
 
-QUANT = {name: _via_base_quant(name) for name in QUANT_VIA_BASE}
+def _quantizable_elsewhere() -> set[str]:
+    """Type names the other kernel modules quantize (read directly: the registry is still being
+    built while this module is imported), so only types whose base quantizes are registered."""
+    import importlib
+    import pkgutil
+
+    from iqk_studio.quant import kernels
+
+    names: set[str] = set()
+    for info in pkgutil.iter_modules(kernels.__path__):
+        if not info.name.startswith("_") and info.name != __name__.rsplit(".", 1)[-1]:
+            mod = importlib.import_module(f"{kernels.__name__}.{info.name}")
+            names |= set(getattr(mod, "QUANT", {}))
+    return names
+
+
+_BASES = _quantizable_elsewhere()
+QUANT = {name: _via_base_quant(name) for name in QUANT_VIA_BASE if BY_NAME[name].base in _BASES}
 DEQUANT = {name: _via_base(name) for name in VIA_BASE}
 DEQUANT.update({
     "iq1_s_r4": dequant_iq1_s_r4, "iq1_m_r4": dequant_iq1_m_r4, "q8_k_r8": dequant_q8_k_r8,
