@@ -27,15 +27,22 @@ from iqk_studio.quant.common import fma32, nearest_int_mul
 from iqk_studio.quant.kernels import MODE_IMATRIX
 
 _FLT_MAX = F(3.4028234663852886e38)
+_POP4 = np.array([bin(i).count("1") for i in range(16)], dtype=np.int64)
+# prune_iq4ks' candidates for a nibble q, in its search order: q-2..q+2 in 0..15, not q, and
+# with a popcount of the other parity (so that moving one nibble flips the code's parity)
+_CAND = np.full((16, 4), -1, dtype=np.int64)
+_NCAND = np.zeros(16, dtype=np.int64)
+for _q in range(16):
+    _c = [i for i in range(max(_q - 2, 0), min(_q + 2, 15) + 1)
+          if i != _q and (_POP4[i] - _POP4[_q]) % 2]
+    _CAND[_q, :len(_c)] = _c
+    _NCAND[_q] = len(_c)
 
 
 @njit(nogil=True, cache=True)
 def _popcount(v):
-    c = 0
-    while v:
-        c += v & 1
-        v >>= 1
-    return c
+    """Set bits of a 16-bit value."""
+    return _POP4[v & 15] + _POP4[(v >> 4) & 15] + _POP4[(v >> 8) & 15] + _POP4[(v >> 12) & 15]
 
 
 @njit(nogil=True, cache=True)
@@ -49,11 +56,9 @@ def prune_iq4ks(v, base, xv, wv, dl):
     bestq = 0
     for j in range(4):
         q = (v >> (4 * j)) & 0xF
-        pc = _popcount(q)
         diff0 = fma32(dl, IQ4K[q], -xv[j])  # the reference uses the base table here
-        for iq in range(max(q - 2, 0), min(q + 2, 15) + 1):
-            if iq == q or abs(_popcount(iq) - pc) % 2 == 0:
-                continue
+        for c in range(_NCAND[q]):
+            iq = _CAND[q, c]
             diff1 = fma32(dl, IQ4K[base + iq], -xv[j])
             score = wv[j] * fma32(diff1, diff1, -(diff0 * diff0))
             if score < best_score:
