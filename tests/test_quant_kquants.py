@@ -73,3 +73,13 @@ def test_mxfp4_ignores_importance():
     x = np.random.default_rng(6).standard_normal((2, 64)).astype(np.float32)
     imp = np.random.default_rng(7).uniform(0.1, 3, 64).astype(np.float32)
     np.testing.assert_array_equal(api.quantize(x, "mxfp4"), api.quantize(x, "mxfp4", importance=imp))
+
+
+@pytest.mark.parametrize("qtype", ["q6_K", "q3_K"])
+def test_uniform_mode_is_the_imatrix_path_with_unit_weights_where_w_is_qw(qtype):
+    """Q6_K uses w = qw with an imatrix, so uniform (w = 1) must equal importance = 1.
+    Q3_K uses w = qw·sqrt(σ²+x²): there the two differ."""
+    x = np.random.default_rng(9).standard_normal((4, 512)).astype(np.float32)
+    same = np.array_equal(api.quantize(x, qtype, uniform=True),
+                          api.quantize(x, qtype, importance=np.ones(512, np.float32)))
+    assert same == (qtype == "q6_K")
