@@ -24,9 +24,7 @@ def _code_values(y, r, o, code, offset, group, scale, is_abs):
         x = np.uint32(np.uint64(x) * np.uint64(0xCBAC1FED) & np.uint64(0xFFFFFFFF))
         s = x & np.uint32(0x3F3F3F3F)
         v = np.int32((s & 0xFF) + ((s >> 8) & 0xFF) + ((s >> 16) & 0xFF) + (s >> 24)) - 126
-        if is_abs and v < 0:
-            v = -v
-        y[r, o + k] = scale * np.float32(v)
+        y[r, o + k] = scale * np.float32(abs(v) if is_abs else v)
 
 
 @njit(nogil=True, cache=True)
@@ -93,12 +91,10 @@ def _iq3_kt_kernel(y, raw):
                     hi = np.int32(raw[r, b + 36 + 2 * j]) | (np.int32(raw[r, b + 37 + 2 * j]) << 8)
                     _code_values(y, r, o + 8 * j, lo, 4096, 8, sl, True)
                     _code_values(y, r, o + 128 + 8 * j, hi, 4096, 8, sh, True)
-                    for k in range(8):
-                        qh = raw[r, b + 68 + 8 * ig + k]
-                        if (qh >> ib) & 1:
-                            y[r, o + 8 * j + k] = -y[r, o + 8 * j + k]
-                        if (qh >> (ib + 4)) & 1:
-                            y[r, o + 128 + 8 * j + k] = -y[r, o + 128 + 8 * j + k]
+                    for k in range(8):  # sign flips as products with ±1 (exact, no branch)
+                        qh = np.int32(raw[r, b + 68 + 8 * ig + k])
+                        y[r, o + 8 * j + k] *= np.float32(1 - 2 * ((qh >> ib) & 1))
+                        y[r, o + 128 + 8 * j + k] *= np.float32(1 - 2 * ((qh >> (ib + 4)) & 1))
 
 
 @njit(nogil=True, cache=True)
