@@ -219,3 +219,16 @@ def test_interleaved_type_needs_rows_in_groups(inputs):
     t = qjob._Task("w", (256, 6), src, qjob._qtype("iq4_k_r4"))
     with pytest.raises(ValueError, match="interleaves rows by 4"):
         qjob._check_task(t, False)
+
+
+def test_uniform_ignores_and_does_not_record_the_imatrix(inputs, tmp_path):
+    im = {"blk.0.attn_q.weight": np.full(1024, 3.0, np.float32)}
+    out = tmp_path / "u.gguf"
+    events = list(qjob.quantize_model(inputs, [("blk.0.attn_q.weight", "q4_0")], out,
+                                      imatrix=im, uniform=True, threads=1))
+    assert isinstance(events[-1], Finished)
+    with open_model(out) as q, open_model(inputs) as m:
+        assert not any(k.startswith("quantize.imatrix") for k in q.metadata)
+        x = m.tensor_data("blk.0.attn_q.weight").view(np.float32).reshape(64, 1024)
+        want = api.quantize(x, "q4_0", uniform=True)
+        assert q.tensor_data("blk.0.attn_q.weight").tobytes() == want.tobytes()

@@ -203,6 +203,8 @@ def quantize_model(model, plan, out_path, imatrix=None, uniform=False, threads=N
         if own:
             model = open_model(model)
         tasks = make_tasks(model, plan_targets(plan), allow_requantize)
+        if uniform:
+            imatrix = None  # weights 1: no imatrix is used, none is recorded in the metadata
         if imatrix is not None and not hasattr(imatrix, "values") and not isinstance(imatrix, dict):
             from iqk_studio.gguf.imatrix import load_imatrix
             imatrix_path = imatrix_path or str(imatrix)
