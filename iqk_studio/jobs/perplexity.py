@@ -41,6 +41,8 @@ def n_chunks_for(n_tokens: int, n_ctx: int, chunks: int = -1, who: str = "perple
             f"{who}: you need at least {2 * n_ctx} tokens to evaluate perplexity with a context "
             f"of {n_ctx}\n{who}: the data file you provided tokenizes to only {n_tokens} tokens")
     n_max = n_tokens // n_ctx
+    if chunks == 0:
+        raise ValueError("--chunks 0: nothing to evaluate")
     return n_max if chunks < 0 else min(chunks, n_max)
 
 
