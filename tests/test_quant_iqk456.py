@@ -66,8 +66,9 @@ def test_lookup_tables_have_the_reference_sizes():
 
 def test_grids_shift_and_records():
     assert np.array_equal(grids.iq4k_values[:16], grids.kvalues_iq4nl)
-    for values, shift in ((grids.iq4k_values, 4), (grids.iq5nl_values, 2),
-                          (grids.iq6nl_values, 1), (grids.iq2nl_values, 5), (grids.iq3nl_values, 4)):
+    shifts = ((grids.iq4k_values, 4), (grids.iq5nl_values, 2), (grids.iq6nl_values, 1),
+              (grids.iq2nl_values, 5), (grids.iq3nl_values, 4))
+    for values, shift in shifts:
         h = len(values) // 2
         assert np.all(values[h:].astype(int) - values[:h] == shift)
         assert np.all(np.diff(values[:h].astype(int)) > 0)

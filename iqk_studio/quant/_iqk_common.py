@@ -12,7 +12,7 @@ from numba import njit
 
 from iqk_studio.quant import grids
 from iqk_studio.quant.common import fma32
-from iqk_studio.quant.kernels import MODE_IMATRIX
+from iqk_studio.quant.kernels import MODE_IMATRIX, MODE_UNIFORM
 
 F = np.float32
 
@@ -56,7 +56,8 @@ IQ6NL_INDEX = np.array([
     45, 109, 46, 46, 46, 110, 47, 47, 111, 111, 48, 48, 112, 49, 49, 49, 113, 50, 50, 50, 114,
     51, 51, 51, 115, 52, 52, 52, 116, 116, 53, 53, 53, 117, 54, 54, 54, 118, 118, 55, 55, 55,
     119, 119, 56, 56, 56, 120, 120, 57, 57, 57, 121, 121, 58, 58, 58, 58, 122, 59, 59, 59, 59,
-    123, 123, 60, 60, 60, 60, 124, 61, 61, 61, 61, 61, 125, 62, 62, 62, 62, 62, 126, 63, 63, 63], dtype=np.int32)
+    123, 123, 60, 60, 60, 60, 124, 61, 61, 61, 61, 61, 125, 62, 62, 62, 62, 62, 126, 63, 63, 63],
+    dtype=np.int32)
 
 KIND_IQ4, KIND_IQ5, KIND_IQ6 = 4, 5, 6
 # default weights: x²; 0.25·σ² + x²; the same with 0.25·σ² fused (IQ5_K's second pass)
@@ -159,13 +160,13 @@ def sigma2_of(xbl):
 
 @njit(nogil=True, cache=True)
 def block_weights(w, xb, qwb, mode, sigma2, wkind):
-    """Importance of each element of a block: mode 1 qw·sqrt(σ²+x²); mode 2 ones; mode 0 the
-    type's default (wkind W_X2, W_QUARTER_SIGMA or W_QUARTER_SIGMA_FMA)."""
+    """Importance of each element of a block: imatrix qw·sqrt(σ²+x²) (one FMA inside the root);
+    uniform 1; default the type's own (wkind W_X2, W_QUARTER_SIGMA or W_QUARTER_SIGMA_FMA)."""
     n = xb.shape[0]
-    if mode == 1:
+    if mode == MODE_IMATRIX:
         for j in range(n):
             w[j] = qwb[j] * np.sqrt(fma32(xb[j], xb[j], sigma2))
-    elif mode == 2:
+    elif mode == MODE_UNIFORM:
         for j in range(n):
             w[j] = F(1.0)
     elif wkind == W_X2:
@@ -258,7 +259,7 @@ def search_scale(xb, w, kind, vals, half, ntry, refit):
 
 @njit(nogil=True, cache=True)
 def scramble_inverse(v):
-    """IQ4_KSS scramble_table[v & 0x7fff]: the 15-bit j with j ^ (j << 1) == v (v has even parity)."""
+    """IQ4_KSS scramble_table[v & 0x7fff]: the 15-bit j with j ^ (j << 1) == v (even parity v)."""
     j = 0
     prev = 0
     for k in range(15):

@@ -1,4 +1,4 @@
-"""Non-uniform value grids of the IQ/IQK quant types (exact integers from ggml-common.h), as records.
+"""Non-uniform value grids of the IQ/IQK quant types (exact integers, ggml-common.h), as records.
 
 Each table with a shifted half stores base then shifted values; `Grid.halves` says how many halves.
 """
@@ -43,7 +43,7 @@ iq6nl_values = np.array(
      -1, 1, 4, 7, 10, 13, 15, 18, 21, 24, 28, 31, 34, 37, 41, 45,
      48, 52, 56, 60, 64, 69, 73, 78, 83, 88, 93, 99, 104, 110, 116, 122], dtype=np.int8)
 
-# IQ6_K dequantization evaluates this cubic in float32 (iqk_quantize.cpp A/B/C/D_IQ6K), not the table
+# IQ6_K dequantizes with this cubic in float32 (iqk_quantize.cpp A/B/C/D_IQ6K), not the table
 IQ6K_A, IQ6K_B, IQ6K_C, IQ6K_D = (np.float32(-127.0), np.float32(6.2568), np.float32(0.11218),
                                   np.float32(0.0011972))
 

@@ -129,7 +129,8 @@ def _block_scale(xb, w, xv, wv):
 @njit(nogil=True, cache=True)
 def _block_codes(q16, xb, w, d, ls, xv, wv, vs, sumqx, sumq2):
     """Labels for one 32-block at scale d·ls on the base or shifted half (smaller weighted mse),
-    written as 8 scrambled uint16 words; returns the row's running (Σw·q·x, Σw·q²), q = v·ls."""
+    written as 8 scrambled uint16 words; returns the running row sums Σw·q·x and Σw·q²,
+    q = v·ls."""
     dl = d * F(ls)
     idl = F(1.0) / dl
     mse_p = F(0.0)

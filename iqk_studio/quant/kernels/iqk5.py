@@ -30,8 +30,8 @@ from iqk_studio.quant.kernels import MODE_IMATRIX
 
 
 # ---- IQ5_K (per 256): d:f16 | extra:u16 | scales_h:u8[4] | scales_l:u8[8] | qs:u8[128] | qh:u8[32]
-# 16-block i: ls as IQ4_K, value d·(ls-32)·iq5nl[32·extra_i + q5]; element e (g = e/64, r = e%64):
-# low 4 bits in qs[32g + r%32] nibble r/32, 5th bit in qh[r%32] bit 2g + r/32.
+# 16-block i: ls as IQ4_K, value d·(ls-32)·iq5nl[32·extra_i + q5]; element e (g = e/64, r = e%64)
+# has its low 4 bits in qs[32g + r%32] nibble r/32, its 5th bit in qh[r%32] bit 2g + r/32.
 @njit(nogil=True, cache=True)
 def _iq5_k_superblock(y, xbl, qbl, mode, w, scales):
     sigma2 = sigma2_of(xbl)
