@@ -11,6 +11,7 @@ from numba import njit
 
 from iqk_studio.quant import grids
 from iqk_studio.quant.common import F, fma32
+from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX, MODE_UNIFORM  # noqa: F401
 
 IQ2NL = grids.iq2nl_values.astype(np.float32)  # (8,) base | shifted
 IQ3NL = grids.iq3nl_values.astype(np.float32)  # (16,) base | shifted
@@ -19,9 +20,6 @@ IQ3NL_INDEX = np.array(
     [0] * 11 + [8, 8] + [1] * 18 + [9, 9] + [2] * 13 + [10, 10] + [3] * 10 + [11, 11]
     + [4] * 10 + [12] + [5] * 12 + [13, 13] + [6] * 15 + [14, 14] + [7] * 9, dtype=np.int64)
 assert IQ3NL_INDEX.shape[0] == 111
-
-MODE_DEFAULT, MODE_IMATRIX, MODE_UNIFORM = 0, 1, 2
-
 
 @njit(nogil=True, cache=True)
 def hsum8(v):
