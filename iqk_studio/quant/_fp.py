@@ -10,7 +10,6 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 F = np.float32
-FM = False  # fastmath for kernels: off; fusion is explicit (fma32/fma64)
 
 
 @intrinsic

@@ -8,7 +8,6 @@ import numpy as np
 from numba import njit
 
 from iqk_studio.quant._fp import (
-    FM,
     FP16_TABLE,
     F,
     bf16_to_fp32,
@@ -214,7 +213,7 @@ from iqk_studio.quant._common_qk import (  # noqa: E402
 )
 
 __all__ = [
-    "F", "FM", "FP16_TABLE", "best_index", "best_index_lut", "bf16_to_fp32", "fma32", "fma64",
+    "F", "FP16_TABLE", "best_index", "best_index_lut", "bf16_to_fp32", "fma32", "fma64",
     "fp16_round", "fp16_to_fp32", "fp32_to_bf16", "fp32_to_fp16", "get_fp16", "index_table",
     "make_qkx2_quants", "make_qkx3_quants", "make_qp_quants", "make_qx_quants",
     "make_qx_quants_ggml", "nearest_int", "nearest_int_mul", "put_fp16",
