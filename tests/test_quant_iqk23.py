@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import quant_refs_numpy
+from numba import njit
 
 from iqk_studio.quant import grids
 from iqk_studio.quant.kernels import (
@@ -110,6 +111,28 @@ def test_search16x4_finds_the_best_split():
         best = max(c[0] for c in cands)
         near = [(c[1], c[2]) for c in cands if c[0] >= best * (1 - 1e-6)]
         assert any(abs(d - dd) <= 1e-5 * abs(dd) and shifted == sh for dd, sh in near)
+
+
+def _dot32_avx2_order(a, b):
+    """Obvious float32 version: lane l = fma chain over elements l, l+8, l+16, l+24 from +0
+    (each fma exact in float64 before rounding), then hsum_float_8."""
+    lanes = []
+    for lane in range(8):
+        s = F(0.0)
+        for k in range(4):
+            s = F(np.float64(a[8 * k + lane]) * np.float64(b[8 * k + lane]) + np.float64(s))
+        lanes.append(s)
+    return H.hsum8(np.array(lanes, np.float32))
+
+
+def test_dot32_lanes_is_the_avx2_sum():
+    rng = np.random.default_rng(5)
+    f = njit(lambda a, b: H.dot32_lanes(a, b))
+    for _ in range(300):
+        a = (rng.standard_normal(40) * 10.0 ** rng.integers(-4, 4)).astype(np.float32)
+        b = rng.standard_normal(40).astype(np.float32)
+        o1, o2 = rng.integers(0, 8, 2)
+        assert f(a[o1:o1 + 32], b[o2:o2 + 32]) == _dot32_avx2_order(a[o1:], b[o2:])
 
 
 def test_iq2ks_lane_sums_match_plain_sums():

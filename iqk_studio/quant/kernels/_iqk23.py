@@ -7,7 +7,9 @@ iqk_quantize.cpp) is written out as fma32; everything else is rounded operation 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from iqk_studio.quant import grids
 from iqk_studio.quant.common import F, fma32
@@ -109,3 +111,38 @@ def check_raw(raw, n, row_bytes, qk=256):
     if n % qk or raw.ndim != 2 or raw.shape[1] != row_bytes:
         raise ValueError(f"expected (rows, {row_bytes}) bytes for rows of {n}, got {raw.shape}")
     return raw, np.empty((raw.shape[0], n), np.float32)
+
+
+@intrinsic
+def dot32_lanes(typingctx, a, b):
+    """Σ a·b over a[0:32], b[0:32] exactly as the AVX2 code sums it: lane l accumulates elements
+    l, l+8, l+16, l+24 with FMA from +0, then hsum_float_8. Emitted as <8 x float> FMAs (LLVM
+    does not vectorize the scalar form). a, b: C-contiguous float32 1-D arrays, >= 32 long."""
+    for t in (a, b):
+        if not (isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
+                and t.dtype == types.float32):
+            return None
+    sig = types.float32(a, b)
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        v8 = ir.VectorType(f32, 8)
+        fma = builder.module.globals.get("llvm.fma.v8f32")
+        if fma is None:
+            fma = ir.Function(builder.module, ir.FunctionType(v8, [v8] * 3), "llvm.fma.v8f32")
+        ptrs = []
+        for ty, val in zip(signature.args, args, strict=True):
+            arr = context.make_array(ty)(context, builder, val)
+            ptrs.append(builder.bitcast(arr.data, v8.as_pointer()))
+        acc = ir.Constant(v8, [0.0] * 8)
+        for k in range(4):
+            idx = [ir.Constant(ir.IntType(64), k)]
+            va = builder.load(builder.gep(ptrs[0], idx), align=4)
+            vb = builder.load(builder.gep(ptrs[1], idx), align=4)
+            acc = builder.call(fma, [va, vb, acc])
+        lane = [builder.extract_element(acc, ir.Constant(ir.IntType(32), i)) for i in range(8)]
+        s04, s26 = builder.fadd(lane[0], lane[4]), builder.fadd(lane[2], lane[6])
+        s15, s37 = builder.fadd(lane[1], lane[5]), builder.fadd(lane[3], lane[7])
+        return builder.fadd(builder.fadd(s04, s26), builder.fadd(s15, s37))
+
+    return sig, codegen

@@ -15,6 +15,7 @@ from iqk_studio.quant.kernels._iqk23 import (
     amax_signed,
     check_quant,
     check_raw,
+    dot32_lanes,
     hsum8,
     sum_sq,
     weights_sigma,
@@ -70,28 +71,10 @@ def _nearest4(xe, v0, v1, v2, v3):
 
 
 @njit(nogil=True, cache=True)
-def _chain(a, b, lane):
-    """One AVX2 lane: Σ_k a[8k+lane]·b[8k+lane] as an FMA chain over k = 0..3."""
-    s = fma32(a[lane], b[lane], F(0.0))
-    s = fma32(a[8 + lane], b[8 + lane], s)
-    s = fma32(a[16 + lane], b[16 + lane], s)
-    return fma32(a[24 + lane], b[24 + lane], s)
-
-
-@njit(nogil=True, cache=True)
-def _dot32(a, b):
-    """Σ a·b over 32 elements in the AVX2 order: 8 lane chains, then hsum_float_8.
-    Straight-line loads only, so LLVM's SLP vectorizer packs the 8 chains."""
-    l0, l1, l2, l3 = _chain(a, b, 0), _chain(a, b, 1), _chain(a, b, 2), _chain(a, b, 3)
-    l4, l5, l6, l7 = _chain(a, b, 4), _chain(a, b, 5), _chain(a, b, 6), _chain(a, b, 7)
-    return ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))
-
-
-@njit(nogil=True, cache=True)
 def _try_1block(d, x, j0, w, off, lab):
     """compute_1block_iq2ks: best of the direct and mirrored labelling; (ok, d, score).
-    lab: (4, 32) float32 scratch. The labelling loop is branch-free so LLVM
-    vectorizes it as the AVX2 code is; the sums then follow the AVX2 lanes."""
+    lab: (4, 32) float32 scratch. The labelling loop is branch-free so LLVM vectorizes it;
+    the sums are explicit 8-lane FMAs in the AVX2 order (dot32_lanes)."""
     t0, t1, t2, t3 = IQ2NL[off], IQ2NL[off + 1], IQ2NL[off + 2], IQ2NL[off + 3]
     v0, v1, v2, v3 = d * t0, d * t1, d * t2, d * t3
     wq1, q1, wq2, q2 = lab[0], lab[1], lab[2], lab[3]
@@ -102,8 +85,8 @@ def _try_1block(d, x, j0, w, off, lab):
         wq1[e] = w[e] * q1[e]
         wq2[e] = w[e] * q2[e]
     xb = x[j0:j0 + 32]
-    sumqx1, sumq21 = _dot32(wq1, xb), _dot32(wq1, q1)
-    sumqx2, sumq22 = _dot32(wq2, xb), _dot32(wq2, q2)
+    sumqx1, sumq21 = dot32_lanes(wq1, xb), dot32_lanes(wq1, q1)
+    sumqx2, sumq22 = dot32_lanes(wq2, xb), dot32_lanes(wq2, q2)
     ok = False
     bd = F(0.0)
     score = F(0.0)
