@@ -210,3 +210,39 @@ def test_quantizer_rejects_bad_input():
         q(np.zeros((2, 256), F), None, MODE_IMATRIX)
     with pytest.raises(ValueError):
         q(np.zeros((2, 256), F), np.ones(128, F), MODE_IMATRIX)
+
+
+def _degenerate_inputs():
+    """Blocks where the reference divides 0 by 0 (IQ6_K: the only weighted element labels to the
+    grid's 0), blocks weighted only at zeros, a zero block and an almost empty row."""
+    i = np.arange(6 * 256, dtype=np.int64).reshape(6, 256)
+    x = ((((i * 1103515245 + 12345) % (1 << 31)) % 2001) - 1000).astype(np.float64) * 2.0**-13
+    qw = (((np.arange(256) * 2654435761) % 997) / 331.0 + 0.01)
+    x[:, 0], x[:, 1] = 1.0, 2.0**-10
+    qw[0:16] = 0
+    qw[1] = 1.0
+    qw[16:32] = 0
+    qw[20] = 1.0
+    x[:, 20] = 0.0
+    x[2, 32:48] = 0
+    x[3, :] = 0
+    x[3, 5] = 2.0**-10
+    return x.astype(F), qw.astype(F)
+
+
+# sha256[:16] of the reference's bytes for _degenerate_inputs() with the importance vector
+GOLDEN_DEGENERATE = {
+    "iq4_k": "3680efd377b085f1",
+    "iq4_ks": "bef43ee97b23a012",
+    "iq4_kss": "6c00523bde2b8c62",
+    "iq5_k": "6996a67f5f04fe5a",
+    "iq5_ks": "befc0d9b35fafc0d",
+    "iq6_k": "7839c6f1eda7cf81",
+}
+
+
+@pytest.mark.parametrize("qtype", TYPES)
+def test_degenerate_blocks_follow_ieee_like_the_reference(qtype):
+    x, qw = _degenerate_inputs()
+    got = registry.quantizers()[qtype](x, qw, MODE_IMATRIX)
+    assert hashlib.sha256(got.tobytes()).hexdigest()[:16] == GOLDEN_DEGENERATE[qtype]

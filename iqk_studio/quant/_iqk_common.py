@@ -64,7 +64,7 @@ KIND_IQ4, KIND_IQ5, KIND_IQ6 = 4, 5, 6
 W_X2, W_QUARTER_SIGMA, W_QUARTER_SIGMA_FMA = 0, 1, 2
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _resolve(vals, base, x, e, half):
     """Table entry e -> index: e itself, or for e >= half the nearer of e - half and e - half + 1
     by the reference's float32 test `x - v[k] < v[k+1] - x` (ties go up). Branch-free, for
@@ -77,7 +77,7 @@ def _resolve(vals, base, x, e, half):
     return k + pair * (1 - lower)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def best_index_iq4nl(vals, base, x):
     """iqk best_index_iq4nl on the 16 values vals[base:base+16]: key trunc(x) - values[0]."""
     ix = np.int64(np.int32(x)) - np.int64(vals[base])
@@ -92,7 +92,7 @@ def best_index_iq4nl(vals, base, x):
     return k if x - vals[base + k] < vals[base + k + 1] - x else k + 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def best_index_iq5nl(vals, base, x):
     """iqk best_index_iq5nl on the 32 values vals[base:base+32] (its range test is >= 247)."""
     ix = np.int64(np.int32(x)) - np.int64(vals[base])
@@ -107,7 +107,7 @@ def best_index_iq5nl(vals, base, x):
     return k if x - vals[base + k] < vals[base + k + 1] - x else k + 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def best_index_iq6nl(vals, base, x):
     """iqk best_index_iq6nl: the key is trunc(x - values[0]) computed in float32."""
     ix = np.int64(np.int32(x - vals[base]))
@@ -118,7 +118,7 @@ def best_index_iq6nl(vals, base, x):
     return _resolve(vals, base, x, np.int64(IQ6NL_INDEX[ix]), 64)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def best_index_kind(kind, vals, base, x):
     if kind == KIND_IQ4:
         return best_index_iq4nl(vals, base, x)
@@ -127,7 +127,7 @@ def best_index_kind(kind, vals, base, x):
     return best_index_iq6nl(vals, base, x)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def sanitize_weights(out, qw, x, block):
     """QHelper::row_weights: copy qw; a block whose Σqw², Σx² or Σqw|x| is <= block·1e-18 gets
     all weights 1e-9. No FMA: GCC vectorizes these sums as in-order reductions of separately
@@ -148,7 +148,7 @@ def sanitize_weights(out, qw, x, block):
                 out[j] = eps
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def sigma2_of(xbl):
     """2·Σx²/256 over a 256-block, without FMA: GCC vectorizes this loop as an in-order reduction
     of separately rounded squares (vmulps + vaddss)."""
@@ -158,7 +158,7 @@ def sigma2_of(xbl):
     return s * F(2.0 / 256.0)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def block_weights(w, xb, qwb, mode, sigma2, wkind):
     """Importance of each element of a block: imatrix qw·sqrt(σ²+x²) (one FMA inside the root);
     uniform 1; default the type's own (wkind W_X2, W_QUARTER_SIGMA or W_QUARTER_SIGMA_FMA)."""
@@ -181,7 +181,7 @@ def block_weights(w, xb, qwb, mode, sigma2, wkind):
             w[j] = fma32(sigma2, F(0.25), xb[j] * xb[j])
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def signed_amax(xb):
     amax = F(0.0)
     mx = F(0.0)
@@ -193,7 +193,7 @@ def signed_amax(xb):
     return amax, mx
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def trial_pm(xb, w, kind, vals, base, id_):
     """Σw·q·x and Σw·q² for labels of id·x ("p") and of -id·x ("m") on one table half."""
     sqp = F(0.0)
@@ -213,7 +213,7 @@ def trial_pm(xb, w, kind, vals, base, id_):
     return sqp, s2p, sqm, s2m
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def search_scale(xb, w, kind, vals, half, ntry, refit):
     """The per-block scale search of quantize_row_iq{4,5,6}_k*: p/m trials at d = max/|v0|, then
     id = (itry + v0)/max on the base and shifted halves for itry in [-ntry, ntry]; with refit
@@ -257,7 +257,7 @@ def search_scale(xb, w, kind, vals, half, ntry, refit):
     return d, shifted
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def scramble_inverse(v):
     """IQ4_KSS scramble_table[v & 0x7fff]: the 15-bit j with j ^ (j << 1) == v (even parity v)."""
     j = 0
@@ -269,17 +269,17 @@ def scramble_inverse(v):
     return j
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def put_f32(out, pos, f):
     out[pos:pos + 4].view(np.float32)[0] = f
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def get_f32(raw, pos):
     return raw[pos:pos + 4].view(np.float32)[0]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def row_importance(x, qw, mode, block):
     """QHelper's sanitized copy of the imatrix row for one row of x (mode 1), else qw itself."""
     if mode != MODE_IMATRIX:

@@ -30,7 +30,7 @@ from iqk_studio.quant.kernels import MODE_IMATRIX
 # ---- IQ4_K (per 256): d:f16 | extra:u16 | scales_h:u8[4] | scales_l:u8[8] | qs:u8[128]
 # 16-block i: ls = (scales_l[i/2] nibble i%2) | ((scales_h[i/4] >> 2(i%4)) & 3) << 4, value
 # d·(ls-32)·iq4k[16·extra_i + q]; qs[16k + j]: element 32k+j low nibble, 32k+16+j high nibble.
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _iq4_k_superblock(y, xbl, qbl, mode, w, scales, L):
     sigma2 = sigma2_of(xbl)
     for k in range(144):
@@ -79,7 +79,7 @@ def _iq4_k_superblock(y, xbl, qbl, mode, w, scales, L):
             y[16 + 16 * i + j] = L[32 * i + j] | (L[32 * i + 16 + j] << 4)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq4_k_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         xr = x[r]
@@ -93,7 +93,7 @@ def iq4_k_rows(out, x, qw, mode):
                               qbl, mode, w, scales, L)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq4_k_dequant_rows(out, raw):
     for r in prange(raw.shape[0]):
         for ibl in range(out.shape[1] // 256):
@@ -115,7 +115,7 @@ def iq4_k_dequant_rows(out, raw):
 # ---- IQ4_KS row: d:f32 | per 256: scales:u8[8] | qs:u8[128]
 # 32-block i: scale byte s, value d·((s & 254) - 127)·iq4k[16·(s & 1) + q];
 # qs[16i + j]: element 32i+j low nibble, 32i+16+j high nibble.
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _iq4_ks_row(y, x, qw, mode):
     nbl = x.shape[0] // 256
     w = np.empty(32, dtype=np.float32)
@@ -171,13 +171,13 @@ def _iq4_ks_row(y, x, qw, mode):
         put_f32(y, 0, sumqx / sumq2)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq4_ks_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _iq4_ks_row(out[r], x[r], row_importance(x[r], qw, mode, 32), mode)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq4_ks_dequant_rows(out, raw):
     for r in prange(raw.shape[0]):
         d = get_f32(raw[r], 0)

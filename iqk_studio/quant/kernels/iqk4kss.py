@@ -39,13 +39,13 @@ for _q in range(16):
     _NCAND[_q] = len(_c)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _popcount(v):
     """Set bits of a 16-bit value."""
     return _POP4[v & 15] + _POP4[(v >> 4) & 15] + _POP4[(v >> 8) & 15] + _POP4[(v >> 12) & 15]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def prune_iq4ks(v, base, xv, wv, dl):
     """Make the 4 nibbles of v have an even number of set bits by moving the one nibble whose
     change (by at most 2 steps, to an odd-popcount-distance index) costs least weighted error."""
@@ -68,7 +68,7 @@ def prune_iq4ks(v, base, xv, wv, dl):
     return (v & ~(0xF << (4 * jbest))) | (bestq << (4 * jbest))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _gather4(xv, wv, xb, w, k):
     """Elements 2k, 2k+16, 2k+1, 2k+17 of a 32-block: the 4 nibbles of uint16 word k."""
     for j in range(4):
@@ -77,7 +77,7 @@ def _gather4(xv, wv, xb, w, k):
         wv[j] = w[e]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _trial(xb, w, base, id_, xv, wv):
     """Σw·q·x and Σw·q² of the pruned p (id·x) and m (-id·x) labels on one table half."""
     this_d = F(1.0) / id_
@@ -107,7 +107,7 @@ def _trial(xb, w, base, id_, xv, wv):
     return sqp, s2p, sqm, s2m
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _block_scale(xb, w, xv, wv):
     amax, mx = signed_amax(xb)
     if amax < F(1e-16):
@@ -126,7 +126,7 @@ def _block_scale(xb, w, xv, wv):
     return d
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _block_codes(q16, xb, w, d, ls, xv, wv, vs, sumqx, sumq2):
     """Labels for one 32-block at scale d·ls on the base or shifted half (smaller weighted mse),
     written as 8 scrambled uint16 words; returns the running row sums Σw·q·x and Σw·q²,
@@ -172,7 +172,7 @@ def _block_codes(q16, xb, w, d, ls, xv, wv, vs, sumqx, sumq2):
 # word k of block i: bit 0 = bit k of the block's IQ4_KS-style scale byte s; bits 1-15 = j with
 # v = j ^ (j << 1) holding 4 nibbles (elements 2k, 2k+16, 2k+1, 2k+17) of an even-parity code;
 # value d·((s & 254) - 127)·iq4k[16·(s & 1) + nibble].
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _iq4_kss_row(y, x, qw, mode):
     nbl = x.shape[0] // 256
     w = np.empty(32, dtype=np.float32)
@@ -215,13 +215,13 @@ def _iq4_kss_row(y, x, qw, mode):
         put_f32(y, 0, sumqx / sumq2 * F(1.01))
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq4_kss_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _iq4_kss_row(out[r], x[r], row_importance(x[r], qw, mode, 32), mode)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq4_kss_dequant_rows(out, raw):
     for r in prange(raw.shape[0]):
         d = get_f32(raw[r], 0)

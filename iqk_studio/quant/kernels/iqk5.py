@@ -32,7 +32,7 @@ from iqk_studio.quant.kernels import MODE_IMATRIX
 # ---- IQ5_K (per 256): d:f16 | extra:u16 | scales_h:u8[4] | scales_l:u8[8] | qs:u8[128] | qh:u8[32]
 # 16-block i: ls as IQ4_K, value d·(ls-32)·iq5nl[32·extra_i + q5]; element e (g = e/64, r = e%64)
 # has its low 4 bits in qs[32g + r%32] nibble r/32, its 5th bit in qh[r%32] bit 2g + r/32.
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _iq5_k_superblock(y, xbl, qbl, mode, w, scales):
     sigma2 = sigma2_of(xbl)
     for k in range(176):
@@ -86,7 +86,7 @@ def _iq5_k_superblock(y, xbl, qbl, mode, w, scales):
         put_fp16(y, 0, sumqx / sumq2)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq5_k_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         xr = x[r]
@@ -99,7 +99,7 @@ def iq5_k_rows(out, x, qw, mode):
                               qbl, mode, w, scales)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq5_k_dequant_rows(out, raw):
     for r in prange(raw.shape[0]):
         for ibl in range(out.shape[1] // 256):
@@ -123,7 +123,7 @@ def iq5_k_dequant_rows(out, raw):
 # ---- IQ5_KS row: d:f32 | per 256: scales:u8[8] | qs:u8[128] | qh:u8[32]
 # 32-block i: scale byte s, value d·((s & 254) - 127)·iq5nl[32·(s & 1) + q5]; element 32i + j:
 # low 4 bits in qs[32(i/2) + j] nibble i%2, 5th bit in qh[j] bit i.
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _iq5_ks_row(y, x, qw, mode):
     nbl = x.shape[0] // 256
     w = np.empty(32, dtype=np.float32)
@@ -177,13 +177,13 @@ def _iq5_ks_row(y, x, qw, mode):
         put_f32(y, 0, sumqx / sumq2)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq5_ks_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _iq5_ks_row(out[r], x[r], row_importance(x[r], qw, mode, 32), mode)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq5_ks_dequant_rows(out, raw):
     for r in prange(raw.shape[0]):
         d = get_f32(raw[r], 0)

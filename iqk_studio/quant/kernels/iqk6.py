@@ -30,7 +30,7 @@ from iqk_studio.quant.kernels import MODE_IMATRIX
 _A, _B, _C, _D = F(IQ6K_A), F(IQ6K_B), F(IQ6K_C), F(IQ6K_D)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def iq6k_value(q, shift):
     """What IQ6_K dequantizes index q (0..63) to before the block scale: the cubic
     A + q(B + q(-C + qD)) with GCC's three fused multiply-adds, then + 1 if shifted."""
@@ -44,7 +44,7 @@ def iq6k_value(q, shift):
 # ---- IQ6_K (per 256): d:f16 | extra:u16 | scales:i8[16] | qs:u8[128] | qh:u8[64]
 # 16-block i: value d·scales[i]·(cubic(q6) + extra_i); element e (g = e/64, r = e%64): low 4 bits
 # in qs[32g + r%32] nibble r/32, high 2 bits in qh[32(g/2) + r%32] bits 4(g%2) + 2(r/32).
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _iq6_k_superblock(y, xbl, qbl, mode, w, scales):
     sigma2 = sigma2_of(xbl)
     for k in range(212):
@@ -96,7 +96,7 @@ def _iq6_k_superblock(y, xbl, qbl, mode, w, scales):
         put_fp16(y, 0, sumqx / sumq2)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq6_k_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         xr = x[r]
@@ -109,7 +109,7 @@ def iq6_k_rows(out, x, qw, mode):
                               qbl, mode, w, scales)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq6_k_dequant_rows(out, raw):
     for r in prange(raw.shape[0]):
         values = np.empty(128, dtype=np.float32)  # (shift, q6) -> value
