@@ -49,8 +49,9 @@ IQ6K_A, IQ6K_B, IQ6K_C, IQ6K_D = (np.float32(-127.0), np.float32(6.2568), np.flo
 
 
 def iq6k_cubic(shifted: bool = False) -> np.ndarray:
-    """The 64 float32 values IQ6_K dequantizes to: A + q(B + q(-C + qD)) (+1 if shifted), with the
-    FMA contraction of the reference build."""
+    """The 64 float32 values IQ6_K dequantizes to: A + q(B + q(-C + qD)) (+1 if shifted), as three
+    fused multiply-adds like the reference build. Each step is exact in float64 (operands of at
+    most 30 significant bits), so rounding it to float32 once is the FMA's result."""
     q = np.arange(64, dtype=np.float64)
     a, b, c, d = (float(v) for v in (IQ6K_A, IQ6K_B, -IQ6K_C, IQ6K_D))
     t = np.float32(q * d + c)  # each step one fused multiply-add, rounded to float32
