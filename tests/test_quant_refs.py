@@ -49,14 +49,16 @@ def _ref_cases() -> list:
 
 
 def _log_facts(qtype: str, mode: str) -> tuple[set, set]:
-    """(tensors the log says were converted, tensors it says got no imatrix)."""
+    """(tensors the llama-quantize log says it converted, tensors it found no imatrix for).
+    A tensor's record runs from its `[ i/ n] name - [...]` header to the next header."""
     log = _SHARED / "refs" / "quant" / "logs" / _ref_name(qtype, mode).replace(".gguf", ".log")
-    converted, no_imatrix = set(), set()
-    if log.exists():
-        text = log.read_text(errors="replace")
-        converted = set(re.findall(r"\]\s+(\S+) - \[[^\]]*\], type = +\w+, .*?converting to", text))
-        no_imatrix = set(re.findall(r"did not find weights for (\S+)", text))
-    return converted, no_imatrix
+    text = log.read_text(errors="replace")
+    converted = set()
+    for rec in re.split(r"\n(?=\[\s*\d+/\s*\d+\])", text):
+        m = re.match(r"\[\s*\d+/\s*\d+\]\s+(\S+) - ", rec)
+        if m and "converting to" in rec:
+            converted.add(m.group(1))
+    return converted, set(re.findall(r"did not find weights for (\S+)", text))
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +125,9 @@ def test_quantize_matches_reference(shared, inputs, imatrix, qtype, mode):
     converted, no_imatrix = _log_facts(qtype, mode)
     ref = _reference(ref_path, qtype)
     assert ref, f"{ref_path.name} holds no {qtype} tensor"
+    assert set(ref) == converted, f"log and file disagree on converted tensors: {converted}"
     failures = []
     for name, (shape, want) in ref.items():
-        assert not converted or name in converted, f"log does not show {name} converted"
         qw = None
         if mode == "imatrix" and name not in no_imatrix:
             x = inputs[name]
