@@ -56,3 +56,17 @@ def test_override_and_recipe_round_trip(tmp_path):
             QuantizedWeights(base, {"blk.9.attn_q.weight": "q8_0"})
         with pytest.raises(WeightError, match="shape"):
             OverrideWeights(base, {"output.weight": np.zeros((2, 2), np.float32)})
+
+
+def test_set_threads():
+    import numba
+
+    from iqk_studio.engine.threads import set_threads
+
+    try:
+        set_threads(1)
+        assert numba.get_num_threads() == 1
+        with pytest.raises(ValueError):
+            set_threads(0)
+    finally:
+        set_threads(numba.config.NUMBA_NUM_THREADS)

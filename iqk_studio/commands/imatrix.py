@@ -7,6 +7,7 @@ import sys
 from iqk_studio.cli import CliError
 from iqk_studio.commands.perplexity import print_chunks
 from iqk_studio.demo import resolve_model_arg
+from iqk_studio.engine.threads import set_threads
 from iqk_studio.jobs.imatrix import imatrix_job
 
 
@@ -15,11 +16,15 @@ def add_arguments(p) -> None:
     p.add_argument("-f", "--file", required=True, help="calibration text file")
     p.add_argument("-o", "--output", default="imatrix.dat", help="output .dat (imatrix.dat)")
     p.add_argument("-c", "--ctx-size", type=int, default=512, help="chunk length n_ctx (512)")
+    p.add_argument("-t", "--threads", type=int, default=None,
+                   help="compute threads (default: all cores)")
     p.add_argument("--chunks", type=int, default=-1, help="use at most N chunks")
     p.add_argument("--progress", action="store_true", help="show per-layer progress on stderr")
 
 
 def run(args) -> int:
+    if args.threads is not None:
+        set_threads(args.threads)
     model = resolve_model_arg(args.model)
     if not model.exists():
         raise CliError(f"{model}: no such model file")

@@ -9,6 +9,7 @@ import sys
 from iqk_studio.cli import CliError
 from iqk_studio.commands.perplexity import print_chunks
 from iqk_studio.demo import resolve_model_arg
+from iqk_studio.engine.threads import set_threads
 from iqk_studio.jobs.events import Failed, Finished, KldChunk, Progress
 from iqk_studio.jobs.kld import format_chunk, format_header, is_base_file, kld_job, save_base_job
 
@@ -19,12 +20,16 @@ def add_arguments(p) -> None:
                    "write the base file)")
     p.add_argument("-f", "--file", help="text file (not needed with a base log-prob file)")
     p.add_argument("-c", "--ctx-size", type=int, default=512, help="chunk length n_ctx (512)")
+    p.add_argument("-t", "--threads", type=int, default=None,
+                   help="compute threads (default: all cores)")
     p.add_argument("--chunks", type=int, default=-1, help="evaluate at most N chunks")
     p.add_argument("--save-base", metavar="FILE", help="also write the base's log-probs to FILE "
                    "(llama-perplexity's --kl-divergence-base format) for reuse")
 
 
 def run(args) -> int:
+    if args.threads is not None:
+        set_threads(args.threads)
     base = args.base if is_base_file(args.base) else resolve_model_arg(args.base)
     if args.model is None:
         if not args.save_base or not args.file:

@@ -6,6 +6,7 @@ import sys
 
 from iqk_studio.cli import CliError
 from iqk_studio.demo import resolve_model_arg
+from iqk_studio.engine.threads import set_threads
 from iqk_studio.jobs.events import Chunk, Failed, Finished, Progress
 from iqk_studio.jobs.perplexity import perplexity_job
 
@@ -14,6 +15,8 @@ def add_arguments(p) -> None:
     p.add_argument("model", help="GGUF model (first split part), or `demo`")
     p.add_argument("-f", "--file", required=True, help="text file (e.g. wiki.test.raw)")
     p.add_argument("-c", "--ctx-size", type=int, default=512, help="chunk length n_ctx (512)")
+    p.add_argument("-t", "--threads", type=int, default=None,
+                   help="compute threads (default: all cores)")
     p.add_argument("--chunks", type=int, default=-1, help="evaluate at most N chunks")
     p.add_argument("--progress", action="store_true", help="show per-layer progress on stderr")
 
@@ -52,6 +55,8 @@ def _eta(seconds: float) -> str:
 
 
 def run(args) -> int:
+    if args.threads is not None:
+        set_threads(args.threads)
     model = resolve_model_arg(args.model)
     if not model.exists():
         raise CliError(f"{model}: no such model file")
