@@ -1,5 +1,6 @@
 """256-block k-quants q4_K, q5_K, q6_K and iq4_xs: bit-exact ports of ggml-quants.c
 (ik_llama.cpp 8337e4cd3), quant-formats.md §6.3, §6.4, §6.6; plus their dequantizers.
+MODE_UNIFORM runs the imatrix code path (qkx3 + qp searches for q4_K/q5_K) with w = 1.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Float and 32-block legacy types: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q6_0, iq4_nl.
 
 Bit-exact ports of ggml-quants.c (ik_llama.cpp 8337e4cd3); see quant-formats.md §6.1-§6.5.
+MODE_UNIFORM runs each type's imatrix code path with w = 1 (q8_0 has no weights at all).
 """
 
 from __future__ import annotations
