@@ -23,6 +23,7 @@ from iqk_studio.jobs.kld_stats import (
 from iqk_studio.jobs.perplexity import (
     PerplexityResult,
     TextTooShort,
+    bos_of,
     chunk_window,
     final_line,
     n_chunks_for,
@@ -127,7 +128,7 @@ def kld_job(base_path, model_path, text_path=None, n_ctx: int = 512, chunks: int
 
     with open_model(model_path) as model:
         fw = Forward.from_model(model, weights=weights)
-        add_bos, bos_id = fw.cfg.add_bos, fw.cfg.bos_id
+        add_bos, bos_id = bos_of(model, fw)  # the tested model's vocabulary decides
         if is_base_file(base_path):
             reader = BaseFileReader(base_path)
             yield from run_kld(fw, reader.tokens, file_base(reader), reader.n_ctx,

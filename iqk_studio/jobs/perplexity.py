@@ -143,6 +143,18 @@ def tokenize_file(model, path) -> tuple[np.ndarray, bool, int]:
     return np.asarray(ids, dtype=np.int64), bool(tok.add_bos), int(tok.bos_id)
 
 
+def bos_of(model, fw: Forward) -> tuple[bool, int]:
+    """(add_bos, bos_id) as the model's vocabulary says (llama_should_add_bos_token), falling
+    back to the parsed config when the vocabulary cannot be read."""
+    from iqk_studio.engine.tokenizer import parse_vocab
+
+    try:
+        v = parse_vocab(model.metadata)
+    except ValueError:
+        return fw.cfg.add_bos, fw.cfg.bos_id
+    return bool(v.add_bos), int(v.bos_id)
+
+
 def perplexity_job(model_path, text_path, n_ctx: int = 512, chunks: int = -1,
                    weights=None) -> Iterator[object]:
     """Open a model, tokenize a text file and run perplexity over it (events as run_perplexity).
