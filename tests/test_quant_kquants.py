@@ -83,3 +83,23 @@ def test_uniform_mode_is_the_imatrix_path_with_unit_weights_where_w_is_qw(qtype)
     same = np.array_equal(api.quantize(x, qtype, uniform=True),
                           api.quantize(x, qtype, importance=np.ones(512, np.float32)))
     assert same == (qtype == "q6_K")
+
+
+@pytest.mark.parametrize("qtype", ["q4_K", "q5_K"])
+def test_importance_zero_over_a_superblock_is_refused_like_llama_quantize(qtype):
+    x = np.random.default_rng(10).standard_normal((2, 512)).astype(np.float32)
+    imp = np.ones(512, np.float32)
+    imp[256:] = 0
+    with pytest.raises(api.QuantError, match="row 0 block 1"):
+        api.quantize(x, qtype, importance=imp)
+    imp[256:300] = 1  # partly zero is fine
+    assert np.all(np.isfinite(api.dequantize(api.quantize(x, qtype, importance=imp), qtype, 512)))
+
+
+@pytest.mark.parametrize("qtype", ["iq4_nl", "iq4_xs", "q4_0", "q6_K", "q2_K", "q3_K"])
+def test_importance_zero_over_a_block_does_not_raise(qtype):
+    """The reference writes these blocks (a NaN scale for iq4_nl, as C's 0/0 gives) and goes on."""
+    x = np.random.default_rng(11).standard_normal((2, 512)).astype(np.float32)
+    imp = np.ones(512, np.float32)
+    imp[:256] = 0
+    assert api.quantize(x, qtype, importance=imp).shape[0] == 2

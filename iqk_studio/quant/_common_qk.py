@@ -11,7 +11,7 @@ from numba import njit
 from iqk_studio.quant._fp import F, fma32, fma64, nearest_int, nearest_int_mul
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def make_qkx2_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep, use_mad=False, fuse_sum_x=False):
     """ggml-quants.c make_qkx2_quants: returns (scale, the_min >= 0); L in 0..nmax.
     use_mad: weighted |error| instead of squared (Q2_K); fuse_sum_x: Σw·x fused (Q2_K's copy)."""
@@ -74,7 +74,7 @@ def make_qkx2_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep, use_mad=False, fu
     return scale, -mn
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _qkx3_score(s, m, sum_xl, sum_x, sum_l, sum_l2, sum_w):
     """2s·Σxl + 2m·Σx − 2sm·Σl − s²·Σl² − m²·Σw, fused as GCC did."""
     t = fma64(2 * s, sum_xl, 2 * m * sum_x)
@@ -83,7 +83,7 @@ def _qkx3_score(s, m, sum_xl, sum_x, sum_l, sum_l2, sum_w):
     return fma64(-(m * m), sum_w, t)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _qkx3_solve(sum_w, sum_x, sum_l, sum_l2, sum_xl, D):
     this_scale = fma64(-sum_l, sum_x, sum_xl * sum_w) / D  # the 2nd product is the fused one
     this_min = fma64(sum_l2, sum_x, -(sum_l * sum_xl)) / D
@@ -93,7 +93,7 @@ def _qkx3_solve(sum_w, sum_x, sum_l, sum_l2, sum_xl, D):
     return this_scale, this_min
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def make_qkx3_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep, fuse_sum_x2=False):
     """ggml-quants.c make_qkx3_quants (use_mad false; sums in float64) with weights w.
 
@@ -204,7 +204,7 @@ def make_qkx3_quants(x, w, nmax, L, Laux, rmin, rdelta, nstep, fuse_sum_x2=False
     return scale, -mn
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def make_qp_quants(x, w, nmax, L):
     """ggml-quants.c make_qp_quants: positive scales/mins to 0..nmax (Q2_K/Q4_K/Q5_K imatrix).
     n = 8 in the reference is fully unrolled, so every running sum is fused."""

@@ -39,7 +39,7 @@ def fma64(typingctx, a, b, c):
 FP16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def fp32_to_fp16(f):
     """IEEE half bits (int) of float32 f, round to nearest even (F16C _cvtss_sh(x, 0))."""
     u = np.int64(np.float32(f).view(np.uint32))
@@ -69,18 +69,18 @@ def fp32_to_fp16(f):
     return sign | h
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def fp16_to_fp32(h):
     return FP16_TABLE[h & 0xFFFF]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def fp16_round(f):
     """float32 value of fp16(f): what a stored half scale reads back as."""
     return FP16_TABLE[fp32_to_fp16(f)]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def fp32_to_bf16(f):
     """bf16 bits of f as ggml_compute_fp32_to_bf16: NaN quieted, else round to nearest even."""
     u = np.int64(np.float32(f).view(np.uint32))
@@ -89,26 +89,26 @@ def fp32_to_bf16(f):
     return ((u + (0x7FFF + ((u >> 16) & 1))) >> 16) & 0xFFFF
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def bf16_to_fp32(h):
     return np.uint32((np.int64(h) & 0xFFFF) << 16).view(np.float32)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def nearest_int(v):
     """ggml nearest_int: add 1.5*2^23 in float32 and read the mantissa (round half to even)."""
     t = np.float32(np.float32(v) + F(12582912.0))
     return np.int64(t.view(np.int32) & 0x007FFFFF) - 0x00400000
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def nearest_int_mul(a, b):
     """nearest_int(a*b) as GCC compiles it: fma(a, b, 1.5*2^23), i.e. the exact product rounded."""
     t = np.float32(fma32(np.float32(a), np.float32(b), F(12582912.0)))
     return np.int64(t.view(np.int32) & 0x007FFFFF) - 0x00400000
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def put_fp16(out, pos, f):
     """Store fp16(f) little-endian at out[pos:pos+2]."""
     h = fp32_to_fp16(f)
@@ -116,6 +116,6 @@ def put_fp16(out, pos, f):
     out[pos + 1] = h >> 8
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def get_fp16(raw, pos):
     return FP16_TABLE[np.int64(raw[pos]) | (np.int64(raw[pos + 1]) << 8)]

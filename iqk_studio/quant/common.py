@@ -29,10 +29,12 @@ from iqk_studio.quant._fp import (
 # Zen host, i.e. -mtune=znver3) was read from -fdump-tree-optimized-lineno of ggml-quants.c and
 # iqk_quantize.cpp: nearest_int(a*b) and most one-off a*b+c are fused; running sums in loops
 # often are not (FMA-chain avoidance, vectorized in-order reductions), and the same helper can
-# differ per call site once inlined (hence the fused/fuse_* flags).
+# differ per call site once inlined (hence the fused/fuse_* flags). error_model="numpy": a
+# division by zero gives inf/NaN as in C instead of raising, so degenerate blocks (all-zero
+# importance) come out as the reference writes them.
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _amax_signed(x):
     """(max |x|, the signed element reaching it, first on ties)."""
     amax = F(0.0)
@@ -45,7 +47,7 @@ def _amax_signed(x):
     return amax, mx
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _qx_sums(x, w, nmax, iscale, fused):
     """Σw·x·l and Σw·l² for labels clamp(nearest_int(iscale·x)); fused: the running sums use FMA."""
     sumlx = F(0.0)
@@ -64,13 +66,13 @@ def _qx_sums(x, w, nmax, iscale, fused):
     return sumlx, suml2
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _qx_labels(L, x, nmax, iscale):
     for i in range(x.shape[0]):
         L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int_mul(iscale, x[i])))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def make_qx_quants(x, w, nmax, L):
     """iqk_quantize.cpp make_qx_quants (used by IQ2_K/IQ2_KS scales): L[i] = l + nmax; returns scale.
 
@@ -96,7 +98,7 @@ def make_qx_quants(x, w, nmax, L):
     return scale
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def make_qx_quants_ggml(x, w, nmax, L):
     """ggml-quants.c make_qx_quants, rmse_type 1 with weights w (Q6_K, Q6_0, Q4_0/Q5_0 imatrix).
 
@@ -165,12 +167,12 @@ def make_qx_quants_ggml(x, w, nmax, L):
     return scale
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def best_index(values, x):
     """Index of the value in sorted float32 `values` nearest to x; ties go to the higher index
     (the ggml/iqk best_index_* lookup tables compare `x - v[lo] < v[hi] - x` the same way)."""
     n = values.shape[0]
-    if x <= values[0]:
+    if not x > values[0]:  # also NaN -> 0, as the C table lookup does ((int)NaN < 0)
         return 0
     if x >= values[n - 1]:
         return n - 1
@@ -193,11 +195,11 @@ def index_table(values: np.ndarray) -> np.ndarray:
     return (np.searchsorted(v, ks, side="right") - 1).astype(np.int64)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def best_index_lut(values, table, x):
     """Same result as best_index (nearest, ties to the higher index) for integer-valued values."""
     n = values.shape[0]
-    if x <= values[0]:
+    if not x > values[0]:  # also NaN -> 0 (never index the table with a NaN)
         return 0
     if x >= values[n - 1]:
         return n - 1

@@ -30,7 +30,7 @@ from iqk_studio.quant.kernels.legacy import (
 )
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _pack_scale_min(sc, ls, lm, j):
     """6-bit scale ls and min lm of sub-block j into the 12-byte Q4_K/Q5_K `scales` (sc zeroed)."""
     if j < 4:
@@ -42,14 +42,14 @@ def _pack_scale_min(sc, ls, lm, j):
         sc[j] |= (lm >> 4) << 6
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def get_scale_min_k4(j, sc):
     if j < 4:
         return sc[j] & 63, sc[j + 4] & 63
     return (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4), (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _qk_superblock(yb, x, qw, mode, nmax, L, Laux):
     """Scales, mins and labels L (0..nmax) of one 256-block of Q4_K (nmax 15) / Q5_K (nmax 31);
     writes d, dmin and the 12 scale bytes at yb[0:16]."""
@@ -108,7 +108,7 @@ def _qk_superblock(yb, x, qw, mode, nmax, L, Laux):
     put_fp16(yb, 2, m_block)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _qk_requant(yb, x, L, nmax):
     """Relabel every sub-block with the stored d·sc and dmin·m (keeps L where d·sc is 0)."""
     d = get_fp16(yb, 0)
@@ -125,7 +125,7 @@ def _qk_requant(yb, x, L, nmax):
 
 
 # ---- Q4_K  d:f16 | dmin:f16 | scales:u8[12] | qs:u8[128]
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _q4_k_row(y, x, qw, mode):
     L = np.empty(256, np.uint8)
     Laux = np.empty(32, np.uint8)
@@ -139,14 +139,14 @@ def _q4_k_row(y, x, qw, mode):
                 yb[16 + 32 * c + k] = L[64 * c + k] | (L[64 * c + 32 + k] << 4)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def q4_k_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _q4_k_row(out[r], x[r], qw, mode)
 
 
 # ---- Q5_K  d:f16 | dmin:f16 | scales:u8[12] | qh:u8[32] | qs:u8[128]
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _q5_k_row(y, x, qw, mode):
     L = np.empty(256, np.uint8)
     Laux = np.empty(32, np.uint8)
@@ -171,14 +171,14 @@ def _q5_k_row(y, x, qw, mode):
                 yb[48 + 32 * c + k] = l1 | (l2 << 4)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def q5_k_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _q5_k_row(out[r], x[r], qw, mode)
 
 
 # ---- Q6_K  ql:u8[128] | qh:u8[64] | scales:i8[16] | d:f16
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _q6_k_row(y, x, qw, mode):
     L = np.empty(256, np.uint8)
     w = np.empty(16, np.float32)
@@ -227,14 +227,14 @@ def _q6_k_row(y, x, qw, mode):
                 yb[128 + 32 * h + k] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def q6_k_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _q6_k_row(out[r], x[r], qw, mode)
 
 
 # ---- IQ4_XS  d:f16 | scales_h:u16 | scales_l:u8[4] | qs:u8[128]
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _iq4_xs_row(y, x, qw, mode):
     L = np.empty(256, np.uint8)
     w = np.empty(32, np.float32)
@@ -277,14 +277,14 @@ def _iq4_xs_row(y, x, qw, mode):
                 yb[8 + 16 * i + k] = L[32 * i + k] | (L[32 * i + 16 + k] << 4)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq4_xs_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _iq4_xs_row(out[r], x[r], qw, mode)
 
 
 # ---- dequantization (plain float32 products, as gguf-py computes them)
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def _deq_256(out, raw, kind):
     """kind: 0 q4_K, 1 q5_K, 2 q6_K, 3 iq4_xs."""
     for r in prange(raw.shape[0]):
@@ -330,13 +330,27 @@ def _deq_256(out, raw, kind):
                         yb[32 * j + k] = dl * F(q) - ml
 
 
-def _make_quant(kernel, bpb):
+def _make_quant(kernel, bpb, name=""):
     def quant(x, qw, mode):
         x, qw = _check_x(x, qw)
         out = np.empty((x.shape[0], bpb * (x.shape[1] // 256)), np.uint8)
         kernel(out, x, qw, mode)
+        if name:
+            _refuse_nan_scales(out, bpb, name)
         return out
     return quant
+
+
+def _refuse_nan_scales(out, bpb, name):
+    """q4_K/q5_K: an importance that is zero over a whole 256-block makes d = 0/0; llama-quantize
+    aborts there ("d_block = nan"), so do we, with the row and block."""
+    d = out.reshape(out.shape[0], -1, bpb)[:, :, 0:4].copy().view(np.float16)
+    bad = np.argwhere(np.isnan(d).any(axis=2))
+    if bad.size:
+        from iqk_studio.quant.api import QuantError
+        r, b = (int(v) for v in bad[0])
+        raise QuantError(f"{name}: the importance is zero over all of row {r} block {b} "
+                         f"(elements {256 * b}..{256 * b + 255}); llama-quantize aborts here too")
 
 
 def _make_deq(kind):
@@ -347,7 +361,7 @@ def _make_deq(kind):
     return deq
 
 
-QUANT = {"q4_K": _make_quant(q4_k_rows, 144), "q5_K": _make_quant(q5_k_rows, 176),
+QUANT = {"q4_K": _make_quant(q4_k_rows, 144, "q4_K"), "q5_K": _make_quant(q5_k_rows, 176, "q5_K"),
          "q6_K": _make_quant(q6_k_rows, 210), "iq4_xs": _make_quant(iq4_xs_rows, 136)}
 DEQUANT = {"q4_K": _make_deq(0), "q5_K": _make_deq(1), "q6_K": _make_deq(2), "iq4_xs": _make_deq(3)}
 

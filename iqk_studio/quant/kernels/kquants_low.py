@@ -25,7 +25,7 @@ from iqk_studio.quant.kernels.legacy import _check_x, block_weights, sum_sq
 KVALUES_MXFP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.float32)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _pack2(qs, L):
     """2-bit labels of a 256-block into qs[64] (Q2_K/Q3_K order)."""
     for h in range(2):
@@ -35,7 +35,7 @@ def _pack2(qs, L):
 
 
 # ---- Q2_K  scales:u8[16] | qs:u8[64] | d:f16 | dmin:f16
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def is_trinet(x):
     """quantize_row_q2_K_ref's ternary-net test over all rows of one call (row-major order)."""
     mx = F(0.0)
@@ -55,7 +55,7 @@ def is_trinet(x):
     return mse < F(0.1) * mse0, mx
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _q2_k_block_ref(yb, x, L, Laux):
     w = np.empty(16, np.float32)
     scales = np.empty(16, np.float32)
@@ -98,7 +98,7 @@ def _q2_k_block_ref(yb, x, L, Laux):
             L[16 * j + k] = max(0, min(3, nearest_int((x[16 * j + k] + dm) / dj)))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _q2_k_block_impl(yb, x, qw, mode, L, Laux):
     w = np.empty(16, np.float32)
     scales = np.empty(16, np.float32)
@@ -128,7 +128,7 @@ def _q2_k_block_impl(yb, x, qw, mode, L, Laux):
         yb[j] = Ls[j] | (Lm[j] << 4)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def q2_k_rows(out, x, qw, mode, trinet, tmax):
     for r in prange(x.shape[0]):
         L = np.empty(256, np.uint8)
@@ -150,7 +150,7 @@ def q2_k_rows(out, x, qw, mode, trinet, tmax):
 
 
 # ---- Q3_K  hmask:u8[32] | qs:u8[64] | scales:u8[12] | d:f16
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def make_q3_quants(x, nmax, L):
     """ggml-quants.c make_q3_quants with do_rmse (w = x²): L[i] = l + nmax; returns scale."""
     n = x.shape[0]
@@ -196,7 +196,7 @@ def make_q3_quants(x, nmax, L):
     return sumlx / suml2
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _q3_pack_scale(sc, j, lv):
     """6-bit scale lv (0..63) of 16-block j into the 12-byte Q3_K scales (zeroed first)."""
     if j < 8:
@@ -206,7 +206,7 @@ def _q3_pack_scale(sc, j, lv):
     sc[8 + j % 4] |= (lv >> 4) << (2 * (j // 4))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def q3_scale(sc, j):
     if j < 8:
         s = np.int64(sc[j]) & 0xF
@@ -215,7 +215,7 @@ def q3_scale(sc, j):
     return (s | (((np.int64(sc[8 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _q3_k_row(y, x, qw, mode):
     L = np.empty(256, np.uint8)
     w = np.empty(16, np.float32)
@@ -273,14 +273,14 @@ def _q3_k_row(y, x, qw, mode):
         _pack2(yb[32:96], L)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def q3_k_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _q3_k_row(out[r], x[r], qw, mode)
 
 
 # ---- MXFP4  e:u8 (E8M0) | qs:u8[16]   (imatrix ignored by the reference)
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def e8m0_half(e):
     """GGML_E8M0_TO_FP32_HALF: 2^(e-128) as float32 (e = 0, 1 are subnormal cases)."""
     if e >= 2:
@@ -288,7 +288,7 @@ def e8m0_half(e):
     return np.uint32(0x00200000 if e == 0 else 0x00400000).view(np.float32)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def mxfp4_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         for ib in range(x.shape[1] // 32):
@@ -318,7 +318,7 @@ def mxfp4_rows(out, x, qw, mode):
 
 
 # ---- dequantization (plain float32 products, as gguf-py computes them)
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def _deq(out, raw, kind):
     """kind: 0 q2_K, 1 q3_K, 2 mxfp4."""
     for r in prange(raw.shape[0]):

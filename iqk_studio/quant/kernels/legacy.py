@@ -27,7 +27,7 @@ IQ4NL_TABLE = index_table(KVALUES_IQ4NL)
 _NO_QW = np.zeros(0, dtype=np.float32)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def sum_sq(x):
     s = F(0.0)
     for j in range(x.shape[0]):
@@ -35,7 +35,7 @@ def sum_sq(x):
     return s
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def row_sigma2(x):
     """Σx²/n over the whole row (Q4_0/Q5_0/Q6_0/Q4_1/Q5_1 imatrix weighting); not fused
     (the reference vectorizes it as an in-order reduction)."""
@@ -43,7 +43,7 @@ def row_sigma2(x):
     return s / F(x.shape[0])
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def block_weights(w, xb, qwb, mode, sigma2, default_kind):
     """w for one block: imatrix qw·sqrt(σ²+x²); uniform 1; default x² (kind 0) or 1 (kind 1)."""
     for j in range(xb.shape[0]):
@@ -55,7 +55,7 @@ def block_weights(w, xb, qwb, mode, sigma2, default_kind):
             w[j] = F(1.0)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _amax_max(xb):
     amax = F(0.0)
     mx = F(0.0)
@@ -66,7 +66,7 @@ def _amax_max(xb):
     return amax, mx
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _roundf(v):
     """C roundf: half away from zero."""
     a = abs(v)
@@ -77,7 +77,7 @@ def _roundf(v):
 
 
 # ---- Q8_0  d:f16 | qs:i8[32]
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _q8_0_row(y, x):
     for ib in range(x.shape[0] // 32):
         xb = x[32 * ib:32 * ib + 32]
@@ -92,14 +92,14 @@ def _q8_0_row(y, x):
             yb[2 + j] = np.uint8(_roundf(xb[j] * idd) & 0xFF)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def q8_0_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _q8_0_row(out[r], x[r])
 
 
 # ---- Q4_0  d:f16 | qs:u8[16] (low nibble j, high nibble j+16)
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _q4_0_row(y, x, qw, mode, nmax, bpb):
     """Shared by Q4_0 (nmax 8, 18 bytes) and Q5_0 (nmax 16, 22 bytes)."""
     w = np.empty(32, np.float32)
@@ -123,7 +123,7 @@ def _q4_0_row(y, x, qw, mode, nmax, bpb):
         _pack_q45(yb, L, nmax)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _pack_q45(yb, L, nmax):
     if nmax == 8:
         for j in range(16):
@@ -139,20 +139,20 @@ def _pack_q45(yb, L, nmax):
         yb[off - 4 + k] = (qh >> (8 * k)) & 0xFF
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def q4_0_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _q4_0_row(out[r], x[r], qw, mode, 8, 18)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def q5_0_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _q4_0_row(out[r], x[r], qw, mode, 16, 22)
 
 
 # ---- Q4_1  d:f16 | m:f16 | qs:u8[16];  Q5_1  d:f16 | m:f16 | qh:u8[4] | qs:u8[16]
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _q4_1_row(y, x, qw, mode, nmax, bpb):
     w = np.empty(32, np.float32)
     L = np.empty(32, np.uint8)
@@ -186,20 +186,20 @@ def _q4_1_row(y, x, qw, mode, nmax, bpb):
             _pack_q45(yb, L, 16)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def q4_1_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _q4_1_row(out[r], x[r], qw, mode, 15, 20)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def q5_1_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _q4_1_row(out[r], x[r], qw, mode, 31, 24)
 
 
 # ---- Q6_0  d:f16 | qh:u8[8] | qs:u8[16]
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _q6_0_row(y, x, qw, mode):
     w = np.empty(32, np.float32)
     L = np.empty(32, np.uint8)
@@ -217,14 +217,14 @@ def _q6_0_row(y, x, qw, mode):
             yb[2 + j % 8] |= h << (4 * (j // 8))
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def q6_0_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _q6_0_row(out[r], x[r], qw, mode)
 
 
 # ---- IQ4_NL  d:f16 | qs:u8[16] (kvalues_iq4nl indices); the search is shared with IQ4_XS
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _iq4_sums(xb, w, values, idd):
     sumqx = F(0.0)
     sumq2 = F(0.0)
@@ -235,13 +235,13 @@ def _iq4_sums(xb, w, values, idd):
     return sumqx, sumq2
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _iq4_labels(Lb, xb, values, idd):
     for j in range(xb.shape[0]):
         Lb[j] = best_index_lut(values, IQ4NL_TABLE, idd * xb[j])
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def iq4_block_scale(xb, w, values, Lb, ntry):
     """Scale of one block of quantize_row_iq4_nl_impl (candidates + greedy refinement);
     Lb gets the labels. Returns 0 for an all-(near-)zero block."""
@@ -309,7 +309,7 @@ def iq4_block_scale(xb, w, values, Lb, ntry):
     return d
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _iq4_nl_row(y, x, qw, mode):
     w = np.empty(32, np.float32)
     L = np.empty(32, np.uint8)
@@ -327,14 +327,14 @@ def _iq4_nl_row(y, x, qw, mode):
             yb[2 + j] = L[j] | (L[j + 16] << 4)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def iq4_nl_rows(out, x, qw, mode):
     for r in prange(x.shape[0]):
         _iq4_nl_row(out[r], x[r], qw, mode)
 
 
 # ---- dequantization (plain float32 products, no contraction, as gguf-py computes them)
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 def _deq_32(out, raw, kind):
     """kind: 0 q4_0, 1 q4_1, 2 q5_0, 3 q5_1, 4 q6_0, 5 q8_0, 6 iq4_nl."""
     for r in prange(raw.shape[0]):
