@@ -2,7 +2,10 @@
 
 from pathlib import Path
 
+from iqk_studio import _numba_cache
+
 __version__ = "0.1.0"
+_numba_cache.configure()
 
 
 def resources_dir() -> Path:

@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
-from pathlib import Path
-
-
-def _numba_cache_dir() -> None:
-    """Point numba's cache at a user-writable folder unless the user chose one."""
-    if "NUMBA_CACHE_DIR" not in os.environ:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        os.environ["NUMBA_CACHE_DIR"] = str(base / "iqk-studio" / "numba")
 
 
 def warm_kernels(stop: threading.Event | None = None) -> int:
@@ -44,7 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", nargs="?", help="GGUF file (first split part), or `demo`")
     parser.add_argument("--recipe", help="recipe file to load")
     args = parser.parse_args(argv)
-    _numba_cache_dir()
 
     from PySide6.QtWidgets import QApplication
 

@@ -1,0 +1,44 @@
+"""The numba cache folder is keyed by the kernel sources, so an edited helper never runs stale."""
+
+import os
+
+from iqk_studio import _numba_cache
+
+
+def _tree(tmp_path, text):
+    (tmp_path / "quant").mkdir(exist_ok=True)
+    (tmp_path / "engine").mkdir(exist_ok=True)
+    (tmp_path / "quant" / "common.py").write_text(text)
+    (tmp_path / "engine" / "x.py").write_text("y = 1\n")
+
+
+def test_hash_follows_helper_sources(tmp_path, monkeypatch):
+    monkeypatch.setattr(_numba_cache, "_PKG", tmp_path)
+    _tree(tmp_path, "def f(): return 1\n")
+    h1 = _numba_cache.source_hash()
+    assert _numba_cache.source_hash() == h1
+    _tree(tmp_path, "def f(): return 2\n")
+    assert _numba_cache.source_hash() != h1
+
+
+def test_configure_sets_dir_and_drops_old_ones(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    _tree(pkg, "a = 1\n")
+    monkeypatch.setattr(_numba_cache, "_PKG", pkg)
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _numba_cache.configure()
+    first = os.environ["NUMBA_CACHE_DIR"]
+    assert first.startswith(str(tmp_path / "cache"))
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    _tree(pkg, "a = 2\n")
+    _numba_cache.configure()
+    second = os.environ["NUMBA_CACHE_DIR"]
+    assert second != first and os.path.isdir(second) and not os.path.exists(first)
+
+
+def test_user_choice_wins(monkeypatch, tmp_path):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    _numba_cache.configure()
+    assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path)
