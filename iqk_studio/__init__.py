@@ -9,5 +9,10 @@ _numba_cache.configure()
 
 
 def resources_dir() -> Path:
-    """The top-level `resources/` folder (recipes, icons) next to the package source."""
-    return Path(__file__).resolve().parent.parent / "resources"
+    """The `resources/` folder (recipes, icons): next to the package in a source checkout or an
+    editable install; inside the package (`iqk_studio/resources`) in a wheel."""
+    here = Path(__file__).resolve().parent
+    for p in (here.parent / "resources", here / "resources"):
+        if p.is_dir():
+            return p
+    return here.parent / "resources"

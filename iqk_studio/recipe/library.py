@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from iqk_studio import resources_dir
 from iqk_studio.recipe.records import Recipe
 from iqk_studio.recipe.textfile import load
 
 
 def recipes_dir() -> Path:
     env = os.environ.get("IQK_RECIPES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "resources" / "recipes"
+    return Path(env) if env else resources_dir() / "recipes"
 
 
 def names() -> list[str]:
