@@ -1,0 +1,186 @@
+"""Search tables and helpers shared by the IQ2_XXS / IQ2_XS / IQ1_S / IQ1_M quantizers: the
+grids as 2·l+1 codes, kmap and neighbour lists (ggml-quants.c iq2xs_init_impl), nearest-grid
+searches, a stable sort and make_qp_quants as the reference build compiles it there."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+from numba import njit
+
+from iqk_studio.quant.common import fma32, nearest_int
+
+F = np.float32
+_KMAP_SIZE = 1 << 16  # u = sum l_i << 2i over 8 two-bit fields
+
+
+def grid_codes(kind: str) -> np.ndarray:
+    """(entries, 8) int8 grid as ggml's quantizers hold it: 2·l + 1 with l in 0..2, in the order of
+    gguf-py's dequantization grid (iq2xxs: 8/25/43 -> l 0/1/2; iq1s: -1/0/1 -> l 0/1/2)."""
+    from iqk_studio.quant.kernels.grid import _tables
+
+    g = _tables()["iq2xxs" if kind == "iq2xxs" else "iq2xs" if kind == "iq2xs" else "iq1s"]
+    if kind == "iq1s":
+        lv = g.astype(np.int64) + 1
+    else:
+        lv = np.searchsorted(np.array([8, 25, 43]), g.astype(np.int64))
+    return (2 * lv + 1).astype(np.int8)
+
+
+@cache
+def search_tables(kind: str) -> tuple:
+    """(codes, kmap, nb_off, nb_idx) for kind iq2xxs / iq2xs / iq1s.
+
+    kmap[u] is the grid index of the point u (8 two-bit levels) or -1; for an off-grid u with
+    levels 0..2 the candidates are nb_idx[nb_off[u]:nb_off[u+1]]: every grid point whose squared
+    distance is among the nwant smallest distinct distances (nwant 2 for iq2, 3 for iq1), by
+    (distance, index) as ggml's qsort orders them."""
+    codes = grid_codes(kind)
+    nwant = 3 if kind == "iq1s" else 2
+    levels = (codes.astype(np.int64) - 1) // 2
+    keys = (levels << (2 * np.arange(8))).sum(axis=1)
+    kmap = np.full(_KMAP_SIZE, -1, np.int32)
+    kmap[keys] = np.arange(len(codes), dtype=np.int32)
+    # every u with levels 0..2 that is off the grid
+    lv3 = np.array(np.meshgrid(*[np.arange(3)] * 8, indexing="ij")).reshape(8, -1).T  # (6561, 8)
+    us = (lv3 << (2 * np.arange(8))).sum(axis=1)
+    off = kmap[us] < 0
+    lv3, us = lv3[off], us[off]
+    pos = 2 * lv3 + 1
+    d2 = ((codes[None, :, :].astype(np.int32) - pos[:, None, :].astype(np.int32)) ** 2).sum(-1)
+    counts = np.zeros(_KMAP_SIZE, np.int64)
+    lists = {}
+    for r in range(len(us)):
+        dist = d2[r]
+        order = np.argsort(dist, kind="stable")  # (d2, j) ascending
+        distinct = np.unique(dist)[:nwant]
+        sel = order[dist[order] <= distinct[-1]]
+        lists[int(us[r])] = sel
+        counts[us[r]] = len(sel)
+    nb_off = np.zeros(_KMAP_SIZE + 1, np.int64)
+    nb_off[1:] = np.cumsum(counts)
+    nb_idx = np.empty(nb_off[-1], np.int32)
+    for u, sel in lists.items():
+        nb_idx[nb_off[u]:nb_off[u + 1]] = sel
+    return codes, kmap, nb_off, nb_idx
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def argsort_stable(idx, v, n):
+    """idx[:n] = the indices of v[:n] by ascending value, ties in index order (glibc's qsort is a
+    merge sort for these small arrays, so it is stable)."""
+    for j in range(n):
+        idx[j] = j
+    for j in range(1, n):
+        k = idx[j]
+        key = v[k]
+        i = j - 1
+        while i >= 0 and v[idx[i]] > key:
+            idx[i + 1] = idx[i]
+            i -= 1
+        idx[i + 1] = k
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def iq2_best_neighbour(L, o, codes, nb_off, nb_idx, u, xval, waux, scale):
+    """ggml iq2_find_best_neighbour: among u's neighbours the one minimising
+    sum waux·(scale·q - x)² (both products fused in the reference); writes its levels to
+    L[o:o+8], returns its index."""
+    best = F(np.inf)
+    gi = -1
+    for t in range(nb_off[u], nb_off[u + 1]):
+        j = nb_idx[t]
+        d2 = F(0.0)
+        for i in range(8):
+            diff = fma32(scale, F(codes[j, i]), -xval[o + i])
+            d2 = fma32(waux[o + i] * diff, diff, d2)
+        if d2 < best:
+            best = d2
+            gi = j
+    if gi >= 0:
+        for i in range(8):
+            L[o + i] = (codes[gi, i] - 1) // 2
+    return gi
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def level_key(L, o):
+    """u = sum L[o+i] << 2i for the 8 levels at o."""
+    u = 0
+    for i in range(8):
+        u |= np.int64(L[o + i]) << (2 * i)
+    return u
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def grid_lookup(kmap, L, o):
+    """The final lookup of the levels at o: u = OR of L << 2i in 16 bits as the reference builds
+    it (levels above 2 can only come from make_qp_quants when no scale was ever accepted);
+    -1 where the reference aborts or would read past its 43692-entry kmap."""
+    u = 0
+    for i in range(8):
+        u |= (np.int64(L[o + i]) << (2 * i)) & 0xFFFF
+    return kmap[u] if u < 43692 else -1
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def make_qp_quants_nf(x, w, nmax, L):
+    """ggml make_qp_quants as inlined into quantize_row_iq2_xxs_impl: like common's, but there
+    nearest_int(iscale·x) is NOT fused (product rounded, then + 1.5·2^23); sums are. L is
+    uint8 as in the C: a level of -1 (a flipped sign's negative x) is stored and read as 255."""
+    n = x.shape[0]
+    mx = F(0.0)
+    for i in range(n):
+        mx = max(mx, x[i])
+    if mx < F(1e-16):
+        L[:] = 0
+        return F(0.0)
+    iscale = F(nmax) / mx
+    for i in range(n):
+        L[i] = nearest_int(iscale * x[i])
+    scale = F(1.0) / iscale
+    best_mse = F(0.0)
+    for i in range(n):
+        diff = fma32(-scale, F(L[i]), x[i])
+        best_mse = fma32(w[i] * diff, diff, best_mse)
+    for is_ in range(-4, 5):
+        if is_ == 0:
+            continue
+        iscale_is = fma32(F(is_), F(0.1), F(nmax)) / mx
+        scale_is = F(1.0) / iscale_is
+        mse = F(0.0)
+        for i in range(n):
+            li = min(nmax, nearest_int(iscale_is * x[i]))
+            diff = fma32(-scale_is, F(li), x[i])
+            mse = fma32(w[i] * diff, diff, mse)
+        if mse < best_mse:
+            best_mse = mse
+            iscale = iscale_is
+    sumlx = F(0.0)
+    suml2 = F(0.0)
+    for i in range(n):
+        li = min(nmax, nearest_int(iscale * x[i]))
+        L[i] = li
+        sumlx = fma32(x[i] * w[i], F(li), sumlx)
+        suml2 = fma32(F(li), w[i] * F(li), suml2)
+    for _ in range(5):
+        n_changed = 0
+        for i in range(n):
+            wi = w[i]
+            li = F(L[i])
+            slx = fma32(-(wi * x[i]), li, sumlx)
+            sl2 = fma32(-li, wi * li, suml2)
+            if slx > 0 and sl2 > 0:
+                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
+                if new_l != L[i]:
+                    slx = fma32(wi * x[i], F(new_l), slx)
+                    sl2 = fma32(F(new_l), wi * F(new_l), sl2)
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_l
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    return sumlx / suml2
