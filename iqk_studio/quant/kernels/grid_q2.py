@@ -12,8 +12,9 @@ from numba import njit, prange
 from iqk_studio.quant.common import fma32, nearest_int, put_fp16
 from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_UNIFORM
 from iqk_studio.quant.kernels._grid2_common import (
-    iq2_best_neighbour,
+    argsort_stable,
     grid_lookup,
+    iq2_best_neighbour,
     level_key,
     make_qp_quants_nf,
     search_tables,
@@ -173,6 +174,167 @@ def iq2_xxs_rows(out, x, qw, codes, kmap, nb_off, nb_idx, status):
             out[r, o + 2:o + 66] = q2.view(np.uint8)
 
 
+# ---------------------------------------------------------------- IQ2_XS (256, 74 B)
+# d:f16 | qs:u16[32] (9-bit grid index | 7-bit signs << 9) | scales:u8[8] (4 bits per 16-block)
+# y = d·(0.5 + scale)·0.25 · grid · sign
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _best_split(xval, w, idx, sumx, sumw):
+    """Exhaustive 3-level split of the sorted 16 values (q = 1, 3, 5): the best scale, 0 if none."""
+    argsort_stable(idx, xval, 16)
+    sumx[0] = F(0.0)
+    sumw[0] = F(0.0)
+    for j in range(16):
+        i = idx[j]
+        sumx[j + 1] = fma32(w[i], xval[i], sumx[j])
+        sumw[j + 1] = sumw[j] + w[i]
+    best = F(0.0)
+    scale = F(0.0)
+    for i1 in range(17):
+        for i2 in range(i1, 17):
+            sqx = fma32(sumx[16] - sumx[i2], F(5.0),
+                        fma32(sumx[i2] - sumx[i1], F(3.0), sumx[i1] - sumx[0]))
+            sq2 = fma32(sumw[16] - sumw[i2], F(25.0),
+                        fma32(sumw[i2] - sumw[i1], F(9.0), sumw[i1] - sumw[0]))
+            if sq2 > 0 and sqx * sqx > best * sq2:
+                scale = sqx / sq2
+                best = scale * sqx
+    return scale
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _iq2_xs_block(q2, xb, qw, sigma2, tabs, w, waux, xval, L, Laux, sg, idx, sumx, sumw):
+    """One 16-block: fills q2[0:2], returns (scale, status). L carries over between blocks as in
+    the C (a block whose search never accepts a scale keeps the previous block's levels)."""
+    codes, kmap, nb_off, nb_idx = tabs
+    _weights_signs(w, waux, xval, sg, xb, qw, sigma2)
+    mx = xval[0]
+    for i in range(1, 16):
+        mx = max(mx, xval[i])
+    if mx < _EPS:
+        L[:] = 0
+        return F(0.0), 0
+    scale = _best_split(xval, w, idx, sumx, sumw)
+    best = F(0.0)
+    eff_max = scale * F(5.0)
+    index = np.zeros(2, np.int64)
+    aux = np.zeros(2, np.int64)
+    for is_ in range(-7, 8):
+        id_ = fma32(F(is_), F(0.1), F(5.0)) / eff_max
+        this_scale = F(1.0) / id_
+        for k in range(2):
+            aux[k] = _levels(Laux, 8 * k, xval, waux, id_, this_scale, codes, kmap, nb_off, nb_idx)
+            if aux[k] < 0:
+                return scale, _NO_NEIGHBOUR
+        sqx, sq2 = _sums(Laux, w, xval, 16)
+        if sq2 > 0 and sqx * sqx > best * sq2:
+            scale = sqx / sq2
+            best = scale * sqx
+            L[:] = Laux
+            index[:] = aux
+    if scale != 0:
+        for _ in range(3):
+            id_ = F(1.0) / scale
+            changed = False
+            for k in range(2):
+                aux[k] = _levels(Laux, 8 * k, xval, waux, id_, scale, codes, kmap, nb_off, nb_idx)
+                if aux[k] < 0:
+                    return scale, _NO_NEIGHBOUR
+                changed = changed or aux[k] != index[k]
+            if not changed:
+                break
+            sqx, sq2 = _sums(Laux, w, xval, 16)
+            if sq2 > 0 and sqx * sqx > best * sq2:
+                scale = sqx / sq2
+                best = scale * sqx
+                L[:] = Laux
+                index[:] = aux
+            else:
+                break
+    if scale < 0:
+        scale = -scale
+        for k in range(2):
+            sg[k] = (~sg[k]) & 127
+    for k in range(2):
+        gi = grid_lookup(kmap, L, 8 * k)
+        if gi < 0:
+            return scale, _OFF_GRID
+        q2[k] = np.uint16(gi | (sg[k] << 9))
+    return scale, 0
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _iq2_xs_d(y, q2, scales, xbl, qwb, sigma2, max_scale, codes, ksigns, w):
+    """4-bit block scales into y[66:74], then d = 1.05·Σw·q·x / Σw·q² over the chosen grid points
+    (d = max_scale/31 when that has no weight)."""
+    d = max_scale / F(31.0)
+    id_ = F(1.0) / d
+    sqx = F(0.0)
+    sq2 = F(0.0)
+    for ib in range(16):
+        li = max(0, min(15, nearest_int(F(0.5) * fma32(scales[ib], id_, F(-1.0)))))
+        y[66 + ib // 2] |= li << (4 * (ib % 2))
+        lf = F(2 * li + 1)
+        for i in range(16):
+            xi = xbl[16 * ib + i]
+            w[i] = qwb[16 * ib + i] * np.sqrt(fma32(xi, xi, sigma2))
+        for k in range(2):
+            gi = q2[2 * ib + k] & 511
+            sgn = ksigns[q2[2 * ib + k] >> 9]
+            for j in range(8):
+                gv = F((8, 25, 43)[(codes[gi, j] - 1) // 2])
+                q = F(0.125) * lf * gv
+                if (sgn >> j) & 1:
+                    q = -q
+                wq = w[8 * k + j] * q
+                sqx = fma32(wq, xbl[16 * ib + 8 * k + j], sqx)
+                sq2 = fma32(wq, q, sq2)
+    if sq2 > 0:
+        d = F(1.05) * sqx / sq2
+    put_fp16(y, 0, d)
+
+
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
+def iq2_xs_rows(out, x, qw, codes, kmap, nb_off, nb_idx, ksigns, status):
+    nbl = x.shape[1] // 256
+    tabs = (codes, kmap, nb_off, nb_idx)
+    for r in prange(x.shape[0]):
+        w = np.empty(16, F)
+        waux = np.empty(16, F)
+        xval = np.empty(16, F)
+        L = np.zeros(16, np.int8)
+        Laux = np.zeros(16, np.int8)
+        sg = np.zeros(2, np.int64)
+        idx = np.zeros(16, np.int64)
+        sumx = np.zeros(17, F)
+        sumw = np.zeros(17, F)
+        q2 = np.zeros(32, np.uint16)
+        scales = np.zeros(16, F)
+        for ibl in range(nbl):
+            xbl = x[r, 256 * ibl:256 * ibl + 256]
+            qwb = qw[256 * ibl:256 * ibl + 256]
+            q2[:] = 0
+            sumx2 = F(0.0)
+            for i in range(256):
+                sumx2 += xbl[i] * xbl[i]
+            sigma2 = sumx2 / F(256.0)
+            max_scale = F(0.0)
+            for ib in range(16):
+                sc, st = _iq2_xs_block(q2[2 * ib:2 * ib + 2], xbl[16 * ib:16 * ib + 16],
+                                       qwb[16 * ib:16 * ib + 16], sigma2, tabs, w, waux, xval,
+                                       L, Laux, sg, idx, sumx, sumw)
+                if st:
+                    status[r] = st
+                scales[ib] = sc
+                max_scale = max_scale if max_scale > sc else sc
+            y = out[r, 74 * ibl:74 * ibl + 74]
+            y[:] = 0
+            if max_scale == 0:
+                continue
+            _iq2_xs_d(y, q2, scales, xbl, qwb, sigma2, max_scale, codes, ksigns, w)
+            y[2:66] = q2.view(np.uint8)
+
+
 # ---------------------------------------------------------------- wrappers
 
 _KIND = {"iq2_xxs": "iq2xxs", "iq2_xs": "iq2xs", "iq1_s": "iq1s", "iq1_m": "iq1s"}
@@ -194,7 +356,7 @@ def _weights(name, x, qw, mode):
     return np.ascontiguousarray(qw, F)
 
 
-def _make_quant(name, kernel, bpb):
+def _make_quant(name, kernel, bpb, *extra):
     def quant(x, qw, mode):
         from iqk_studio.quant.api import QuantError
 
@@ -203,7 +365,7 @@ def _make_quant(name, kernel, bpb):
         codes, kmap, nb_off, nb_idx = search_tables(_KIND[name])
         out = np.empty((x.shape[0], bpb * (x.shape[1] // 256)), np.uint8)
         status = np.zeros(x.shape[0], np.int64)
-        kernel(out, x, w, codes, kmap, nb_off, nb_idx, status)
+        kernel(out, x, w, codes, kmap, nb_off, nb_idx, *(f() for f in extra), status)
         bad = np.flatnonzero(status)
         if bad.size:
             r = int(bad[0])
@@ -212,4 +374,11 @@ def _make_quant(name, kernel, bpb):
     return quant
 
 
-QUANT = {"iq2_xxs": _make_quant("iq2_xxs", iq2_xxs_rows, 66)}
+def _ksigns():
+    from iqk_studio.quant.kernels.grid import _tables
+
+    return _tables()["ksigns"]
+
+
+QUANT = {"iq2_xxs": _make_quant("iq2_xxs", iq2_xxs_rows, 66),
+         "iq2_xs": _make_quant("iq2_xs", iq2_xs_rows, 74, _ksigns)}
