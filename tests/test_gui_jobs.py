@@ -104,3 +104,28 @@ def test_closing_the_window_cancels_a_running_job(shared, win, qtbot):
     win.close()
     assert v.runner.wait(1)
     assert win.model is None
+
+
+def test_recipe_evaluation_lands_on_the_chart(shared, win, qtbot, tmp_path):
+    win.open_model(str(shared("refs", "ppl", "tiny", "tiny-qwen2.gguf")))
+    win.recipe_panel.editor.setPlainText("@base Q8_0\n@note all q8_0\n")
+    qtbot.waitUntil(lambda: bool(win.plan is not None and win.recipe_panel.recipe().note),
+                    timeout=3000)
+    v = win.ppl_view
+    v.text.setText(str(shared("data", "wiki.test.raw")))
+    v.n_ctx.setValue(128)
+    v.chunks.setValue(2)
+    assert v.evaluate_recipe.isChecked()
+    with qtbot.waitSignal(v.runner.done, timeout=300000):
+        assert v.start()
+    pts = win.compare_view.points
+    assert len(pts) == 1 and pts[0].label == "all q8_0"
+    assert pts[0].total_bytes == win.plan.total_bytes
+    v.evaluate_recipe.setChecked(False)  # the file as it is: no chart point
+    with qtbot.waitSignal(v.runner.done, timeout=300000):
+        assert v.start()
+    assert len(win.compare_view.points) == 1
+    out = tmp_path / "p.csv"
+    win.compare_view.save_csv(out)
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("label,total_bytes") and lines[1].startswith("all q8_0,")

@@ -27,11 +27,13 @@ from iqk_studio.gui.actions import (
     fill_library_menu,
     import_command,
 )
+from iqk_studio.gui.compare_view import CompareView
 from iqk_studio.gui.grids_view import GridsView
 from iqk_studio.gui.ppl_view import PerplexityView
 from iqk_studio.gui.recipe_panel import RecipePanel
 from iqk_studio.gui.summary import SummaryPanel, size_line
 from iqk_studio.gui.tensor_table import Column, TensorFilterProxy, TensorTableModel
+from iqk_studio.jobs.recipe_eval import RecipePoint
 from iqk_studio.quant.types import FTYPE_BY_ID
 from iqk_studio.recipe import model_view, plan, textfile
 from iqk_studio.recipe.records import Recipe
@@ -90,6 +92,10 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.grids_view, "Grids && error")
         self.ppl_view = PerplexityView()
         self.tabs.addTab(self.ppl_view, "Perplexity")
+        self.compare_view = CompareView()
+        self.tabs.addTab(self.compare_view, "Size vs quality")
+        self.ppl_view.plan_provider = self.current_plan
+        self.ppl_view.finished.connect(self._evaluated)
         self.table.selectionModel().currentRowChanged.connect(self._tensor_selected)
         split = QSplitter()
         split.addWidget(self.recipe_panel)
@@ -174,6 +180,24 @@ class MainWindow(QMainWindow):
             f"{size_line(p)} \u2014 planned {len(p.entries)} tensors in {self.plan_ms:.1f} ms")
         self.plan_changed.emit(p)
 
+    def current_plan(self):
+        """(plan, imatrix or None, label) of the recipe being edited, for an evaluation."""
+        r = self.recipe_panel.recipe()
+        imatrix = None
+        if r is not None and r.imatrix:
+            from iqk_studio.gguf.imatrix import load_imatrix
+            try:
+                imatrix = load_imatrix(r.imatrix)
+            except (OSError, ValueError) as e:
+                QMessageBox.critical(self, "Cannot read imatrix", str(e))
+                return None, None, ""
+        label = recipe_label(r) if r is not None else ""
+        return self.plan, imatrix, label
+
+    def _evaluated(self, result) -> None:
+        if isinstance(result, RecipePoint):
+            self.compare_view.add(result)
+
     def _tensor_selected(self, current, _previous=None) -> None:
         if self.model is None or not current.isValid():
             return
@@ -225,6 +249,14 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # Qt API name
         self.shutdown()
         super().closeEvent(event)
+
+
+def recipe_label(r: Recipe) -> str:
+    """A short name for a chart point: the note's first line, else base + rules."""
+    if r.note:
+        return r.note.splitlines()[0][:40]
+    rules = ",".join(str(x) for x in r.rules[:3]) + ("..." if len(r.rules) > 3 else "")
+    return f"{r.base} {rules}".strip()
 
 
 def starting_recipe(model) -> Recipe:

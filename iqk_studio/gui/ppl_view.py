@@ -6,6 +6,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -51,7 +52,7 @@ class PerplexityView(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.model_path: str | None = None
-        self.weights_factory = None  # callable -> weight source for evaluating a recipe, or None
+        self.plan_provider = None  # callable -> (plan, imatrix or None, label) of the recipe
         self.text = QLineEdit()
         self.text.setPlaceholderText("evaluation text, e.g. wiki.test.raw")
         browse = QPushButton("Browse...")
@@ -62,6 +63,8 @@ class PerplexityView(QWidget):
         self.chunks = QSpinBox()
         self.chunks.setRange(0, 100000)
         self.chunks.setSpecialValueText("all")
+        self.evaluate_recipe = QCheckBox("evaluate the recipe (quantize in memory, no file written)")
+        self.evaluate_recipe.setChecked(True)
         self.run_btn = QPushButton("Run perplexity")
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
@@ -86,6 +89,7 @@ class PerplexityView(QWidget):
         form.addRow("text", row)
         form.addRow("n_ctx", self.n_ctx)
         form.addRow("chunks", self.chunks)
+        form.addRow("", self.evaluate_recipe)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_btn)
         buttons.addWidget(self.cancel_btn)
@@ -121,13 +125,24 @@ class PerplexityView(QWidget):
         if not text:
             self.status.setText("choose an evaluation text file")
             return False
-        from iqk_studio.jobs.perplexity import perplexity_job
         model, n_ctx = self.model_path, self.n_ctx.value()
         chunks = self.chunks.value() or -1
-        weights = self.weights_factory() if self.weights_factory else None
+        if self.evaluate_recipe.isChecked() and self.plan_provider is not None:
+            from iqk_studio.jobs.recipe_eval import evaluate_plan
+            plan, imatrix, label = self.plan_provider()
+            if plan is None:
+                self.status.setText("the recipe has no valid plan")
+                return False
+            if plan.errors:
+                self.status.setText("the plan has errors: " + plan.errors[0].message)
+                return False
+            job = lambda: evaluate_plan(model, plan, text, n_ctx, chunks, imatrix, label)  # noqa: E731
+        else:
+            from iqk_studio.jobs.perplexity import perplexity_job
+            job = lambda: perplexity_job(model, text, n_ctx, chunks)  # noqa: E731
         self.buf = ChunkBuffers()
         self._redraw()
-        if not self.runner.start(lambda: perplexity_job(model, text, n_ctx, chunks, weights)):
+        if not self.runner.start(job):
             return False
         self.status.setText("starting...")
         self.run_btn.setEnabled(False)
