@@ -12,6 +12,10 @@ from numba import njit
 from iqk_studio.quant.common import fma32, nearest_int
 
 F = np.float32
+# kernel status per row; each is a row on which llama-quantize aborts
+OFF_GRID = 1  # final levels off the grid: "Oops: found point not on grid"
+NO_NEIGHBOUR = 2  # no neighbour with a finite error: GGML_ASSERT(grid_index >= 0)
+ZERO_BLOCK = 3  # no split has weight: GGML_ASSERT(besti1 >= 0 && ...)
 _KMAP_SIZE = 1 << 16  # u = sum l_i << 2i over 8 two-bit fields
 
 

@@ -12,6 +12,9 @@ from numba import njit, prange
 from iqk_studio.quant.common import fma32, nearest_int, put_fp16
 from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_UNIFORM
 from iqk_studio.quant.kernels._grid2_common import (
+    NO_NEIGHBOUR,
+    OFF_GRID,
+    ZERO_BLOCK,
     argsort_stable,
     grid_lookup,
     iq2_best_neighbour,
@@ -19,12 +22,10 @@ from iqk_studio.quant.kernels._grid2_common import (
     make_qp_quants_nf,
     search_tables,
 )
+from iqk_studio.quant.kernels._grid2_iq1 import iq1_s_rows
 
 F = np.float32
 _EPS = F(1e-15)  # GROUP_MAX_EPS
-# kernel status per row: 0 ok, 1 a block lands off the grid (the reference aborts: "Oops: found
-# point not on grid", e.g. an importance that is zero over a whole block), 2 no neighbour found
-_OFF_GRID, _NO_NEIGHBOUR = 1, 2
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -106,7 +107,7 @@ def _iq2_xxs_block(q2, xb, qw, sigma2, codes, kmap, nb_off, nb_idx, w, waux, xva
         this_scale = F(1.0) / id_
         for k in range(4):
             if _levels(Laux, 8 * k, xval, waux, id_, this_scale, codes, kmap, nb_off, nb_idx) < 0:
-                return scale, _NO_NEIGHBOUR
+                return scale, NO_NEIGHBOUR
         sqx, sq2 = _sums(Laux, w, xval, 32)
         if sq2 > 0 and sqx * sqx > best * sq2:
             scale = sqx / sq2
@@ -116,7 +117,7 @@ def _iq2_xxs_block(q2, xb, qw, sigma2, codes, kmap, nb_off, nb_idx, w, waux, xva
         id_ = F(1.0) / scale
         for k in range(4):
             if _levels(L, 8 * k, xval, waux, id_, scale, codes, kmap, nb_off, nb_idx) < 0:
-                return scale, _NO_NEIGHBOUR
+                return scale, NO_NEIGHBOUR
         sqx, sq2 = _sums(L, w, xval, 32)
         if sq2 > 0:
             scale = sqx / sq2
@@ -127,7 +128,7 @@ def _iq2_xxs_block(q2, xb, qw, sigma2, codes, kmap, nb_off, nb_idx, w, waux, xva
     for k in range(4):
         gi = grid_lookup(kmap, L, 8 * k)
         if gi < 0:
-            return scale, _OFF_GRID
+            return scale, OFF_GRID
         q2[0] |= np.uint32(gi) << np.uint32(8 * k)
         q2[1] |= np.uint32(sg[k]) << np.uint32(7 * k)
     return scale, 0
@@ -225,7 +226,7 @@ def _iq2_xs_block(q2, xb, qw, sigma2, tabs, w, waux, xval, L, Laux, sg, idx, sum
         for k in range(2):
             aux[k] = _levels(Laux, 8 * k, xval, waux, id_, this_scale, codes, kmap, nb_off, nb_idx)
             if aux[k] < 0:
-                return scale, _NO_NEIGHBOUR
+                return scale, NO_NEIGHBOUR
         sqx, sq2 = _sums(Laux, w, xval, 16)
         if sq2 > 0 and sqx * sqx > best * sq2:
             scale = sqx / sq2
@@ -239,7 +240,7 @@ def _iq2_xs_block(q2, xb, qw, sigma2, tabs, w, waux, xval, L, Laux, sg, idx, sum
             for k in range(2):
                 aux[k] = _levels(Laux, 8 * k, xval, waux, id_, scale, codes, kmap, nb_off, nb_idx)
                 if aux[k] < 0:
-                    return scale, _NO_NEIGHBOUR
+                    return scale, NO_NEIGHBOUR
                 changed = changed or aux[k] != index[k]
             if not changed:
                 break
@@ -258,7 +259,7 @@ def _iq2_xs_block(q2, xb, qw, sigma2, tabs, w, waux, xval, L, Laux, sg, idx, sum
     for k in range(2):
         gi = grid_lookup(kmap, L, 8 * k)
         if gi < 0:
-            return scale, _OFF_GRID
+            return scale, OFF_GRID
         q2[k] = np.uint16(gi | (sg[k] << 9))
     return scale, 0
 
@@ -338,10 +339,12 @@ def iq2_xs_rows(out, x, qw, codes, kmap, nb_off, nb_idx, ksigns, status):
 # ---------------------------------------------------------------- wrappers
 
 _KIND = {"iq2_xxs": "iq2xxs", "iq2_xs": "iq2xs", "iq1_s": "iq1s", "iq1_m": "iq1s"}
-_STATUS = {_OFF_GRID: "a block's levels fall off the grid (llama-quantize aborts here: "
+_STATUS = {OFF_GRID: "a block's levels fall off the grid (llama-quantize aborts here: "
                       "'Oops: found point not on grid'; an importance that is zero over a whole "
                       "block does this)",
-           _NO_NEIGHBOUR: "no grid neighbour has a finite error (llama-quantize aborts here)"}
+           NO_NEIGHBOUR: "no grid neighbour has a finite error (llama-quantize aborts here)",
+           ZERO_BLOCK: "the importance is zero over a whole block (llama-quantize aborts here: "
+                       "GGML_ASSERT(besti1 >= 0 && besti2 >= 0 && ...))"}
 
 
 def _weights(name, x, qw, mode):
@@ -381,4 +384,5 @@ def _ksigns():
 
 
 QUANT = {"iq2_xxs": _make_quant("iq2_xxs", iq2_xxs_rows, 66),
-         "iq2_xs": _make_quant("iq2_xs", iq2_xs_rows, 74, _ksigns)}
+         "iq2_xs": _make_quant("iq2_xs", iq2_xs_rows, 74, _ksigns),
+         "iq1_s": _make_quant("iq1_s", iq1_s_rows, 50)}
