@@ -22,7 +22,7 @@ from iqk_studio.quant.kernels._grid2_common import (
     make_qp_quants_nf,
     search_tables,
 )
-from iqk_studio.quant.kernels._grid2_iq1 import iq1_s_rows
+from iqk_studio.quant.kernels._grid2_iq1 import iq1_m_rows, iq1_s_rows
 
 F = np.float32
 _EPS = F(1e-15)  # GROUP_MAX_EPS
@@ -385,4 +385,5 @@ def _ksigns():
 
 QUANT = {"iq2_xxs": _make_quant("iq2_xxs", iq2_xxs_rows, 66),
          "iq2_xs": _make_quant("iq2_xs", iq2_xs_rows, 74, _ksigns),
-         "iq1_s": _make_quant("iq1_s", iq1_s_rows, 50)}
+         "iq1_s": _make_quant("iq1_s", iq1_s_rows, 50),
+         "iq1_m": _make_quant("iq1_m", iq1_m_rows, 56)}
