@@ -2,6 +2,8 @@
 (_grid2_iq1): bit-exact ports of ik_llama.cpp 8337e4cd3 ggml-quants.c quantize_row_*_impl, with
 the a·b+c that GCC 12 (-O3 -march=znver3) fuses written as fma32. Like llama-quantize, they
 refuse to run without an importance matrix; MODE_UNIFORM runs the imatrix path with w = 1.
+Where the C reads uninitialised memory (IQ2_XS levels before a call's first block with weight,
+IQ1_M shift bits before its first block above 1e-7) we start from 0; the reference usually aborts.
 """
 
 from __future__ import annotations
@@ -205,8 +207,8 @@ def _best_split(xval, w, idx, sumx, sumw):
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def _iq2_xs_block(q2, xb, qw, sigma2, tabs, w, waux, xval, L, Laux, sg, idx, sumx, sumw):
-    """One 16-block: fills q2[0:2], returns (scale, status). L carries over between blocks as in
-    the C (a block whose search never accepts a scale keeps the previous block's levels)."""
+    """One 16-block: fills q2[0:2], returns (scale, status, whether L was set). L carries over as
+    in the C: a block whose search never accepts a scale (all w = 0) keeps the previous levels."""
     codes, kmap, nb_off, nb_idx = tabs
     _weights_signs(w, waux, xval, sg, xb, qw, sigma2)
     mx = xval[0]
@@ -214,8 +216,9 @@ def _iq2_xs_block(q2, xb, qw, sigma2, tabs, w, waux, xval, L, Laux, sg, idx, sum
         mx = max(mx, xval[i])
     if mx < _EPS:
         L[:] = 0
-        return F(0.0), 0
+        return F(0.0), 0, True
     scale = _best_split(xval, w, idx, sumx, sumw)
+    fresh = False
     best = F(0.0)
     eff_max = scale * F(5.0)
     index = np.zeros(2, np.int64)
@@ -226,13 +229,14 @@ def _iq2_xs_block(q2, xb, qw, sigma2, tabs, w, waux, xval, L, Laux, sg, idx, sum
         for k in range(2):
             aux[k] = _levels(Laux, 8 * k, xval, waux, id_, this_scale, codes, kmap, nb_off, nb_idx)
             if aux[k] < 0:
-                return scale, NO_NEIGHBOUR
+                return scale, NO_NEIGHBOUR, fresh
         sqx, sq2 = _sums(Laux, w, xval, 16)
         if sq2 > 0 and sqx * sqx > best * sq2:
             scale = sqx / sq2
             best = scale * sqx
             L[:] = Laux
             index[:] = aux
+            fresh = True
     if scale != 0:
         for _ in range(3):
             id_ = F(1.0) / scale
@@ -240,7 +244,7 @@ def _iq2_xs_block(q2, xb, qw, sigma2, tabs, w, waux, xval, L, Laux, sg, idx, sum
             for k in range(2):
                 aux[k] = _levels(Laux, 8 * k, xval, waux, id_, scale, codes, kmap, nb_off, nb_idx)
                 if aux[k] < 0:
-                    return scale, NO_NEIGHBOUR
+                    return scale, NO_NEIGHBOUR, fresh
                 changed = changed or aux[k] != index[k]
             if not changed:
                 break
@@ -259,9 +263,9 @@ def _iq2_xs_block(q2, xb, qw, sigma2, tabs, w, waux, xval, L, Laux, sg, idx, sum
     for k in range(2):
         gi = grid_lookup(kmap, L, 8 * k)
         if gi < 0:
-            return scale, OFF_GRID
+            return scale, OFF_GRID, fresh
         q2[k] = np.uint16(gi | (sg[k] << 9))
-    return scale, 0
+    return scale, 0, fresh
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -295,45 +299,78 @@ def _iq2_xs_d(y, q2, scales, xbl, qwb, sigma2, max_scale, codes, ksigns, w):
     put_fp16(y, 0, d)
 
 
+@njit(nogil=True, cache=True, error_model="numpy")
+def _iq2_xs_row(yr, xr, qw, tabs, ksigns, L):
+    """One row into yr, starting from the levels L; returns (status, whether the row's first
+    blocks used those incoming levels)."""
+    codes = tabs[0]
+    w = np.empty(16, F)
+    waux = np.empty(16, F)
+    xval = np.empty(16, F)
+    Laux = np.zeros(16, np.int8)
+    sg = np.zeros(2, np.int64)
+    idx = np.zeros(16, np.int64)
+    sumx = np.zeros(17, F)
+    sumw = np.zeros(17, F)
+    q2 = np.zeros(32, np.uint16)
+    scales = np.zeros(16, F)
+    status = 0
+    fresh = False
+    stale = False
+    for ibl in range(xr.shape[0] // 256):
+        xbl = xr[256 * ibl:256 * ibl + 256]
+        qwb = qw[256 * ibl:256 * ibl + 256]
+        q2[:] = 0
+        sumx2 = F(0.0)
+        for i in range(256):
+            sumx2 += xbl[i] * xbl[i]
+        sigma2 = sumx2 / F(256.0)
+        max_scale = F(0.0)
+        for ib in range(16):
+            sc, st, set_l = _iq2_xs_block(q2[2 * ib:2 * ib + 2], xbl[16 * ib:16 * ib + 16],
+                                          qwb[16 * ib:16 * ib + 16], sigma2, tabs, w, waux,
+                                          xval, L, Laux, sg, idx, sumx, sumw)
+            stale = stale or not (fresh or set_l)
+            fresh = fresh or set_l
+            if st:
+                status = st
+            scales[ib] = sc
+            max_scale = max_scale if max_scale > sc else sc
+        y = yr[74 * ibl:74 * ibl + 74]
+        y[:] = 0
+        if max_scale == 0:
+            continue
+        _iq2_xs_d(y, q2, scales, xbl, qwb, sigma2, max_scale, codes, ksigns, w)
+        y[2:66] = q2.view(np.uint8)
+    return status, stale
+
+
 @njit(nogil=True, cache=True, error_model="numpy", parallel=True)
-def iq2_xs_rows(out, x, qw, codes, kmap, nb_off, nb_idx, ksigns, status):
-    nbl = x.shape[1] // 256
-    tabs = (codes, kmap, nb_off, nb_idx)
+def _iq2_xs_pass(out, x, qw, tabs, ksigns, status, stale, l_end):
     for r in prange(x.shape[0]):
-        w = np.empty(16, F)
-        waux = np.empty(16, F)
-        xval = np.empty(16, F)
         L = np.zeros(16, np.int8)
-        Laux = np.zeros(16, np.int8)
-        sg = np.zeros(2, np.int64)
-        idx = np.zeros(16, np.int64)
-        sumx = np.zeros(17, F)
-        sumw = np.zeros(17, F)
-        q2 = np.zeros(32, np.uint16)
-        scales = np.zeros(16, F)
-        for ibl in range(nbl):
-            xbl = x[r, 256 * ibl:256 * ibl + 256]
-            qwb = qw[256 * ibl:256 * ibl + 256]
-            q2[:] = 0
-            sumx2 = F(0.0)
-            for i in range(256):
-                sumx2 += xbl[i] * xbl[i]
-            sigma2 = sumx2 / F(256.0)
-            max_scale = F(0.0)
-            for ib in range(16):
-                sc, st = _iq2_xs_block(q2[2 * ib:2 * ib + 2], xbl[16 * ib:16 * ib + 16],
-                                       qwb[16 * ib:16 * ib + 16], sigma2, tabs, w, waux, xval,
-                                       L, Laux, sg, idx, sumx, sumw)
-                if st:
-                    status[r] = st
-                scales[ib] = sc
-                max_scale = max_scale if max_scale > sc else sc
-            y = out[r, 74 * ibl:74 * ibl + 74]
-            y[:] = 0
-            if max_scale == 0:
-                continue
-            _iq2_xs_d(y, q2, scales, xbl, qwb, sigma2, max_scale, codes, ksigns, w)
-            y[2:66] = q2.view(np.uint8)
+        status[r], stale[r] = _iq2_xs_row(out[r], x[r], qw, tabs, ksigns, L)
+        l_end[r] = L
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _iq2_xs_carry(out, x, qw, tabs, ksigns, status, stale, l_end):
+    """Rows whose first blocks had no weight take the previous row's last levels, as the C's
+    L[] does across the rows of one call (row 0 of a call: uninitialised there, 0 here)."""
+    for r in range(1, x.shape[0]):
+        if stale[r]:
+            L = l_end[r - 1].copy()
+            status[r], _ = _iq2_xs_row(out[r], x[r], qw, tabs, ksigns, L)
+            l_end[r] = L
+
+
+def iq2_xs_rows(out, x, qw, codes, kmap, nb_off, nb_idx, ksigns, status):
+    tabs = (codes, kmap, nb_off, nb_idx)
+    stale = np.zeros(x.shape[0], np.bool_)
+    l_end = np.zeros((x.shape[0], 16), np.int8)
+    _iq2_xs_pass(out, x, qw, tabs, ksigns, status, stale, l_end)
+    if stale[1:].any():
+        _iq2_xs_carry(out, x, qw, tabs, ksigns, status, stale, l_end)
 
 
 # ---------------------------------------------------------------- wrappers
