@@ -155,8 +155,8 @@ def _members(which, values, cents):
 
 
 class Codebook:
-    """values (N, G); mids (8,) for the 256-bin 8-D books; start/members CSR over the bins and
-    cvals = values[members] (contiguous per bin)."""
+    """values (N, G); mids (8,) for the 256-bin 8-D books; start/members CSR over the bins;
+    cvt = values[members].T and vt = values.T (G, ·): each bin's candidates dimension-major."""
 
     def __init__(self, nbits, group, offset, is_abs, nbins, nn):
         self.values = trellis_values(nbits, group, offset, is_abs)
@@ -166,7 +166,8 @@ class Codebook:
         which = np.empty((self.values.shape[0], nn), dtype=np.int32)
         _neighbours(which, self.values, cents)
         self.start, self.members = _members(which, self.values, cents)
-        self.cvals = np.ascontiguousarray(self.values[self.members])
+        self.cvt = np.ascontiguousarray(self.values[self.members].T)
+        self.vt = np.ascontiguousarray(self.values.T)
 
 
 # name -> (nbits, group, offset, is_abs, nbins, neighbours), as iq*kt_quantizer() builds them

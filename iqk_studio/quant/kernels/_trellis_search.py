@@ -16,8 +16,10 @@ from iqk_studio.quant.kernels import MODE_IMATRIX, MODE_UNIFORM
 from iqk_studio.quant.kernels._trellis_cb import bin5
 
 F = np.float32
-# 4-wide groups: lane of offset o (0..7) in a step of 8 points, hsum_float_4x8 output order
-_LANE4 = (0, 4, 1, 5, 2, 6, 3, 7)
+# candidate offset (within a step of 8) held by AVX2 lane 0..7: identity for 8-wide groups,
+# hsum_float_4x8's interleave for 4-wide groups (lane order 0, 2, 4, 6, 1, 3, 5, 7)
+_ORDER8 = np.arange(8, dtype=np.int64)
+_ORDER4 = np.array([0, 2, 4, 6, 1, 3, 5, 7], dtype=np.int64)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -61,38 +63,56 @@ def set_weights(w, x, qw, mode, fused):
                 w[b:b + 32] = F(1e-4)
 
 
-@njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def _take(lb, li, lane, s, p):
-    # one AVX2 lane: index where score < best; best = _mm256_min_ps(best, score)
-    if s < lb[lane]:
-        li[lane] = p
-    lb[lane] = lb[lane] if lb[lane] < s else s
-
-
-@njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def _pick(lb, li):
-    # the reference's final scan of the 8 lanes (strict <, lane order)
+@njit(nogil=True, cache=True, error_model="numpy")
+def _select(sc, n, order):
+    """The reference's pick among n scores (n % 8 == 0): AVX2 lane o keeps the index where
+    score < best and best = _mm256_min_ps(best, score); then the lanes are scanned in `order`
+    with strict <. Returns -1 when no score is < inf (the reference aborts)."""
+    lb = np.full(8, np.inf, dtype=np.float32)
+    li = np.full(8, -1, dtype=np.int64)
+    for j in range(0, n, 8):
+        for o in range(8):
+            s = sc[j + o]
+            li[o] = j + o if s < lb[o] else li[o]
+            lb[o] = lb[o] if lb[o] < s else s
     best = F(np.inf)
     jbest = -1
-    for i in range(8):
-        if lb[i] < best:
-            best = lb[i]
-            jbest = li[i]
+    for L in range(8):
+        o = order[L]
+        if lb[o] < best:
+            best = lb[o]
+            jbest = li[o]
     return jbest
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def find_match8(out, d, xb, wb, values, mids, start, members, cvals):
+def _scores8(sc, c, s0, n, vx, vw):
+    # c (8, ·) dimension-major candidates; hsum_float_8x8 lane tree per candidate
+    for p in range(s0, s0 + n):
+        a0 = c[0, p] - vx[0]
+        a1 = c[1, p] - vx[1]
+        a2 = c[2, p] - vx[2]
+        a3 = c[3, p] - vx[3]
+        a4 = c[4, p] - vx[4]
+        a5 = c[5, p] - vx[5]
+        a6 = c[6, p] - vx[6]
+        a7 = c[7, p] - vx[7]
+        sc[p - s0] = (((vw[0] * (a0 * a0) + vw[4] * (a4 * a4)) + (vw[2] * (a2 * a2) + vw[6] * (a6 * a6)))
+                      + ((vw[1] * (a1 * a1) + vw[5] * (a5 * a5)) + (vw[3] * (a3 * a3) + vw[7] * (a7 * a7))))
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def find_match8(out, d, xb, wb, cb, sc):
     """out[0:4] = codes of the 4 groups of 8 of one 32-block for scale d: bin of x/d by the mids,
-    then the weighted-nearest candidate of that bin (or of the whole book if the bin is empty)."""
+    then the weighted-nearest candidate of that bin (or of the whole book if the bin is empty).
+    cb = (values, mids, start, members, cvt, vt); sc: float32 scratch >= len(values)."""
+    _, mids, start, members, cvt, vt = cb
     if d == 0:
         out[0:4] = 0
         return
     inv = F(1.0) / d
     vx = np.empty(8, dtype=np.float32)
     vw = np.empty(8, dtype=np.float32)
-    lb = np.empty(8, dtype=np.float32)
-    li = np.empty(8, dtype=np.int64)
     for g in range(4):
         u = 0
         for k in range(8):
@@ -102,40 +122,28 @@ def find_match8(out, d, xb, wb, values, mids, start, members, cvals):
                 u |= 1 << k
         s0 = start[u]
         n = start[u + 1] - s0
-        book = cvals[s0:s0 + n] if n > 0 else values
-        lb[:] = np.inf
-        li[:] = -1
-        for p in range(book.shape[0]):
-            a0 = book[p, 0] - vx[0]
-            a1 = book[p, 1] - vx[1]
-            a2 = book[p, 2] - vx[2]
-            a3 = book[p, 3] - vx[3]
-            a4 = book[p, 4] - vx[4]
-            a5 = book[p, 5] - vx[5]
-            a6 = book[p, 6] - vx[6]
-            a7 = book[p, 7] - vx[7]
-            s = (((vw[0] * (a0 * a0) + vw[4] * (a4 * a4)) + (vw[2] * (a2 * a2) + vw[6] * (a6 * a6)))
-                 + ((vw[1] * (a1 * a1) + vw[5] * (a5 * a5)) + (vw[3] * (a3 * a3) + vw[7] * (a7 * a7))))
-            _take(lb, li, p & 7, s, p)
-        j = _pick(lb, li)
-        if j < 0:  # the reference aborts (NaN input); keep code 0
-            out[g] = 0
+        if n > 0:
+            _scores8(sc, cvt, s0, n, vx, vw)
+            j = _select(sc, n, _ORDER8)
+            out[g] = members[s0 + j] if j >= 0 else 0
         else:
-            out[g] = members[s0 + j] if n > 0 else j
+            _scores8(sc, vt, 0, vt.shape[1], vx, vw)
+            j = _select(sc, vt.shape[1], _ORDER8)
+            out[g] = max(j, 0)  # j < 0: NaN input, the reference aborts
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def find_match4(out, d, xb, wb, start, members, cvals):
+def find_match4(out, d, xb, wb, cb, sc):
     """out[0:8] = codes of the 8 groups of 4 of one 32-block for scale d (IQ4_KT): bin5 of x/d per
-    dimension (625 bins), then the weighted-nearest candidate of that bin."""
+    dimension (625 bins), then the weighted-nearest candidate of that bin.
+    cb = (values, start, members, cvt)."""
+    _, start, members, c = cb
     if d == 0:
         out[0:8] = 0
         return
     inv = F(1.0) / d
     vx = np.empty(4, dtype=np.float32)
     vw = np.empty(4, dtype=np.float32)
-    lb = np.empty(8, dtype=np.float32)
-    li = np.empty(8, dtype=np.int64)
     for g in range(8):
         u = 0
         m = 1
@@ -146,16 +154,13 @@ def find_match4(out, d, xb, wb, start, members, cvals):
             m *= 5
         s0 = start[u]
         n = start[u + 1] - s0
-        lb[:] = np.inf
-        li[:] = -1
-        for p in range(n):
-            a0 = cvals[s0 + p, 0] - vx[0]
-            a1 = cvals[s0 + p, 1] - vx[1]
-            a2 = cvals[s0 + p, 2] - vx[2]
-            a3 = cvals[s0 + p, 3] - vx[3]
-            s = (vw[0] * (a0 * a0) + vw[2] * (a2 * a2)) + (vw[1] * (a1 * a1) + vw[3] * (a3 * a3))
-            _take(lb, li, _LANE4[p & 7], s, p)
-        j = _pick(lb, li)
+        for p in range(s0, s0 + n):  # hsum_float_4x8 tree per candidate
+            a0 = c[0, p] - vx[0]
+            a1 = c[1, p] - vx[1]
+            a2 = c[2, p] - vx[2]
+            a3 = c[3, p] - vx[3]
+            sc[p - s0] = (vw[0] * (a0 * a0) + vw[2] * (a2 * a2)) + (vw[1] * (a1 * a1) + vw[3] * (a3 * a3))
+        j = _select(sc, n, _ORDER4)
         out[g] = members[s0 + j] if j >= 0 else 0  # empty bin / NaN: the reference aborts
 
 

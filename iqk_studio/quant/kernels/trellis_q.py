@@ -30,10 +30,10 @@ def _put_f32(out, pos, v):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _block_trials(scales, idx, x, w, amax_row, ib, cb, iq1):
+def _block_trials(scales, idx, x, w, amax_row, ib, cb, iq1, buf):
     """IQ1_KT / IQ2_KT first pass on 32-block ib: codes at ±amax/scale_0 (IQ1_KT: also at
     scale_0 - 8), keep the better block scale; returns it (0 for a ~zero block)."""
-    values, mids, start, members, cvals = cb
+    values = cb[0]
     xb = x[32 * ib:32 * ib + 32]
     wb = w[32 * ib:32 * ib + 32]
     amax = F(0.0)
@@ -45,9 +45,9 @@ def _block_trials(scales, idx, x, w, amax_row, ib, cb, iq1):
         return
     bi = np.empty(8, dtype=np.int64)
     scale_0 = max(F(90.0), F(124.0) * amax / amax_row)
-    find_match8(bi[0:4], amax / scale_0, xb, wb, values, mids, start, members, cvals)
+    find_match8(bi[0:4], amax / scale_0, xb, wb, cb, buf)
     dp, sp = best_scale(xb, wb, values, bi[0:4], 8)
-    find_match8(bi[4:8], -amax / scale_0, xb, wb, values, mids, start, members, cvals)
+    find_match8(bi[4:8], -amax / scale_0, xb, wb, cb, buf)
     dm, sm = best_scale(xb, wb, values, bi[4:8], 8)
     h = 0 if sp > sm else 4
     scales[ib] = dp if sp > sm else dm
@@ -56,9 +56,9 @@ def _block_trials(scales, idx, x, w, amax_row, ib, cb, iq1):
     if not iq1:
         return
     scale_0 -= F(8.0)
-    find_match8(bi[0:4], amax / scale_0, xb, wb, values, mids, start, members, cvals)
+    find_match8(bi[0:4], amax / scale_0, xb, wb, cb, buf)
     dp1, sp1 = best_scale(xb, wb, values, bi[0:4], 8)
-    find_match8(bi[4:8], -amax / scale_0, xb, wb, values, mids, start, members, cvals)
+    find_match8(bi[4:8], -amax / scale_0, xb, wb, cb, buf)
     dm1, sm1 = best_scale(xb, wb, values, bi[4:8], 8)
     if sp1 > sbest or sm1 > sbest:
         h = 0 if sp1 > sm1 else 4
@@ -88,10 +88,10 @@ def _row_scale_iq4k(x, w, scales, idx, values, max_scale):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _final_iq12(out, x, w, d, ls_of, idx, cb, iq1):
+def _final_iq12(out, x, w, d, ls_of, idx, cb, iq1, buf):
     """Search again at the stored scales d·ls, keep the previous codes when their weighted error is
     smaller, pack them; returns the least-squares row scale (0 when Σwq² <= 0 -> unchanged)."""
-    values, mids, start, members, cvals = cb
+    values = cb[0]
     bi = np.empty(4, dtype=np.int64)
     sqx = F(0.0)
     sq2 = F(0.0)
@@ -100,7 +100,7 @@ def _final_iq12(out, x, w, d, ls_of, idx, cb, iq1):
         dl = d * F(ls)
         xb = x[32 * ib:32 * ib + 32]
         wb = w[32 * ib:32 * ib + 32]
-        find_match8(bi, dl, xb, wb, values, mids, start, members, cvals)
+        find_match8(bi, dl, xb, wb, cb, buf)
         m1 = F(0.0)
         m2 = F(0.0)
         for j in range(32):
@@ -145,10 +145,11 @@ def _iq12_row(out, x, qw, mode, cb, iq1):
         amax_row = max(amax_row, abs(x[j]))
     scales = np.zeros(nb, dtype=np.float32)
     idx = np.zeros(4 * nb, dtype=np.int64)
+    buf = np.empty(cb[0].shape[0], dtype=np.float32)
     amax_scale = F(0.0)
     max_scale = F(0.0)
     for ib in range(nb):
-        _block_trials(scales, idx, x, w, amax_row, ib, cb, iq1)
+        _block_trials(scales, idx, x, w, amax_row, ib, cb, iq1, buf)
         if abs(scales[ib]) > amax_scale:
             amax_scale = abs(scales[ib])
             max_scale = scales[ib]
@@ -168,7 +169,7 @@ def _iq12_row(out, x, qw, mode, cb, iq1):
     _put_f32(out, 0, d)
     if d == 0:
         return
-    sqx, sq2 = _final_iq12(out, x, w, d, ls_of, idx, cb, iq1)
+    sqx, sq2 = _final_iq12(out, x, w, d, ls_of, idx, cb, iq1, buf)
     if sq2 > 0:
         _put_f32(out, 0, sqx / sq2 * F(1.07) if iq1 else sqx / sq2)
 
@@ -180,14 +181,14 @@ def _iq12_rows(out, x, qw, mode, cb, iq1):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _iq4_trials(bi, xb, wb, amax, scale_0, cb, best, scale):
+def _iq4_trials(bi, xb, wb, amax, scale_0, cb, best, scale, buf):
     """Codes at ±amax/(scale_0 + 8·itry), itry = -2..2; (best score, its scale, improved?)."""
-    values, start, members, cvals = cb
+    values = cb[0]
     hit = False
     for itry in range(-2, 3):
         den = fma32(F(itry), F(8.0), scale_0)
         for sgn in (F(1.0), F(-1.0)):
-            find_match4(bi, sgn * amax / den, xb, wb, start, members, cvals)
+            find_match4(bi, sgn * amax / den, xb, wb, cb, buf)
             dd, sc = best_scale(xb, wb, values, bi, 4)
             if sc > best:
                 best = sc
@@ -213,6 +214,7 @@ def _iq4_row(out, x, qw, mode, cb1, cb2):
         return
     scales = np.zeros(nb, dtype=np.float32)
     bi = np.empty(8, dtype=np.int64)
+    buf = np.empty(cb1[0].shape[0], dtype=np.float32)
     amax_scale = F(0.0)
     max_scale = F(0.0)
     for ib in range(nb):
@@ -226,13 +228,13 @@ def _iq4_row(out, x, qw, mode, cb1, cb2):
             scales[ib] = 0
             continue
         scale_0 = max(F(90.0), F(124.0) * amax / amax_row)
-        best, scales[ib], _ = _iq4_trials(bi, xb, wb, amax, scale_0, cb1, F(0.0), scales[ib])
-        find_match4(bi, scales[ib], xb, wb, cb2[1], cb2[2], cb2[3])
+        best, scales[ib], _ = _iq4_trials(bi, xb, wb, amax, scale_0, cb1, F(0.0), scales[ib], buf)
+        find_match4(bi, scales[ib], xb, wb, cb2, buf)
         dd, sc = best_scale(xb, wb, cb2[0], bi, 4)
         if sc > best:  # the reference does not raise best here
             scales[ib] = dd
             out[sh] = 1
-        best, scales[ib], hit = _iq4_trials(bi, xb, wb, amax, scale_0, cb2, best, scales[ib])
+        best, scales[ib], hit = _iq4_trials(bi, xb, wb, amax, scale_0, cb2, best, scales[ib], buf)
         if hit:
             out[sh] = 1
         if abs(scales[ib]) > amax_scale:
@@ -254,7 +256,7 @@ def _iq4_row(out, x, qw, mode, cb1, cb2):
         cb = cb2 if shift else cb1
         ls = min(nearest_int(inv * scales[ib]), 63)
         shb = np.int64(((ls + 64) << 1) & 0xFF) | shift
-        find_match4(bi, d * F(ls), xb, wb, cb[1], cb[2], cb[3])
+        find_match4(bi, d * F(ls), xb, wb, cb, buf)
         for g in range(8):
             c = bi[g]
             jj = 8 * k + g
@@ -302,7 +304,7 @@ def _iq3_row_scale(x, w, scales, qtmp, max_scale):
 def _iq3_row(out, x, qw, mode, cb):
     # row: d f32 | per 256: scales u8[4] (block ib low nibble, ib+4 high) | ql u16[32]
     #      | qh u8[32] (bit ib of byte j: value j of 32-block ib is negative)
-    values, mids, start, members, cvals = cb
+    values = cb[0]
     n = x.shape[0]
     nb = n // 32
     out[:] = 0
@@ -316,6 +318,7 @@ def _iq3_row(out, x, qw, mode, cb):
     ax = np.abs(x)
     scales = np.zeros(nb, dtype=np.float32)
     qtmp = np.zeros(n, dtype=np.float32)
+    buf = np.empty(values.shape[0], dtype=np.float32)
     bi = np.empty(4, dtype=np.int64)
     amax_scale = F(0.0)
     max_scale = F(0.0)
@@ -330,8 +333,7 @@ def _iq3_row(out, x, qw, mode, cb):
         scale_0 = max(F(84.0), F(123.0) * amax / amax_row)
         best = F(0.0)
         for itry in range(-3, 4):
-            find_match8(bi, amax / fma32(F(itry), F(8.0), scale_0), xb, wb, values, mids, start,
-                        members, cvals)
+            find_match8(bi, amax / fma32(F(itry), F(8.0), scale_0), xb, wb, cb, buf)
             dd, sc = best_scale(xb, wb, values, bi, 8)
             if sc > best:  # none > 0: the reference aborts; the block keeps scale 0
                 best = sc
@@ -358,7 +360,7 @@ def _iq3_row(out, x, qw, mode, cb):
             if x[32 * ib + j] < 0:
                 out[b + 68 + j] |= 1 << k
         ls = (out[b + k % 4] >> (4 * (k // 4))) & 0xF
-        find_match8(bi, d * F(ls), xb, wb, values, mids, start, members, cvals)
+        find_match8(bi, d * F(ls), xb, wb, cb, buf)
         for g in range(4):
             c = bi[g]
             out[b + 4 + 8 * k + 2 * g] = c & 0xFF
@@ -379,7 +381,7 @@ def _iq3_rows(out, x, qw, mode, cb):
 
 def _book(name):
     b = codebook(name)
-    return (b.values, b.mids, b.start, b.members, b.cvals)
+    return (b.values, b.mids, b.start, b.members, b.cvt, b.vt)
 
 
 def _iq1_kernel(out, x, qw, mode):
@@ -392,7 +394,7 @@ def _iq2_kernel(out, x, qw, mode):
 
 def _book4(name):
     b = codebook(name)
-    return (b.values, b.start, b.members, b.cvals)
+    return (b.values, b.start, b.members, b.cvt)
 
 
 def _iq4_kernel(out, x, qw, mode):
