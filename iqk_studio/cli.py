@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "perplexity": ("perplexity", "perplexity of a model on a text, as llama-perplexity"),
     "kld": ("kld", "KL-divergence of a model against a base model"),
     "imatrix": ("imatrix", "compute an importance matrix over a calibration text"),
+    "sensitivity": ("sensitivity", "KLD cost of quantizing each tensor group to a type"),
 }
 
 
