@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from iqk_studio.demo import resolve_model_arg
 from iqk_studio.gguf.reader import GGUFModel, open_model
 from iqk_studio.gguf.values import TYPE_NAMES, ValueType
 
@@ -23,7 +24,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    with open_model(args.model) as m:
+    with open_model(resolve_model_arg(args.model)) as m:
         s = summarize(m)
     if args.no_tensors:
         s.pop("tensors")

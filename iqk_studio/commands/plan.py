@@ -110,9 +110,11 @@ def print_plan(p: Plan, out=None) -> None:
 
 
 def run(args) -> int:
+    from iqk_studio.demo import resolve_model_arg
     from iqk_studio.gguf.reader import open_model
 
     recipe = recipe_from_args(args, args.base)
+    args.model = str(resolve_model_arg(args.model))
     with open_model(args.model) as model:
         p = plan(model, recipe)
     if args.json:

@@ -50,6 +50,7 @@ def _line(i: int, count: int, name: str, info, entry, nbytes: int) -> str:
 
 
 def run(args) -> int:
+    from iqk_studio.demo import resolve_model_arg
     from iqk_studio.gguf.reader import open_model
     from iqk_studio.jobs.quantize import quantize_model
     from iqk_studio.quant.types import parse_ftype
@@ -57,6 +58,7 @@ def run(args) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise CliError(f"output directory {str(out.parent)!r} does not exist")
+    args.model = str(resolve_model_arg(args.model))
     with open_model(args.model) as model:
         recipe, pl = build_plan(model, args)
         try:
