@@ -1,0 +1,139 @@
+"""Scale and grid-point search shared by the IQ3_XXS / IQ3_S / IQ2_S quantizers
+(ggml-quants.c quantize_row_iq3_xxs_impl, quantize_row_iq3_s_impl, quantize_row_iq2_s_impl)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from iqk_studio.quant.common import F, fma32, nearest_int
+from iqk_studio.quant.kernels import MODE_IMATRIX, MODE_UNIFORM
+
+# Fusion as GCC 12 -O3 -march=native -mtune=znver3 compiled the reference (read from
+# -fdump-tree-optimized-lineno): the label argument id·x - 1, the candidate id (is·step + base),
+# the Σw·x·q / Σw·q² running sums and the neighbour distance terms are fused; Σx² is not.
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def best_neighbour(L, o, xval, waux, scale, grid, neighbours, start):
+    """iq{2,3}_find_best_neighbour: the listed grid point closest to xval/scale in waux-weighted
+    distance (first on ties); writes its labels into L[o:o+group], returns its index."""
+    g = grid.shape[1]
+    best_d2 = F(3.4028234663852886e38)
+    best = -1
+    for j in range(1, neighbours[start] + 1):
+        idx = np.int64(neighbours[start + j])
+        d2 = F(0.0)
+        for i in range(g):
+            diff = fma32(scale, grid[idx, i], -xval[o + i])
+            d2 = fma32(waux[o + i] * diff, diff, d2)
+        if d2 < best_d2:
+            best_d2 = d2
+            best = idx
+    for i in range(g):
+        L[o + i] = (np.int64(grid[best, i]) - 1) // 2
+    return best
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def label_group(L, o, xval, idv, g, bits, kmax):
+    """Labels clamp(nearest_int((id·x - 1)/2), 0, kmax-1) of one group into L; returns the code."""
+    u = 0
+    for i in range(g):
+        lab = nearest_int(F(0.5) * fma32(idv, xval[o + i], F(-1.0)))
+        lab = max(0, min(kmax - 1, lab))
+        L[o + i] = lab
+        u |= lab << (bits * i)
+    return u
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def weighted_sums(xval, weight, L):
+    """(Σ w·x·q, Σ w·q²) with q = 2L+1, both running sums fused."""
+    sumqx = F(0.0)
+    sumq2 = F(0.0)
+    for i in range(xval.shape[0]):
+        q = F(2 * L[i] + 1)
+        sumqx = fma32(q, weight[i] * xval[i], sumqx)
+        sumq2 = fma32(q, weight[i] * q, sumq2)
+    return sumqx, sumq2
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def search_block(L, og, xval, weight, waux, Laux, oga, tabs, par, vmax):
+    """Best block scale for |x| (xval) on the grid; L / og (on-grid flags) hold the result.
+
+    tabs = (grid, kmap, neighbours). par = (group, bits, kmax, nsteps, step, og_reset,
+    relabel_all): candidates id = (2·kmax-1 + is·step)/vmax for |is| <= nsteps; og_reset 0/1
+    resets og before the search, -1 keeps the previous block's state (IQ3_XXS: the reference
+    never resets it); relabel_all: the refinement relabels on-grid groups too (IQ3_S)."""
+    grid, kmap, nbr = tabs
+    g, bits, kmax, nsteps, step, og_reset, relabel_all = par
+    ng = xval.shape[0] // g
+    best = F(0.0)
+    scale = vmax / F(2 * kmax - 1)
+    if og_reset >= 0:
+        og[:] = og_reset == 1
+    for s in range(-nsteps, nsteps + 1):
+        idv = fma32(F(s), step, F(2 * kmax - 1)) / vmax
+        this_scale = F(1.0) / idv
+        for k in range(ng):
+            u = label_group(Laux, g * k, xval, idv, g, bits, kmax)
+            oga[k] = kmap[u] >= 0
+            if not oga[k]:
+                best_neighbour(Laux, g * k, xval, waux, this_scale, grid, nbr, -kmap[u] - 1)
+        sumqx, sumq2 = weighted_sums(xval, weight, Laux)
+        if sumq2 > 0 and sumqx * sumqx > best * sumq2:
+            scale = sumqx / sumq2
+            best = scale * sumqx
+            L[:] = Laux
+            og[:] = oga
+    n_off = 0
+    for k in range(ng):
+        n_off += not og[k]
+    if n_off > 0 and scale > 0:
+        idv = F(1.0) / scale
+        for k in range(ng):
+            if og[k] and not relabel_all:
+                continue
+            u = label_group(L, g * k, xval, idv, g, bits, kmax)
+            if kmap[u] < 0:
+                best_neighbour(L, g * k, xval, waux, scale, grid, nbr, -kmap[u] - 1)
+        sumqx, sumq2 = weighted_sums(xval, weight, L)
+        if sumq2 > 0:
+            scale = sumqx / sumq2
+    return scale
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def group_code(L, o, g, bits):
+    u = 0
+    for i in range(g):
+        u |= np.int64(L[o + i]) << (bits * i)
+    return u
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def block_weights(weight, waux, x, j0, qw, sigma2, mode, add_sigma):
+    """weight = qw·sqrt(σ² + x²) (imatrix, fused), x² (IQ3), σ²/4 + x² (IQ2_S, not fused) or 1
+    (uniform); waux = sqrt(weight)."""
+    for i in range(weight.shape[0]):
+        xi = x[j0 + i]
+        if mode == MODE_IMATRIX:
+            weight[i] = qw[j0 + i] * np.sqrt(fma32(xi, xi, sigma2))
+        elif mode == MODE_UNIFORM:
+            weight[i] = F(1.0)
+        elif add_sigma:
+            weight[i] = F(0.25) * sigma2 + xi * xi
+        else:
+            weight[i] = xi * xi
+        waux[i] = np.sqrt(weight[i])
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def block_sigma2(x, j0):
+    """2·Σx²/256 over the 256-block at j0 (sequential float32 sum, not fused)."""
+    s = F(0.0)
+    for i in range(256):
+        s += x[j0 + i] * x[j0 + i]
+    return s * F(2.0) / F(256.0)
