@@ -154,9 +154,19 @@ def _members(which, values, cents):
     return start, members
 
 
+def _bin_major(values, start, members):
+    group = values.shape[1]
+    out = np.empty(group * members.shape[0], dtype=np.float32)
+    for u in range(start.shape[0] - 1):
+        s0, s1 = start[u], start[u + 1]
+        out[group * s0:group * s1] = values[members[s0:s1]].T.reshape(-1)
+    return out
+
+
 class Codebook:
     """values (N, G); mids (8,) for the 256-bin 8-D books; start/members CSR over the bins;
-    cvt = values[members].T and vt = values.T (G, ·): each bin's candidates dimension-major."""
+    cvt: flat, bin after bin, each bin's candidates dimension-major (G, n) at G·start[bin];
+    vt = values.T (G, N) for the empty-bin fallback."""
 
     def __init__(self, nbits, group, offset, is_abs, nbins, nn):
         self.values = trellis_values(nbits, group, offset, is_abs)
@@ -166,7 +176,7 @@ class Codebook:
         which = np.empty((self.values.shape[0], nn), dtype=np.int32)
         _neighbours(which, self.values, cents)
         self.start, self.members = _members(which, self.values, cents)
-        self.cvt = np.ascontiguousarray(self.values[self.members].T)
+        self.cvt = _bin_major(self.values, self.start, self.members)
         self.vt = np.ascontiguousarray(self.values.T)
 
 

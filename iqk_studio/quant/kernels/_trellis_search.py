@@ -20,6 +20,7 @@ F = np.float32
 # hsum_float_4x8's interleave for 4-wide groups (lane order 0, 2, 4, 6, 1, 3, 5, 7)
 _ORDER8 = np.arange(8, dtype=np.int64)
 _ORDER4 = np.array([0, 2, 4, 6, 1, 3, 5, 7], dtype=np.int64)
+_RANK4 = np.array([0, 4, 1, 5, 2, 6, 3, 7], dtype=np.int64)  # lane of offset o
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -64,7 +65,7 @@ def set_weights(w, x, qw, mode, fused):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _select(sc, n, order):
+def _select_lanes(sc, n, order):
     """The reference's pick among n scores (n % 8 == 0): AVX2 lane o keeps the index where
     score < best and best = _mm256_min_ps(best, score); then the lanes are scanned in `order`
     with strict <. Returns -1 when no score is < inf (the reference aborts)."""
@@ -86,19 +87,63 @@ def _select(sc, n, order):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _scores8(sc, c, s0, n, vx, vw):
-    # c (8, ·) dimension-major candidates; hsum_float_8x8 lane tree per candidate
-    for p in range(s0, s0 + n):
-        a0 = c[0, p] - vx[0]
-        a1 = c[1, p] - vx[1]
-        a2 = c[2, p] - vx[2]
-        a3 = c[3, p] - vx[3]
-        a4 = c[4, p] - vx[4]
-        a5 = c[5, p] - vx[5]
-        a6 = c[6, p] - vx[6]
-        a7 = c[7, p] - vx[7]
-        sc[p - s0] = (((vw[0] * (a0 * a0) + vw[4] * (a4 * a4)) + (vw[2] * (a2 * a2) + vw[6] * (a6 * a6)))
-                      + ((vw[1] * (a1 * a1) + vw[5] * (a5 * a5)) + (vw[3] * (a3 * a3) + vw[7] * (a7 * a7))))
+def _select(sc, n, order, rank):
+    """_select_lanes, fast when every score is in [+0, inf]: their bit patterns order like the
+    floats (integer min vectorizes), and the lane scan then picks, among the scores equal to the
+    minimum, the lowest lane rank, then the first index. Anything else goes the exact lane way."""
+    si = sc.view(np.int32)
+    lo = np.int32(0x7FFFFFFF)
+    hi = np.int32(-1)
+    for p in range(n):
+        lo = min(lo, si[p])
+        hi = max(hi, si[p])
+    if lo < 0 or hi > 0x7F800000:
+        return _select_lanes(sc, n, order)
+    if lo == 0x7F800000:
+        return -1
+    best_r = 8
+    best_p = -1
+    for p in range(n):
+        if si[p] == lo and rank[p & 7] < best_r:
+            best_r = rank[p & 7]
+            best_p = p
+    return best_p
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _scores8(sc, c, vx, vw):
+    # c (8, n) dimension-major candidates; hsum_float_8x8 lane tree per candidate. 1-D views
+    # indexed from 0 let LLVM drop the negative-index wraparound and vectorize.
+    n = c.shape[1]
+    c0, c1, c2, c3, c4, c5, c6, c7 = c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+    x0, x1, x2, x3, x4, x5, x6, x7 = vx[0], vx[1], vx[2], vx[3], vx[4], vx[5], vx[6], vx[7]
+    w0, w1, w2, w3, w4, w5, w6, w7 = vw[0], vw[1], vw[2], vw[3], vw[4], vw[5], vw[6], vw[7]
+    for p in range(n):
+        a0 = c0[p] - x0
+        a1 = c1[p] - x1
+        a2 = c2[p] - x2
+        a3 = c3[p] - x3
+        a4 = c4[p] - x4
+        a5 = c5[p] - x5
+        a6 = c6[p] - x6
+        a7 = c7[p] - x7
+        sc[p] = (((w0 * (a0 * a0) + w4 * (a4 * a4)) + (w2 * (a2 * a2) + w6 * (a6 * a6)))
+                 + ((w1 * (a1 * a1) + w5 * (a5 * a5)) + (w3 * (a3 * a3) + w7 * (a7 * a7))))
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _scores4(sc, c, vx, vw):
+    # c (4, n); hsum_float_4x8 tree per candidate
+    n = c.shape[1]
+    c0, c1, c2, c3 = c[0], c[1], c[2], c[3]
+    x0, x1, x2, x3 = vx[0], vx[1], vx[2], vx[3]
+    w0, w1, w2, w3 = vw[0], vw[1], vw[2], vw[3]
+    for p in range(n):
+        a0 = c0[p] - x0
+        a1 = c1[p] - x1
+        a2 = c2[p] - x2
+        a3 = c3[p] - x3
+        sc[p] = (w0 * (a0 * a0) + w2 * (a2 * a2)) + (w1 * (a1 * a1) + w3 * (a3 * a3))
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -123,12 +168,12 @@ def find_match8(out, d, xb, wb, cb, sc):
         s0 = start[u]
         n = start[u + 1] - s0
         if n > 0:
-            _scores8(sc, cvt, s0, n, vx, vw)
-            j = _select(sc, n, _ORDER8)
+            _scores8(sc, cvt[8 * s0:8 * (s0 + n)].reshape(8, n), vx, vw)
+            j = _select(sc, n, _ORDER8, _ORDER8)
             out[g] = members[s0 + j] if j >= 0 else 0
         else:
-            _scores8(sc, vt, 0, vt.shape[1], vx, vw)
-            j = _select(sc, vt.shape[1], _ORDER8)
+            _scores8(sc, vt, vx, vw)
+            j = _select(sc, vt.shape[1], _ORDER8, _ORDER8)
             out[g] = max(j, 0)  # j < 0: NaN input, the reference aborts
 
 
@@ -154,13 +199,8 @@ def find_match4(out, d, xb, wb, cb, sc):
             m *= 5
         s0 = start[u]
         n = start[u + 1] - s0
-        for p in range(s0, s0 + n):  # hsum_float_4x8 tree per candidate
-            a0 = c[0, p] - vx[0]
-            a1 = c[1, p] - vx[1]
-            a2 = c[2, p] - vx[2]
-            a3 = c[3, p] - vx[3]
-            sc[p - s0] = (vw[0] * (a0 * a0) + vw[2] * (a2 * a2)) + (vw[1] * (a1 * a1) + vw[3] * (a3 * a3))
-        j = _select(sc, n, _ORDER4)
+        _scores4(sc, c[4 * s0:4 * (s0 + n)].reshape(4, n), vx, vw)
+        j = _select(sc, n, _ORDER4, _RANK4)
         out[g] = members[s0 + j] if j >= 0 else 0  # empty bin / NaN: the reference aborts
 
 
