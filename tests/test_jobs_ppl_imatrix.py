@@ -127,3 +127,17 @@ def test_gemma_matches_llama_imatrix(shared):
     for k, v in ref.values.items():
         assert im.ncall[k] == ref.ncall[k] == 8
         np.testing.assert_allclose(im.values[k], v, rtol=3e-3, atol=1e-6 * v.max())
+
+
+def test_gguf_output_equals_dat_output(tmp_path, shared):
+    model = shared("refs", "ppl", "tiny", "tiny-qwen3moe.gguf")
+    text = shared("data", "wiki.test.raw")
+    for name in ("a.dat", "a.gguf"):
+        evs = list(imatrix_job(model, text, tmp_path / name, n_ctx=128, chunks=2))
+        assert isinstance(evs[-1], Finished)
+    dat, gg = load_imatrix(tmp_path / "a.dat"), load_imatrix(tmp_path / "a.gguf")
+    assert set(dat.values) == set(gg.values) and any("exps" in k for k in gg.values)
+    for k, v in dat.values.items():
+        np.testing.assert_allclose(gg.values[k], v, rtol=2e-6, err_msg=k)
+    exps = next(k for k in gg.counts if "exps" in k)
+    assert gg.counts[exps].size == 8  # one count per expert, as mainline stores them

@@ -14,7 +14,10 @@ from iqk_studio.jobs.imatrix import imatrix_job
 def add_arguments(p) -> None:
     p.add_argument("model", help="GGUF model (first split part), or `demo`")
     p.add_argument("-f", "--file", required=True, help="calibration text file")
-    p.add_argument("-o", "--output", default="imatrix.dat", help="output .dat (imatrix.dat)")
+    p.add_argument("-o", "--output", default="imatrix.dat",
+                   help="output file (imatrix.dat); a .gguf name writes mainline's GGUF format")
+    p.add_argument("--output-format", choices=("dat", "gguf"), default=None,
+                   help="dat (ik_llama.cpp's llama-quantize reads only this) or gguf (mainline)")
     p.add_argument("-c", "--ctx-size", type=int, default=512, help="chunk length n_ctx (512)")
     p.add_argument("-t", "--threads", type=int, default=None,
                    help="compute threads (default: all cores)")
@@ -28,7 +31,8 @@ def run(args) -> int:
     model = resolve_model_arg(args.model)
     if not model.exists():
         raise CliError(f"{model}: no such model file")
-    job = imatrix_job(model, args.file, args.output, args.ctx_size, args.chunks)
+    job = imatrix_job(model, args.file, args.output, args.ctx_size, args.chunks,
+                      fmt=args.output_format)
     fin = print_chunks(job, "compute_imatrix", args.progress)
     *notes, final, saved = fin.message.split("\n")
     for line in notes + [saved]:

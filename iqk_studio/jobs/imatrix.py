@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from iqk_studio.engine.forward import Forward
-from iqk_studio.gguf.imatrix import Imatrix, save_imatrix_dat
+from iqk_studio.gguf.imatrix import Imatrix, save_imatrix_dat, save_imatrix_gguf
 from iqk_studio.jobs.events import Chunk, Failed, Finished, Progress
 from iqk_studio.jobs.perplexity import (
     TextTooShort,
@@ -63,10 +63,12 @@ class ImatrixCollector:
         s[e] += np.einsum("ij,ij->j", x, x, dtype=np.float64)
         self.counts[name][e] += x.shape[0]
 
-    def imatrix(self, dataset: str = "", chunks: int = 0) -> tuple[Imatrix, list[str]]:
-        """The entries the reference would store (values = mean x², expert-major), and
-        messages about skipped or patched entries (partial MoE data)."""
-        values, ncall, notes = {}, {}, []
+    def imatrix(self, dataset: str = "", chunks: int = 0,
+                chunk_size: int = 0) -> tuple[Imatrix, list[str]]:
+        """The entries the reference would store (values = mean x², expert-major; rows per
+        matrix as counts, for the GGUF format), and messages about skipped or patched entries
+        (partial MoE data)."""
+        values, ncall, counts, notes = {}, {}, {}, []
         for name, s in self.sums.items():
             c = self.counts[name]
             zero = c == 0
@@ -81,6 +83,7 @@ class ImatrixCollector:
                 if len(c) > 1 and n_bad < round(len(c) * 0.05):
                     # the reference stores count 1, value 1 for the missing experts
                     v[zero] = 1.0
+                    c = np.where(zero, 1, c)
                     notes.append(msg + f" {n_bad} out of {len(c)} experts are missing data"
                                  " Storing **but be aware**")
                 else:
@@ -88,7 +91,8 @@ class ImatrixCollector:
                     continue
             values[name] = v.reshape(-1)
             ncall[name] = self.ncall[name]
-        return Imatrix(values, ncall, dataset, chunks), notes
+            counts[name] = c.astype(np.float32)
+        return Imatrix(values, ncall, dataset, chunks, chunk_size, counts), notes
 
 
 def run_imatrix(fw: Forward, collector: ImatrixCollector, tokens: np.ndarray,
@@ -126,16 +130,20 @@ def run_imatrix(fw: Forward, collector: ImatrixCollector, tokens: np.ndarray,
         yield Progress((i + 1) * steps, n_chunk * steps, f"chunk {i + 1}/{n_chunk}")
         yield Chunk(i + 1, n_chunk, float(v.mean()), ppl, err, (i + 1) * n_ctx / dt,
                     dt / (i + 1) * (n_chunk - i - 1))
-    im, notes = collector.imatrix(dataset, n_chunk)
+    im, notes = collector.imatrix(dataset, n_chunk, n_ctx)
     ppl, err = ppl_and_err(nll, nll2, count)
     lines = notes + [f"Final estimate: PPL = {ppl:.4f} +/- {err:.5f}"]
     yield Finished("\n".join(lines), im)
 
 
 def imatrix_job(model_path, text_path, out_path, n_ctx: int = 512, chunks: int = -1,
-                weights=None) -> Iterator[object]:
-    """Collect an imatrix over a text file and write it (legacy .dat, atomically) to out_path;
+                weights=None, fmt: str | None = None) -> Iterator[object]:
+    """Collect an imatrix over a text file and write it atomically to out_path, as the legacy
+    .dat (ik_llama.cpp, default) or mainline's GGUF format (fmt "gguf", or a .gguf name);
     Finished.result is the Imatrix record."""
+    fmt = fmt or ("gguf" if str(out_path).lower().endswith(".gguf") else "dat")
+    if fmt not in ("dat", "gguf"):
+        raise ValueError(f"imatrix format must be dat or gguf, not {fmt!r}")
     from iqk_studio.gguf.reader import open_model
 
     with open_model(model_path) as model:
@@ -147,7 +155,8 @@ def imatrix_job(model_path, text_path, out_path, n_ctx: int = 512, chunks: int =
         for ev in run_imatrix(fw, collector, tokens, n_ctx, chunks, add_bos, bos_id,
                               str(text_path)):
             if isinstance(ev, Finished):
-                save_imatrix_dat(Path(out_path), ev.result)
+                save = save_imatrix_gguf if fmt == "gguf" else save_imatrix_dat
+                save(Path(out_path), ev.result)
                 ev = Finished(ev.message + f"\nsave_imatrix: stored collected data after "
                               f"{ev.result.chunks} chunks in {out_path}", ev.result)
             yield ev
