@@ -14,11 +14,9 @@ from iqk_studio.quant.kernels import MODE_IMATRIX, MODE_UNIFORM
 # the Σw·x·q / Σw·q² running sums and the neighbour distance terms are fused; Σx² is not.
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def best_neighbour(L, o, xval, waux, scale, grid, neighbours, start):
-    """iq{2,3}_find_best_neighbour: the listed grid point closest to xval/scale in waux-weighted
-    distance (first on ties); writes its labels into L[o:o+group], returns its index."""
-    g = grid.shape[1]
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _nearest_listed(o, xval, waux, scale, grid, neighbours, start, g):
+    """(index, ) of the listed grid point with the smallest Σ waux·(scale·q - x)², first on ties."""
     best_d2 = F(3.4028234663852886e38)
     best = -1
     for j in range(1, neighbours[start] + 1):
@@ -30,6 +28,18 @@ def best_neighbour(L, o, xval, waux, scale, grid, neighbours, start):
         if d2 < best_d2:
             best_d2 = d2
             best = idx
+    return best
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def best_neighbour(L, o, xval, waux, scale, grid, neighbours, start):
+    """iq{2,3}_find_best_neighbour: the listed grid point closest to xval/scale in waux-weighted
+    distance (first on ties); writes its labels into L[o:o+group], returns its index."""
+    g = grid.shape[1]
+    if g == 4:  # a literal group length lets LLVM unroll the distance loop
+        best = _nearest_listed(o, xval, waux, scale, grid, neighbours, start, 4)
+    else:
+        best = _nearest_listed(o, xval, waux, scale, grid, neighbours, start, 8)
     for i in range(g):
         L[o + i] = (np.int64(grid[best, i]) - 1) // 2
     return best
