@@ -47,3 +47,17 @@ def test_kld_and_imatrix_cli(tiny, tmp_path, capsys):
     assert main(["imatrix", model, "-f", text, "-o", str(dat), "--chunks", "2"]) == 0
     assert "Final estimate: PPL = " in capsys.readouterr().out
     assert load_imatrix(dat).chunks == 2
+
+
+def test_perplexity_of_a_recipe_equals_the_quantized_file(tiny, tmp_path, capsys):
+    model, text = tiny
+    out = tmp_path / "q.gguf"
+    assert main(["quantize", model, str(out), "Q8_0", "--custom-q", "ffn_down=q4_0"]) == 0
+    capsys.readouterr()
+    assert main(["perplexity", str(out), "-f", text, "-c", "128", "--chunks", "2"]) == 0
+    want = capsys.readouterr().out
+    assert main(["perplexity", model, "-f", text, "-c", "128", "--chunks", "2", "--base", "Q8_0",
+                 "--custom-q", "ffn_down=q4_0"]) == 0
+    got = capsys.readouterr()
+    assert got.out == want and "in memory" in got.err
+    assert main(["perplexity", model, "-f", text, "--base", "Q8_0", "--custom-q", "x=Q4_0"]) == 1

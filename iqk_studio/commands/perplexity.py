@@ -1,4 +1,5 @@
-"""`iqk-studio-cli perplexity MODEL -f TEXT [-c 512] [--chunks N]`: prints like llama-perplexity."""
+"""`iqk-studio-cli perplexity MODEL -f TEXT [-c 512] [--chunks N] [--recipe FILE ...]`: prints like
+llama-perplexity; with a recipe, the model is evaluated as the recipe would quantize it (in memory)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,33 @@ def add_arguments(p) -> None:
                    help="compute threads (default: all cores)")
     p.add_argument("--chunks", type=int, default=-1, help="evaluate at most N chunks")
     p.add_argument("--progress", action="store_true", help="show per-layer progress on stderr")
+    g = p.add_argument_group("evaluate a recipe (quantize -> dequantize in memory, no file)")
+    g.add_argument("--base", metavar="TYPE", help="llama-quantize type (Q4_K_M, IQ4_KS, ...)")
+    from iqk_studio.commands.plan import add_recipe_options
+    add_recipe_options(g)
+
+
+def _wants_recipe(args) -> bool:
+    return bool(args.base or args.recipe or args.custom_q or args.tensor_type)
+
+
+def recipe_job(model_path, args):
+    """The evaluate_plan job for the recipe the options describe (clear errors for bad ones)."""
+    from iqk_studio.commands.plan import recipe_from_args
+    from iqk_studio.gguf.imatrix import load_imatrix
+    from iqk_studio.gguf.reader import open_model
+    from iqk_studio.jobs.recipe_eval import evaluate_plan
+    from iqk_studio.recipe import plan
+
+    recipe = recipe_from_args(args, args.base)
+    with open_model(model_path) as model:
+        pl = plan(model, recipe)
+    if pl.errors:
+        raise CliError(pl.errors[0].message)
+    imatrix = load_imatrix(recipe.imatrix) if recipe.imatrix else None
+    print(f"perplexity: evaluating the recipe in memory: {pl.total_bytes / 2**20:.2f} MiB "
+          f"({pl.bpw:.4f} bpw)", file=sys.stderr)
+    return evaluate_plan(model_path, pl, args.file, args.ctx_size, args.chunks, imatrix)
 
 
 def print_chunks(events, prog: str, progress: bool = False) -> Finished:
@@ -60,7 +88,10 @@ def run(args) -> int:
     model = resolve_model_arg(args.model)
     if not model.exists():
         raise CliError(f"{model}: no such model file")
-    job = perplexity_job(model, args.file, n_ctx=args.ctx_size, chunks=args.chunks)
+    if _wants_recipe(args):
+        job = recipe_job(model, args)
+    else:
+        job = perplexity_job(model, args.file, n_ctx=args.ctx_size, chunks=args.chunks)
     fin = print_chunks(job, "perplexity", args.progress)
     print(fin.message, flush=True)
     return 0
