@@ -36,6 +36,7 @@ class CompareView(QWidget):
         self.table = QTreeWidget()
         self.table.setHeaderLabels(["recipe", "MiB", "bpw", "PPL", "±", "chunks", "n_ctx"])
         self.table.setSortingEnabled(True)
+        self.table.setRootIsDecorated(False)
         save = QPushButton("Save CSV...")
         save.clicked.connect(self._save_dialog)
         row = QHBoxLayout()

@@ -48,6 +48,7 @@ class GridsView(QWidget):
         self.errors = QTreeWidget()
         self.errors.setHeaderLabels(["type", "bpw", "rmse / rms", "weighted"])
         self.errors.setSortingEnabled(True)
+        self.errors.setRootIsDecorated(False)
         self.measure = QPushButton("Measure error of every type on this tensor")
         self.measure.clicked.connect(self.measure_errors)
         self.runner = JobRunner(self)
