@@ -100,7 +100,11 @@ def main(argv=None) -> int:
             continue
         for use_imp in (False, True):
             q_imp = imp if use_imp else None
-            api.quantize(x[:16], qtype, q_imp)  # warm up: compile outside the timing
+            try:
+                api.quantize(x[:16], qtype, q_imp)  # warm up: compile outside the timing
+            except api.QuantError as e:  # iq2_xxs, iq1_s, ...: an imatrix is required
+                print(f"{qtype:10s} {'no ':7s} refused: {str(e)[:60]}")
+                continue
             cells = []
             for i, nt in enumerate(threads):
                 numba.set_num_threads(min(nt, numba.config.NUMBA_NUM_THREADS))

@@ -129,7 +129,7 @@ def _iq2_xxs_block(q2, xb, qw, sigma2, codes, kmap, nb_off, nb_idx, w, waux, xva
             sg[k] = (~sg[k]) & 127
     for k in range(4):
         gi = grid_lookup(kmap, L, 8 * k)
-        if gi < 0:
+        if gi < 0 or not scale >= 0:  # NaN: GGML_ASSERT(scale >= 0) after the lookups
             return scale, OFF_GRID
         q2[0] |= np.uint32(gi) << np.uint32(8 * k)
         q2[1] |= np.uint32(sg[k]) << np.uint32(7 * k)
