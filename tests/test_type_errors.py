@@ -30,3 +30,20 @@ def test_more_bits_less_error():
         pytest.skip("q4_0/q8_0 quantizers not available")
     got = {s.qtype: s for s in type_errors(_x(), types=["q4_0", "q8_0"])}
     assert got["q8_0"].rel_rmse < got["q4_0"].rel_rmse < 0.2
+
+
+def test_types_needing_an_imatrix_are_reported_not_fatal():
+    from iqk_studio.quant.api import QuantError
+
+    x = _x()
+    needs = []
+    for name in registry.quantizers():
+        try:
+            api.quantize(x[:1], name)
+        except QuantError:
+            needs.append(name)
+    if not needs:
+        pytest.skip("no registered type refuses to quantize without an imatrix")
+    got = list(type_errors(x, types=needs[:1] + ["q8_0"]))
+    assert got[0].note and np.isnan(got[0].rel_rmse)
+    assert got[-1].qtype == "q8_0" and not got[-1].note

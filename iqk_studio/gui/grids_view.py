@@ -148,6 +148,11 @@ class GridsView(QWidget):
 
     def _on_error_event(self, ev) -> None:
         if isinstance(ev, TypeScore):
-            it = QTreeWidgetItem([ev.qtype, f"{ev.bpw:.3f}", f"{ev.rel_rmse:.5f}",
-                                  f"{ev.weighted_rel_rmse:.5f}"])
+            if ev.note:
+                it = QTreeWidgetItem([ev.qtype, f"{ev.bpw:.3f}", "-", "-"])
+                it.setToolTip(0, ev.note)
+                it.setToolTip(2, ev.note)
+            else:
+                it = QTreeWidgetItem([ev.qtype, f"{ev.bpw:.3f}", f"{ev.rel_rmse:.5f}",
+                                      f"{ev.weighted_rel_rmse:.5f}"])
             self.errors.addTopLevelItem(it)

@@ -20,6 +20,7 @@ class TypeScore:
     rel_rmse: float  # sqrt(mean (x - q)^2) / sqrt(mean x^2)
     weighted_rel_rmse: float  # same with the importance weights (= rel_rmse without them)
     seconds: float
+    note: str = ""  # why there is no figure (e.g. the type needs an imatrix); errors are then NaN
 
 
 def sample_rows(model, name: str, max_elements: int = MAX_SAMPLE) -> np.ndarray:
@@ -56,4 +57,8 @@ def type_errors(x: np.ndarray, importance: np.ndarray | None = None, types=None)
         t = by_name(name)
         if not t.is_quantized or x.shape[1] % t.block:
             continue
-        yield score(x, name, importance)
+        try:
+            yield score(x, name, importance)
+        except api.QuantError as e:  # e.g. iq1_s/iq2_xxs need an imatrix, as in llama-quantize
+            bpw = t.row_bytes(x.shape[1]) * 8 / x.shape[1]
+            yield TypeScore(name, bpw, float("nan"), float("nan"), 0.0, str(e))
