@@ -2,8 +2,11 @@
 quantize_row_iq*_kt_impl): per 32-block codebook search at a few trial scales, one row scale
 fitted over the block scales, a final search at the stored scales and a least-squares row scale.
 
-Each row is independent (the reference reuses a scale buffer across the rows of one call; it is
-only read back for IQ4_KT blocks where no trial scored > 0, which we start from 0 instead).
+Rows are independent and deterministic (the codebook bins are fixed, no k-means), so prange
+over rows gives the reference's bytes. One caveat: the reference reuses its block-scale buffer
+across the rows of one call and IQ4_KT reads it back for a block where no trial scored > 0 (a
+degenerate block); we start such a block from 0, where llama-quantize's result would depend on
+how its threads chunked the rows. (IQ3_KT's reused code buffer is only read times 0.)
 """
 
 from __future__ import annotations
@@ -11,7 +14,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from iqk_studio.quant._iqk_common import IQ4K, best_index_iq4nl, make_quant, row_bytes_fn
+from iqk_studio.quant._iqk_common import (
+    IQ4K,
+    best_index_iq4nl,
+    make_quant,
+    put_f32,
+    row_bytes_fn,
+)
 from iqk_studio.quant.common import fma32, nearest_int
 from iqk_studio.quant.kernels._trellis_cb import codebook
 from iqk_studio.quant.kernels._trellis_search import (
@@ -22,11 +31,6 @@ from iqk_studio.quant.kernels._trellis_search import (
 )
 
 F = np.float32
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def _put_f32(out, pos, v):
-    out[pos:pos + 4] = np.array([v], dtype=np.float32).view(np.uint8)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -166,12 +170,12 @@ def _iq12_row(out, x, qw, mode, cb, iq1):
             out[b + ib % 8] = li
         else:
             out[b + ib % 4] |= li << (4 * ((ib % 8) // 4))
-    _put_f32(out, 0, d)
+    put_f32(out, 0, d)
     if d == 0:
         return
     sqx, sq2 = _final_iq12(out, x, w, d, ls_of, idx, cb, iq1, buf)
     if sq2 > 0:
-        _put_f32(out, 0, sqx / sq2 * F(1.07) if iq1 else sqx / sq2)
+        put_f32(out, 0, sqx / sq2 * F(1.07) if iq1 else sqx / sq2)
 
 
 @njit(nogil=True, cache=True, error_model="numpy", parallel=True)
@@ -241,7 +245,7 @@ def _iq4_row(out, x, qw, mode, cb1, cb2):
             amax_scale = abs(scales[ib])
             max_scale = scales[ib]
     d = -max_scale / F(64.0)
-    _put_f32(out, 0, d)
+    put_f32(out, 0, d)
     if d == 0:
         return
     inv = F(1.0) / d
@@ -270,7 +274,7 @@ def _iq4_row(out, x, qw, mode, cb1, cb2):
         for t in range(4):
             out[b + 4 * k + t] = (shb >> (8 * t)) & 0xFF
     if sq2 > 0:
-        _put_f32(out, 0, sqx / sq2)
+        put_f32(out, 0, sqx / sq2)
 
 
 @njit(nogil=True, cache=True, error_model="numpy", parallel=True)
@@ -348,7 +352,7 @@ def _iq3_row(out, x, qw, mode, cb):
     for ib in range(nb):
         ls = max(0, min(15, nearest_int(inv * scales[ib])))
         out[4 + 100 * (ib // 8) + ib % 4] |= ls << (4 * ((ib % 8) // 4))
-    _put_f32(out, 0, d)
+    put_f32(out, 0, d)
     sqx = F(0.0)
     sq2 = F(0.0)
     for ib in range(nb):
@@ -370,7 +374,7 @@ def _iq3_row(out, x, qw, mode, cb):
                 sqx = fma32(wb[8 * g + t] * xb[8 * g + t], q, sqx)
                 sq2 = fma32(q, q * wb[8 * g + t], sq2)
     if sq2 > 0:
-        _put_f32(out, 0, sqx / sq2)
+        put_f32(out, 0, sqx / sq2)
 
 
 @njit(nogil=True, cache=True, error_model="numpy", parallel=True)
