@@ -239,6 +239,7 @@ def _iq4_xs_row(y, x, qw, mode):
     L = np.empty(256, np.uint8)
     w = np.empty(32, np.float32)
     scales = np.empty(8, np.float32)
+    sc = np.empty(128, np.float32)
     values = KVALUES_IQ4NL
     for ibl in range(x.shape[0] // 256):
         xb = x[256 * ibl:256 * ibl + 256]
@@ -249,7 +250,7 @@ def _iq4_xs_row(y, x, qw, mode):
         for ib in range(8):
             xs = xb[32 * ib:32 * ib + 32]
             block_weights(w, xs, qw[256 * ibl + 32 * ib:256 * ibl + 32 * ib + 32], mode, sigma2, 0)
-            d = iq4_block_scale(xs, w, values, L[32 * ib:32 * ib + 32], 7)
+            d = iq4_block_scale(xs, w, values, L[32 * ib:32 * ib + 32], 7, sc)
             scales[ib] = d
             if abs(d) > amax_scale:
                 amax_scale = abs(d)

@@ -11,7 +11,6 @@ from numba import njit, prange
 
 from iqk_studio.quant.common import (
     F,
-    best_index_lut,
     fma32,
     get_fp16,
     index_table,
@@ -225,26 +224,56 @@ def q6_0_rows(out, x, qw, mode):
 
 # ---- IQ4_NL  d:f16 | qs:u8[16] (kvalues_iq4nl indices); the search is shared with IQ4_XS
 @njit(nogil=True, cache=True, error_model="numpy")
-def _iq4_sums(xb, w, values, idd):
+def _iq4_sums(q, xb, w, values, idd):
+    """Σw·q·x and Σw·q² for q = values[best_index(idd·x)] (q gets the values).
+
+    Branch-free so LLVM vectorizes it: best_index(a) = #{k : a - v[k] >= v[k+1] - a} (the
+    bracket's own comparison, true below it, false above it, all false for NaN) and
+    q = v[0] + Σ of the gaps v[k+1] - v[k] it passes (small integers, exact in float32)."""
+    n = xb.shape[0]
+    for j in range(n):
+        q[j] = values[0]
+    for k in range(values.shape[0] - 1):
+        lo = values[k]
+        hi = values[k + 1]
+        gap = hi - lo
+        for j in range(n):
+            a = idd * xb[j]
+            q[j] += gap if a - lo >= hi - a else F(0.0)
     sumqx = F(0.0)
     sumq2 = F(0.0)
-    for j in range(xb.shape[0]):
-        q = values[best_index_lut(values, IQ4NL_TABLE, idd * xb[j])]
-        sumqx = fma32(w[j] * q, xb[j], sumqx)
-        sumq2 = fma32(w[j] * q, q, sumq2)
+    for j in range(n):
+        wq = w[j] * q[j]
+        sumqx = fma32(wq, xb[j], sumqx)
+        sumq2 = fma32(wq, q[j], sumq2)
     return sumqx, sumq2
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def _iq4_labels(Lb, xb, values, idd):
-    for j in range(xb.shape[0]):
-        Lb[j] = best_index_lut(values, IQ4NL_TABLE, idd * xb[j])
+    """Lb[j] = best_index(idd·x[j]), counted branch-free as in _iq4_sums."""
+    n = xb.shape[0]
+    for j in range(n):
+        Lb[j] = 0
+    for k in range(values.shape[0] - 1):
+        lo = values[k]
+        hi = values[k + 1]
+        for j in range(n):
+            a = idd * xb[j]
+            Lb[j] += 1 if a - lo >= hi - a else 0
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def iq4_block_scale(xb, w, values, Lb, ntry):
+def _iq4_steps(cur, up, dn, j, values, lj):
+    cur[j] = values[lj]
+    up[j] = values[lj + 1] - values[lj] if lj < values.shape[0] - 1 else F(0.0)
+    dn[j] = values[lj - 1] - values[lj] if lj > 0 else F(0.0)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def iq4_block_scale(xb, w, values, Lb, ntry, sc):
     """Scale of one block of quantize_row_iq4_nl_impl (candidates + greedy refinement);
-    Lb gets the labels. Returns 0 for an all-(near-)zero block."""
+    Lb gets the labels, sc (4 x block length) is scratch. Returns 0 for an all-(near-)zero block."""
     bs = xb.shape[0]
     amax, mx = _amax_max(xb)
     if amax < F(1e-15):
@@ -252,7 +281,7 @@ def iq4_block_scale(xb, w, values, Lb, ntry):
     d = -mx / values[0]
     idd = F(1.0) / d
     _iq4_labels(Lb, xb, values, idd)
-    sumqx, sumq2 = _iq4_sums(xb, w, values, idd)
+    sumqx, sumq2 = _iq4_sums(sc, xb, w, values, idd)
     d = sumqx / sumq2
     best = d * sumqx
     best_sumqx = sumqx
@@ -262,7 +291,7 @@ def iq4_block_scale(xb, w, values, Lb, ntry):
         for cand in range(2):
             base = values[0] if cand == 0 else values[nv - 1]
             idd = (F(itry) + base) / mx
-            sumqx, sumq2 = _iq4_sums(xb, w, values, idd)
+            sumqx, sumq2 = _iq4_sums(sc, xb, w, values, idd)
             if sumq2 > 0 and sumqx * sumqx > best * sumq2:
                 d = sumqx / sumq2
                 best = d * sumqx
@@ -271,28 +300,30 @@ def iq4_block_scale(xb, w, values, Lb, ntry):
                 _iq4_labels(Lb, xb, values, idd)
     sumqx = best_sumqx
     sumq2 = best_sumq2
+    cur = sc[:bs]  # values[L], and the gaps to the next value up / down (0 at the ends)
+    up = sc[bs:2 * bs]
+    dn = sc[2 * bs:3 * bs]
+    st = sc[3 * bs:4 * bs]
+    for j in range(bs):
+        _iq4_steps(cur, up, dn, j, values, np.int64(Lb[j]))
     for _ in range(32 * bs):
+        # step of every weight toward its gradient (inf when it cannot move), in one
+        # vectorizable pass; then the first smallest, as the reference's strict '<' scan
+        for j in range(bs):
+            g = d * w[j] * fma32(-d, cur[j], xb[j])
+            s_up = up[j] / g
+            s_dn = dn[j] / g
+            st[j] = s_up if (g > 0 and up[j] > 0) else (s_dn if (g < 0 and dn[j] < 0) else np.inf)
         min_step = np.float32(np.inf)
         best_j = -1
-        dr = 0
         for j in range(bs):
-            lj = np.int64(Lb[j])
-            g = d * w[j] * fma32(-d, values[lj], xb[j])
-            if g > 0 and lj < nv - 1:
-                step = (values[lj + 1] - values[lj]) / g
-                if step < min_step:
-                    min_step = step
-                    best_j = j
-                    dr = 1
-            elif g < 0 and lj > 0:
-                step = (values[lj - 1] - values[lj]) / g
-                if step < min_step:
-                    min_step = step
-                    best_j = j
-                    dr = -1
+            if st[j] < min_step:
+                min_step = st[j]
+                best_j = j
         if best_j < 0:
             break
         wj = w[best_j]
+        dr = 1 if d * wj * fma32(-d, cur[best_j], xb[best_j]) > 0 else -1
         lj = np.int64(Lb[best_j])
         vn = values[lj + dr]
         vo = values[lj]
@@ -304,6 +335,7 @@ def iq4_block_scale(xb, w, values, Lb, ntry):
             d = sumqx / sumq2
             best = d * sumqx
             Lb[best_j] = lj + dr
+            _iq4_steps(cur, up, dn, best_j, values, lj + dr)
         else:
             break
     return d
@@ -313,13 +345,14 @@ def iq4_block_scale(xb, w, values, Lb, ntry):
 def _iq4_nl_row(y, x, qw, mode):
     w = np.empty(32, np.float32)
     L = np.empty(32, np.uint8)
+    sc = np.empty(128, np.float32)
     values = KVALUES_IQ4NL
     for ib in range(x.shape[0] // 32):
         xb = x[32 * ib:32 * ib + 32]
         yb = y[18 * ib:18 * ib + 18]
         sigma2 = sum_sq(xb) * F(2.0 / 32)
         block_weights(w, xb, qw[32 * ib:32 * ib + 32], mode, sigma2, 0)
-        d = iq4_block_scale(xb, w, values, L, 7)
+        d = iq4_block_scale(xb, w, values, L, 7, sc)
         put_fp16(yb, 0, d)
         idd = F(1.0) / d if d != 0 else F(0.0)
         _iq4_labels(L, xb, values, idd)
