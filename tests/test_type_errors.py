@@ -37,9 +37,11 @@ def test_types_needing_an_imatrix_are_reported_not_fatal():
 
     x = _x()
     needs = []
-    for name in registry.quantizers():
+    for name in ("iq2_xxs", "iq1_s", "iq2_xs"):
+        if name not in registry.quantizers():
+            continue
         try:
-            api.quantize(x[:1], name)
+            api.quantize(x, name)
         except QuantError:
             needs.append(name)
     if not needs:

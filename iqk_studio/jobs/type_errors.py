@@ -59,6 +59,6 @@ def type_errors(x: np.ndarray, importance: np.ndarray | None = None, types=None)
             continue
         try:
             yield score(x, name, importance)
-        except api.QuantError as e:  # e.g. iq1_s/iq2_xxs need an imatrix, as in llama-quantize
+        except ValueError as e:  # QuantError: e.g. iq1_s needs an imatrix; rows per group
             bpw = t.row_bytes(x.shape[1]) * 8 / x.shape[1]
             yield TypeScore(name, bpw, float("nan"), float("nan"), 0.0, str(e))
