@@ -146,3 +146,71 @@ def dot32_lanes(typingctx, a, b):
         return builder.fadd(builder.fadd(s04, s26), builder.fadd(s15, s37))
 
     return sig, codegen
+
+
+def _splat(builder, v8, scalar):
+    """<8 x float> with every lane = scalar."""
+    i32 = ir.IntType(32)
+    one = builder.insert_element(ir.Constant(v8, ir.Undefined), scalar, ir.Constant(i32, 0))
+    return builder.shuffle_vector(one, ir.Constant(v8, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+
+
+def _hsum8_ir(builder, acc):
+    lane = [builder.extract_element(acc, ir.Constant(ir.IntType(32), i)) for i in range(8)]
+    s04, s26 = builder.fadd(lane[0], lane[4]), builder.fadd(lane[2], lane[6])
+    s15, s37 = builder.fadd(lane[1], lane[5]), builder.fadd(lane[3], lane[7])
+    return builder.fadd(builder.fadd(s04, s26), builder.fadd(s15, s37))
+
+
+@intrinsic
+def label4_sums(typingctx, xb, w, v, t):
+    """compute_1block_iq2ks's labelling and sums in its AVX2 form: for each of the 32 x, the
+    t_j of the nearest v_j ((x - v_j)² smallest, ties to the lower j) and of the nearest -v_j
+    ((x + v_j)²); returns (Σw·q·x, Σw·q²) for both labellings as 8-lane FMA chains + hsum8.
+    xb, w: 32 float32; v = d·t (4 float32); t: the 4 values. Emitted as <8 x float> IR."""
+    for a in (xb, w, v, t):
+        if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                and a.dtype == types.float32):
+            return None
+    sig = types.UniTuple(types.float32, 4)(xb, w, v, t)
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        v8 = ir.VectorType(f32, 8)
+        fma = builder.module.globals.get("llvm.fma.v8f32")
+        if fma is None:
+            fma = ir.Function(builder.module, ir.FunctionType(v8, [v8] * 3), "llvm.fma.v8f32")
+        data = [context.make_array(ty)(context, builder, val).data
+                for ty, val in zip(signature.args, args, strict=True)]
+        i64 = ir.IntType(64)
+        px, pw = (builder.bitcast(p, v8.as_pointer()) for p in data[:2])
+        vx = [builder.load(builder.gep(px, [ir.Constant(i64, k)]), align=4) for k in range(4)]
+        vw = [builder.load(builder.gep(pw, [ir.Constant(i64, k)]), align=4) for k in range(4)]
+        vv = [_splat(builder, v8, builder.load(builder.gep(data[2], [ir.Constant(i64, j)])))
+              for j in range(4)]
+        tt = [_splat(builder, v8, builder.load(builder.gep(data[3], [ir.Constant(i64, j)])))
+              for j in range(4)]
+        sums = []
+        for sign in (0, 1):
+            best, q = [], []
+            for k in range(4):
+                diff = builder.fsub(vx[k], vv[0]) if sign == 0 else builder.fadd(vx[k], vv[0])
+                best.append(builder.fmul(diff, diff))
+                q.append(tt[0])
+            for j in range(1, 4):
+                for k in range(4):
+                    diff = builder.fsub(vx[k], vv[j]) if sign == 0 else builder.fadd(vx[k], vv[j])
+                    dd = builder.fmul(diff, diff)
+                    m = builder.fcmp_ordered("<", dd, best[k])
+                    best[k] = builder.select(m, dd, best[k])
+                    q[k] = builder.select(m, tt[j], q[k])
+            aqx = ir.Constant(v8, [0.0] * 8)
+            aq2 = ir.Constant(v8, [0.0] * 8)
+            for k in range(4):
+                wq = builder.fmul(vw[k], q[k])
+                aqx = builder.call(fma, [wq, vx[k], aqx])
+                aq2 = builder.call(fma, [wq, q[k], aq2])
+            sums += [_hsum8_ir(builder, aqx), _hsum8_ir(builder, aq2)]
+        return context.make_tuple(builder, signature.return_type, sums)
+
+    return sig, codegen

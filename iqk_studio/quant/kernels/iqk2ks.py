@@ -15,8 +15,8 @@ from iqk_studio.quant.kernels._iqk23 import (
     amax_signed,
     check_quant,
     check_raw,
-    dot32_lanes,
     hsum8,
+    label4_sums,
     sum_sq,
     weights_sigma,
 )
@@ -29,25 +29,6 @@ QK = 256
 #      of scale i) | scales:u8[4] (low nibbles, 32-block i in nibble i%2 of byte i/2)
 #      | qs:u8[64] (element e: qs[32*(e/128) + e%32] bits 2*((e/32)%4)); y = d*(ls-16)*v
 # The AVX2 code keeps element e = 8k + l in lane l of vector k; sums are per-lane FMA chains.
-@njit(nogil=True, cache=True)
-def _label4(xe, v0, v1, v2, v3, t0, t1, t2, t3):
-    """t_j for the j minimising (xe - v_j)² in float32; ties to the lower j (branch-free)."""
-    diff = xe - v0
-    best = diff * diff
-    q = t0
-    diff = xe - v1
-    dd = diff * diff
-    q = t1 if dd < best else q
-    best = min(dd, best)
-    diff = xe - v2
-    dd = diff * diff
-    q = t2 if dd < best else q
-    best = min(dd, best)
-    diff = xe - v3
-    dd = diff * diff
-    return t3 if dd < best else q
-
-
 @njit(nogil=True, cache=True)
 def _nearest4(xe, v0, v1, v2, v3):
     """Index j minimising (xe - v_j)² in float32 (v_j = d·value_j); ties to the lower index."""
@@ -73,20 +54,12 @@ def _nearest4(xe, v0, v1, v2, v3):
 @njit(nogil=True, cache=True)
 def _try_1block(d, x, j0, w, off, lab):
     """compute_1block_iq2ks: best of the direct and mirrored labelling; (ok, d, score).
-    lab: (4, 32) float32 scratch. The labelling loop is branch-free so LLVM vectorizes it;
-    the sums are explicit 8-lane FMAs in the AVX2 order (dot32_lanes)."""
-    t0, t1, t2, t3 = IQ2NL[off], IQ2NL[off + 1], IQ2NL[off + 2], IQ2NL[off + 3]
-    v0, v1, v2, v3 = d * t0, d * t1, d * t2, d * t3
-    wq1, q1, wq2, q2 = lab[0], lab[1], lab[2], lab[3]
-    for e in range(32):
-        xe = x[j0 + e]
-        q1[e] = _label4(xe, v0, v1, v2, v3, t0, t1, t2, t3)
-        q2[e] = _label4(xe, -v0, -v1, -v2, -v3, t0, t1, t2, t3)
-        wq1[e] = w[e] * q1[e]
-        wq2[e] = w[e] * q2[e]
-    xb = x[j0:j0 + 32]
-    sumqx1, sumq21 = dot32_lanes(wq1, xb), dot32_lanes(wq1, q1)
-    sumqx2, sumq22 = dot32_lanes(wq2, xb), dot32_lanes(wq2, q2)
+    lab: (2, 4) float32 scratch. Labels and sums are one <8 x float> block (label4_sums)."""
+    v, t = lab[0], lab[1]
+    for j in range(4):
+        t[j] = IQ2NL[off + j]
+        v[j] = d * t[j]
+    sumqx1, sumq21, sumqx2, sumq22 = label4_sums(x[j0:j0 + 32], w, v, t)
     ok = False
     bd = F(0.0)
     score = F(0.0)
@@ -149,7 +122,7 @@ def _iq2ks_row(out, x, qw, mode):
     nb = n // QK
     weight = np.empty(32, np.float32)
     acc = np.empty((4, 8), np.float32)
-    lab = np.empty((4, 32), np.float32)
+    lab = np.empty((2, 4), np.float32)
     scales = np.empty(8 * nb, np.float32)
     sw = np.empty(8 * nb, np.float32)
     Ls = np.empty(8 * nb, np.int64)
