@@ -1,6 +1,7 @@
 """Search tables and helpers shared by the IQ2_XXS / IQ2_XS / IQ1_S / IQ1_M quantizers: the
-grids as 2·l+1 codes, kmap and neighbour lists (ggml-quants.c iq2xs_init_impl), nearest-grid
-searches, a stable sort and make_qp_quants as the reference build compiles it there."""
+grids as 2·l+1 codes, kmap and neighbour lists (ggml-quants.c iq2xs_init_impl), the iq2
+nearest-grid search, level rounding, weights and sign folding, a stable sort and make_qp_quants
+as the reference build compiles it there."""
 
 from __future__ import annotations
 
@@ -188,3 +189,61 @@ def make_qp_quants_nf(x, w, nmax, L):
         if n_changed == 0:
             break
     return sumlx / suml2
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def weights_signs(w, waux, xval, signs, xb, qw, sigma2):
+    """w = qw·sqrt(σ² + x²) (fused), waux = sqrt(w); xval = |x| with an even number of sign
+    flips per 8-group: on odd parity the smallest w·x·x keeps its sign (7 stored sign bits)."""
+    n = xb.shape[0]
+    for i in range(n):
+        w[i] = qw[i] * np.sqrt(fma32(xb[i], xb[i], sigma2))
+        waux[i] = np.sqrt(w[i])
+    for k in range(n // 8):
+        s = 0
+        nflip = 0
+        for i in range(8):
+            v = xb[8 * k + i]
+            if v >= 0:
+                xval[8 * k + i] = v
+            else:
+                xval[8 * k + i] = -v
+                nflip += 1
+                s |= 1 << i
+        if nflip % 2:
+            imin = 0
+            mn = w[8 * k] * xb[8 * k] * xb[8 * k]
+            for i in range(1, 8):
+                ax = w[8 * k + i] * xb[8 * k + i] * xb[8 * k + i]
+                if ax < mn:
+                    mn = ax
+                    imin = i
+            xval[8 * k + imin] = -xval[8 * k + imin]
+            s ^= 1 << imin
+        signs[k] = s & 127
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def iq2_levels(L, o, xval, waux, id_, scale, codes, kmap, nb_off, nb_idx):
+    """Levels nearest_int(0.5·(id·x - 1)) clamped to 0..2 for the 8-group at o; off the grid,
+    the best neighbour at `scale`. Returns the grid index (-1: no neighbour)."""
+    for i in range(8):
+        li = nearest_int(F(0.5) * fma32(id_, xval[o + i], F(-1.0)))
+        L[o + i] = max(0, min(2, li))
+    u = level_key(L, o)
+    gi = kmap[u]
+    if gi < 0:
+        gi = iq2_best_neighbour(L, o, codes, nb_off, nb_idx, u, xval, waux, scale)
+    return gi
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def level_sums(L, w, xval, n):
+    """sum w·x·q and sum w·q·q for q = 2L+1 (both running sums fused)."""
+    sqx = F(0.0)
+    sq2 = F(0.0)
+    for i in range(n):
+        q = F(2 * L[i] + 1)
+        sqx = fma32(w[i] * xval[i], q, sqx)
+        sq2 = fma32(w[i] * q, q, sq2)
+    return sqx, sq2
