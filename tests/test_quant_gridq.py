@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX, MODE_UNIFORM
-from iqk_studio.quant.kernels._grid_search import best_neighbour
+from iqk_studio.quant.kernels._grid_search import best_neighbour4, best_neighbour8
 from iqk_studio.quant.kernels._grid_tables import _SPEC, grid_levels, search_tables
 from iqk_studio.quant.kernels.grid import DEQUANT
 from iqk_studio.quant.kernels.grid_q import QUANT, _abs_signs, _even_signs
@@ -73,16 +73,20 @@ def test_search_tables_match_brute_force(qtype):
         assert got == [j for d, j in pairs if d in keep]
 
 
-def test_best_neighbour_is_weighted_argmin():
-    grid, kmap, nbr = search_tables("iq3s")
+@pytest.mark.parametrize("name, fn", [("iq3s", best_neighbour4), ("iq3xxs", best_neighbour4),
+                                      ("iq2s", best_neighbour8)])
+def test_best_neighbour_is_weighted_argmin(name, fn):
+    grid, kmap, nbr = search_tables(name)
+    bits, g, _ = _SPEC[name]
+    top = float(grid.max())
     rng = np.random.default_rng(2)
-    L = np.zeros(4, np.int64)
+    L = np.zeros(g, np.int64)
     checked = 0
     for _ in range(300):
-        xval = rng.uniform(0, 15, 4).astype(F)
-        w = rng.uniform(0.1, 2, 4).astype(F)
-        lab = np.clip(np.rint((xval - 1) / 2), 0, 7).astype(np.int64)
-        u = int((lab << (3 * np.arange(4))).sum())
+        xval = rng.uniform(0, top, g).astype(F)
+        w = rng.uniform(0.1, 2, g).astype(F)
+        lab = np.clip(np.rint((xval - 1) / 2), 0, (top - 1) / 2).astype(np.int64)
+        u = int((lab << (bits * np.arange(g))).sum())
         if kmap[u] >= 0:
             continue
         o = -kmap[u] - 1
@@ -91,7 +95,7 @@ def test_best_neighbour_is_weighted_argmin():
         srt = np.sort(d2)
         if len(srt) > 1 and srt[1] - srt[0] < 1e-3 * max(srt[0], 1):
             continue  # a near tie is decided by float32 rounding
-        got = best_neighbour(L, 0, xval, w, F(1.0), grid, nbr, o)
+        got = fn(L, 0, xval, w, F(1.0), grid, nbr, o)
         assert got == cand[np.argmin(d2)]
         assert np.array_equal(L, (grid[got].astype(np.int64) - 1) // 2)
         checked += 1

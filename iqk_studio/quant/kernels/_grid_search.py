@@ -15,37 +15,66 @@ from iqk_studio.quant.kernels import MODE_IMATRIX, MODE_UNIFORM
 
 
 @njit(nogil=True, cache=True, error_model="numpy", inline="always")
-def _nearest_listed(o, xval, waux, scale, grid, neighbours, start, g):
-    """(index, ) of the listed grid point with the smallest Σ waux·(scale·q - x)², first on ties."""
+def _nearest4(o, xval, waux, scale, grid, neighbours, start):
+    """Index of the listed 4-value grid point with the smallest Σ waux·(scale·q - x)², first on
+    ties; unrolled, branch-free selection (same values and order as the reference's loop)."""
+    x0, x1, x2, x3 = -xval[o], -xval[o + 1], -xval[o + 2], -xval[o + 3]
+    w0, w1, w2, w3 = waux[o], waux[o + 1], waux[o + 2], waux[o + 3]
     best_d2 = F(3.4028234663852886e38)
-    best = -1
+    best = np.int64(neighbours[start + 1])  # the reference asserts when no d2 < FLT_MAX
+    for j in range(1, neighbours[start] + 1):
+        idx = np.int64(neighbours[start + j])
+        e = fma32(scale, grid[idx, 0], x0)
+        d2 = fma32(w0 * e, e, F(0.0))
+        e = fma32(scale, grid[idx, 1], x1)
+        d2 = fma32(w1 * e, e, d2)
+        e = fma32(scale, grid[idx, 2], x2)
+        d2 = fma32(w2 * e, e, d2)
+        e = fma32(scale, grid[idx, 3], x3)
+        d2 = fma32(w3 * e, e, d2)
+        lt = d2 < best_d2
+        best = idx if lt else best
+        best_d2 = d2 if lt else best_d2
+    return best
+
+
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _nearest8(o, xval, waux, scale, grid, neighbours, start):
+    """_nearest4 for 8-value grid points."""
+    best_d2 = F(3.4028234663852886e38)
+    best = np.int64(neighbours[start + 1])
     for j in range(1, neighbours[start] + 1):
         idx = np.int64(neighbours[start + j])
         d2 = F(0.0)
-        for i in range(g):
-            diff = fma32(scale, grid[idx, i], -xval[o + i])
-            d2 = fma32(waux[o + i] * diff, diff, d2)
-        if d2 < best_d2:
-            best_d2 = d2
-            best = idx
+        for i in range(8):
+            e = fma32(scale, grid[idx, i], -xval[o + i])
+            d2 = fma32(waux[o + i] * e, e, d2)
+        lt = d2 < best_d2
+        best = idx if lt else best
+        best_d2 = d2 if lt else best_d2
     return best
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def best_neighbour(L, o, xval, waux, scale, grid, neighbours, start):
-    """iq{2,3}_find_best_neighbour: the listed grid point closest to xval/scale in waux-weighted
-    distance (first on ties); writes its labels into L[o:o+group], returns its index."""
-    g = grid.shape[1]
-    if g == 4:  # a literal group length lets LLVM unroll the distance loop
-        best = _nearest_listed(o, xval, waux, scale, grid, neighbours, start, 4)
-    else:
-        best = _nearest_listed(o, xval, waux, scale, grid, neighbours, start, 8)
-    for i in range(g):
-        L[o + i] = (np.int64(grid[best, i]) - 1) // 2
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def best_neighbour4(L, o, xval, waux, scale, grid, neighbours, start):
+    """iq3_find_best_neighbour: the listed grid point closest to xval/scale in waux-weighted
+    distance (first on ties); writes its labels into L[o:o+4], returns its index."""
+    best = _nearest4(o, xval, waux, scale, grid, neighbours, start)
+    for i in range(4):
+        L[o + i] = (np.int64(grid[best, i]) - 1) >> 1
     return best
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def best_neighbour8(L, o, xval, waux, scale, grid, neighbours, start):
+    """iq2_find_best_neighbour: best_neighbour4 for groups of 8."""
+    best = _nearest8(o, xval, waux, scale, grid, neighbours, start)
+    for i in range(8):
+        L[o + i] = (np.int64(grid[best, i]) - 1) >> 1
+    return best
+
+
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def label_group(L, o, xval, idv, g, bits, kmax):
     """Labels clamp(nearest_int((id·x - 1)/2), 0, kmax-1) of one group into L; returns the code."""
     u = 0
@@ -57,7 +86,7 @@ def label_group(L, o, xval, idv, g, bits, kmax):
     return u
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def weighted_sums(xval, weight, L):
     """(Σ w·x·q, Σ w·q²) with q = 2L+1, both running sums fused."""
     sumqx = F(0.0)
@@ -91,7 +120,10 @@ def search_block(L, og, xval, weight, waux, Laux, oga, tabs, par, vmax):
             u = label_group(Laux, g * k, xval, idv, g, bits, kmax)
             oga[k] = kmap[u] >= 0
             if not oga[k]:
-                best_neighbour(Laux, g * k, xval, waux, this_scale, grid, nbr, -kmap[u] - 1)
+                if g == 4:
+                    best_neighbour4(Laux, g * k, xval, waux, this_scale, grid, nbr, -kmap[u] - 1)
+                else:
+                    best_neighbour8(Laux, g * k, xval, waux, this_scale, grid, nbr, -kmap[u] - 1)
         sumqx, sumq2 = weighted_sums(xval, weight, Laux)
         if sumq2 > 0 and sumqx * sumqx > best * sumq2:
             scale = sumqx / sumq2
@@ -108,7 +140,10 @@ def search_block(L, og, xval, weight, waux, Laux, oga, tabs, par, vmax):
                 continue
             u = label_group(L, g * k, xval, idv, g, bits, kmax)
             if kmap[u] < 0:
-                best_neighbour(L, g * k, xval, waux, scale, grid, nbr, -kmap[u] - 1)
+                if g == 4:
+                    best_neighbour4(L, g * k, xval, waux, scale, grid, nbr, -kmap[u] - 1)
+                else:
+                    best_neighbour8(L, g * k, xval, waux, scale, grid, nbr, -kmap[u] - 1)
         sumqx, sumq2 = weighted_sums(xval, weight, L)
         if sumq2 > 0:
             scale = sumqx / sumq2
