@@ -214,3 +214,74 @@ def label4_sums(typingctx, xb, w, v, t):
         return context.make_tuple(builder, signature.return_type, sums)
 
     return sig, codegen
+
+
+@intrinsic
+def split_hit16(typingctx, sumx, sumw, par, i2):
+    """IQ2_K split pre-test in <16 x float>: does any i3 in [i2, 16) and value order p pass
+    sumq2 > 0 and sumqx² > best·sumq2, with _split_sums's float32 expressions
+    sumqx = fma(sx[16] - sx[i3], v3, fma(sx[i3] - sx[i2], v2, bx)),
+    sumq2 = fma((sw[16] - sw[i3])·v3, v3, fma((sw[i3] - sw[i2])·v2, v2, bw))?
+    sumx, sumw: 17 float32 prefix sums; par: bx[4], bw[4], (v2, v3)[4], best (17 float32)."""
+    for a in (sumx, sumw, par):
+        if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                and a.dtype == types.float32):
+            return None
+    if not isinstance(i2, types.Integer):
+        return None
+    sig = types.boolean(sumx, sumw, par, i2)
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        i32 = ir.IntType(32)
+        i64 = ir.IntType(64)
+        v16 = ir.VectorType(f32, 16)
+        fma = builder.module.globals.get("llvm.fma.v16f32")
+        if fma is None:
+            fma = ir.Function(builder.module, ir.FunctionType(v16, [v16] * 3), "llvm.fma.v16f32")
+        px, pw, pp = (context.make_array(ty)(context, builder, val).data
+                      for ty, val in zip(signature.args[:3], args[:3], strict=True))
+        j2 = context.cast(builder, args[3], signature.args[3], types.int64)
+
+        def scalar(ptr, idx):
+            return builder.load(builder.gep(ptr, [idx]))
+
+        def splat(v):
+            one = builder.insert_element(ir.Constant(v16, ir.Undefined), v, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, ir.Constant(v16, ir.Undefined),
+                                          ir.Constant(ir.VectorType(i32, 16), [0] * 16))
+
+        def c(k):
+            return ir.Constant(i64, k)
+
+        vsx = builder.load(builder.bitcast(px, v16.as_pointer()), align=4)
+        vsw = builder.load(builder.bitcast(pw, v16.as_pointer()), align=4)
+        tx = builder.fsub(splat(scalar(px, c(16))), vsx)
+        ux = builder.fsub(vsx, splat(scalar(px, j2)))
+        tw = builder.fsub(splat(scalar(pw, c(16))), vsw)
+        uw = builder.fsub(vsw, splat(scalar(pw, j2)))
+        vbest = splat(scalar(pp, c(16)))
+        zero = ir.Constant(v16, [0.0] * 16)
+        lanes = ir.Constant(ir.VectorType(i64, 16), list(range(16)))
+        hit = builder.icmp_signed(">=", lanes, builder.shuffle_vector(
+            builder.insert_element(ir.Constant(ir.VectorType(i64, 16), ir.Undefined), j2,
+                                   ir.Constant(i32, 0)),
+            ir.Constant(ir.VectorType(i64, 16), ir.Undefined),
+            ir.Constant(ir.VectorType(i32, 16), [0] * 16)))
+        anyp = None
+        for p in range(4):
+            bx = splat(scalar(pp, c(p)))
+            bw = splat(scalar(pp, c(4 + p)))
+            v2 = splat(scalar(pp, c(8 + 2 * p)))
+            v3 = splat(scalar(pp, c(9 + 2 * p)))
+            qx = builder.call(fma, [tx, v3, builder.call(fma, [ux, v2, bx])])
+            q2 = builder.call(fma, [builder.fmul(tw, v3), v3,
+                                    builder.call(fma, [builder.fmul(uw, v2), v2, bw])])
+            m = builder.and_(builder.fcmp_ordered(">", q2, zero),
+                             builder.fcmp_ordered(">", builder.fmul(qx, qx),
+                                                  builder.fmul(vbest, q2)))
+            anyp = m if anyp is None else builder.or_(anyp, m)
+        bits = builder.bitcast(builder.and_(anyp, hit), ir.IntType(16))
+        return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(16), 0))
+
+    return sig, codegen

@@ -16,6 +16,7 @@ from iqk_studio.quant.kernels._iqk23 import (
     best_index_iq2nl,
     check_quant,
     check_raw,
+    split_hit16,
     sum_sq,
     weights_sigma,
 )
@@ -51,16 +52,38 @@ def _split_sums(sumx, sumw, i1, i2, i3, n, v0, v1, v2, v3):
 
 
 @njit(nogil=True, cache=True)
+def _any_accept(sumx, sumw, i1, i2, pat, best, par):
+    """Would any candidate (i1, i2, i3 >= i2, p) pass `sumqx² > best·sumq2` against this best?
+    The i1/i2 parts of _split_sums here, the i3 part in one <16 x float> pass (split_hit16).
+    par (17 float32) is scratch."""
+    for p in range(4):
+        v0 = pat[p, 0]
+        v1 = pat[p, 1]
+        par[p] = fma32(sumx[i1], v0, (sumx[i2] - sumx[i1]) * v1)
+        par[4 + p] = fma32(sumw[i1] * v0, v0, (sumw[i2] - sumw[i1]) * v1 * v1)
+        par[8 + 2 * p] = pat[p, 2]
+        par[9 + 2 * p] = pat[p, 3]
+    par[16] = best
+    return split_hit16(sumx, sumw, par, i2)
+
+
+@njit(nogil=True, cache=True)
 def _search16x4(sumx, sumw, pat):
     """IQ2_K exhaustive 3-split search over sorted prefix sums, 4 value orders per split (rows
     of pat: base, shifted, base reversed, shifted reversed). Value k goes to sorted ranks
-    [i_k, i_k+1). Returns (d, shifted) of the last accepted candidate."""
+    [i_k, i_k+1). Returns (d, shifted) of the last accepted candidate.
+    A vectorized pre-test skips every (i1, i2) row none of whose candidates beats the current
+    best (most of them); a row with a hit is scanned in order as the reference does."""
     best = F(0.0)
     d = F(0.0)
     shifted = False
     n = sumx.shape[0] - 1
+    assert n == 16
+    par = np.empty(17, np.float32)
     for i1 in range(n):
         for i2 in range(i1, n):
+            if not _any_accept(sumx, sumw, i1, i2, pat, best, par):
+                continue
             for i3 in range(i2, n):
                 for p in range(4):
                     sumqx, sumq2 = _split_sums(sumx, sumw, i1, i2, i3, n,
