@@ -144,3 +144,17 @@ def test_bad_input_is_a_clear_error():
         QUANT["iq3_s"](np.zeros((1, 100), F), None, MODE_DEFAULT)
     with pytest.raises(ValueError, match="importance"):
         QUANT["iq2_s"](np.zeros((1, 256), F), np.ones(10, F), MODE_IMATRIX)
+
+
+def test_zero_importance_block_is_deterministic():
+    """A block whose importance is all zero accepts no candidate scale; the labels then come
+    from the previous block (the reference's reused arrays), from zeros at a row's start."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 512)).astype(F)
+    qw = rng.uniform(0.5, 2, 512).astype(F)
+    qw[:32] = 0
+    qw[288:320] = 0
+    for qtype, fn in QUANT.items():
+        a = fn(x, qw, MODE_IMATRIX)
+        assert np.array_equal(a, fn(x[::-1].copy(), qw, MODE_IMATRIX)[::-1]), qtype
+        assert np.isfinite(DEQUANT[qtype](a, 512)).all()

@@ -105,7 +105,10 @@ def search_block(L, og, xval, weight, waux, Laux, oga, tabs, par, vmax):
     tabs = (grid, kmap, neighbours). par = (group, bits, kmax, nsteps, step, og_reset,
     relabel_all): candidates id = (2·kmax-1 + is·step)/vmax for |is| <= nsteps; og_reset 0/1
     resets og before the search, -1 keeps the previous block's state (IQ3_XXS: the reference
-    never resets it); relabel_all: the refinement relabels on-grid groups too (IQ3_S)."""
+    never resets it); relabel_all: the refinement relabels on-grid groups too (IQ3_S).
+    If no candidate is accepted (every Σw·x·q or Σw·q² is 0, e.g. an importance that is zero over
+    the whole block), L / og keep what the previous block left, as the reference's reused arrays
+    do (IQ3_XXS, IQ2_S; IQ3_S resets and relabels everything)."""
     grid, kmap, nbr = tabs
     g, bits, kmax, nsteps, step, og_reset, relabel_all = par
     ng = xval.shape[0] // g

@@ -86,6 +86,8 @@ def _iq3_row(out, x, qw, mode, tabs, is_s):
     weight = np.empty(32, np.float32)
     waux = np.empty(32, np.float32)
     xval = np.empty(32, np.float32)
+    # L / og persist over the row's blocks (see search_block). The reference starts a row with
+    # whatever its stack holds (undefined); we start from zeros (grid point 0, on the grid).
     L = np.zeros(32, np.int64)
     Laux = np.zeros(32, np.int64)
     og = np.zeros(8, np.bool_)
