@@ -99,36 +99,67 @@ def make_qx_quants(x, w, nmax, L):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
+def _qx_cand_sums(sc, x, w, nmax):
+    """Unfused Σw·x·l, Σw·l² of all 38 candidates of make_qx_quants_ggml at once: sc[0] gets
+    the iscales (order is = -9..9, then -nmax-based before nmax-1-based), sc[1] / sc[2] the sums.
+    Each candidate's sums are still added element by element in order, so the results equal
+    _qx_sums(fused=False); the loop over candidates is what LLVM vectorizes."""
+    iscales = sc[0]
+    sx = sc[1]
+    s2 = sc[2]
+    _, mx = _amax_signed(x)
+    for k in range(19):
+        iscales[2 * k] = -(F(nmax) + F(0.1) * F(k - 9)) / mx
+        iscales[2 * k + 1] = (F(nmax - 1) + F(0.1) * F(k - 9)) / mx
+    for c in range(38):
+        sx[c] = F(0.0)
+        s2[c] = F(0.0)
+    lo = F(-nmax)
+    hi = F(nmax - 1)
+    for i in range(x.shape[0]):
+        xi = x[i]
+        wi = w[i]
+        wx = wi * xi
+        for c in range(38):
+            lf = min(hi, max(lo, fma32(iscales[c], xi, F(12582912.0)) - F(12582912.0)))
+            sx[c] = sx[c] + wx * lf
+            s2[c] = s2[c] + wi * lf * lf
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
 def make_qx_quants_ggml(x, w, nmax, L):
     """ggml-quants.c make_qx_quants, rmse_type 1 with weights w (Q6_K, Q6_0, Q4_0/Q5_0 imatrix).
 
     Two candidates per step and a greedy refinement; L[i] = l + nmax; returns scale.
     Reference build: first sums fused, candidate sums not (vectorized in order)."""
+    return make_qx_quants_ggml_sc(x, w, nmax, L, np.empty((3, 40), np.float32))
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def make_qx_quants_ggml_sc(x, w, nmax, L, sc):
+    """make_qx_quants_ggml with caller-owned scratch sc (3 x >= 38 float32)."""
     n = x.shape[0]
     amax, mx = _amax_signed(x)
     if amax < F(1e-15):
         L[:] = 0
         return F(0.0)
     iscale = F(-nmax) / mx
-    _qx_labels(L, x, nmax, iscale)
     sumlx, suml2 = _qx_sums(x, w, nmax, iscale, True)
     scale = sumlx / suml2 if suml2 != 0 else F(0.0)
     best = scale * sumlx
     best_sumlx = sumlx
     best_suml2 = suml2
-    for is_ in range(-9, 10):
-        for cand in range(2):
-            if cand == 0:
-                iscale = -(F(nmax) + F(0.1) * F(is_)) / mx
-            else:
-                iscale = (F(nmax - 1) + F(0.1) * F(is_)) / mx
-            sumlx, suml2 = _qx_sums(x, w, nmax, iscale, False)
-            if suml2 > 0 and sumlx * sumlx > best * suml2:
-                _qx_labels(L, x, nmax, iscale)
-                scale = sumlx / suml2
-                best = scale * sumlx
-                best_sumlx = sumlx
-                best_suml2 = suml2
+    _qx_cand_sums(sc, x, w, nmax)
+    for c in range(38):  # the reference's order; the labels are those of the last accepted
+        sumlx = sc[1, c]
+        suml2 = sc[2, c]
+        if suml2 > 0 and sumlx * sumlx > best * suml2:
+            iscale = sc[0, c]
+            scale = sumlx / suml2
+            best = scale * sumlx
+            best_sumlx = sumlx
+            best_suml2 = suml2
+    _qx_labels(L, x, nmax, iscale)
     sumlx = best_sumlx
     suml2 = best_suml2
     for _ in range(n * (2 * nmax - 1)):
@@ -218,5 +249,5 @@ __all__ = [
     "F", "FP16_TABLE", "best_index", "best_index_lut", "bf16_to_fp32", "fma32", "fma64",
     "fp16_round", "fp16_to_fp32", "fp32_to_bf16", "fp32_to_fp16", "get_fp16", "index_table",
     "make_qkx2_quants", "make_qkx3_quants", "make_qp_quants", "make_qx_quants",
-    "make_qx_quants_ggml", "nearest_int", "nearest_int_mul", "put_fp16",
+    "make_qx_quants_ggml", "make_qx_quants_ggml_sc", "nearest_int", "nearest_int_mul", "put_fp16",
 ]

@@ -14,7 +14,7 @@ from iqk_studio.quant.common import (
     make_qkx2_quants,
     make_qkx3_quants,
     make_qp_quants,
-    make_qx_quants_ggml,
+    make_qx_quants_ggml_sc,
     nearest_int,
     nearest_int_mul,
     put_fp16,
@@ -183,6 +183,7 @@ def _q6_k_row(y, x, qw, mode):
     L = np.empty(256, np.uint8)
     w = np.empty(16, np.float32)
     scales = np.empty(16, np.float32)
+    sc = np.empty((3, 40), np.float32)
     for ib in range(x.shape[0] // 256):
         xb = x[256 * ib:256 * ib + 256]
         yb = y[210 * ib:210 * ib + 210]
@@ -197,7 +198,7 @@ def _q6_k_row(y, x, qw, mode):
                     w[k] = xs[k] * xs[k]
                 else:
                     w[k] = F(1.0)
-            s = make_qx_quants_ggml(xs, w, 32, L[16 * b:16 * b + 16])
+            s = make_qx_quants_ggml_sc(xs, w, 32, L[16 * b:16 * b + 16], sc)
             scales[b] = s
             if abs(s) > max_abs:
                 max_abs = abs(s)
