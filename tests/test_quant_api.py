@@ -148,3 +148,14 @@ def test_zero_rows_quantize_to_zero():
             continue
         y = api.dequantize(raw, qtype, N)
         assert np.all(y == 0), qtype
+
+
+def test_repacked_row_groups_are_a_clear_error():
+    import numpy as np
+
+    from iqk_studio.quant import api, registry
+
+    if "q4_0_r8" not in registry.quantizers():
+        pytest.skip("q4_0_r8 has no quantizer")
+    with pytest.raises(api.QuantError, match="groups of 8"):
+        api.quantize(np.ones((3, 32), np.float32), "q4_0_r8")

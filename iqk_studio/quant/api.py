@@ -43,6 +43,9 @@ def quantize(x: np.ndarray, qtype: str, importance: np.ndarray | None = None,
     if not np.isfinite(x).all():
         bad = int(np.argwhere(~np.isfinite(x))[0][0])
         raise QuantError(f"input has NaN or Inf (first in row {bad})")
+    if t.interleave > 1 and x.shape[0] % t.interleave:
+        raise QuantError(f"{t.name} interleaves rows in groups of {t.interleave}; "
+                         f"got {x.shape[0]} rows")
     qw = None
     mode = MODE_DEFAULT
     if uniform:
