@@ -23,6 +23,10 @@ from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
                          dtype=np.float32)
 IQ4NL_TABLE = index_table(KVALUES_IQ4NL)
+# Midpoints of neighbouring values (exact half-integers). For this table, and every float32 a,
+# `a - v[k] >= v[k+1] - a` (the reference's tie test) equals `a >= mid[k]`: checked
+# exhaustively over all float32 |a| <= 256 (beyond that both are decided by a wide margin).
+IQ4NL_MID = ((KVALUES_IQ4NL[1:] + KVALUES_IQ4NL[:-1]) / 2).astype(np.float32)
 _NO_QW = np.zeros(0, dtype=np.float32)
 
 
@@ -225,21 +229,18 @@ def q6_0_rows(out, x, qw, mode):
 # ---- IQ4_NL  d:f16 | qs:u8[16] (kvalues_iq4nl indices); the search is shared with IQ4_XS
 @njit(nogil=True, cache=True, error_model="numpy")
 def _iq4_sums(q, xb, w, values, idd):
-    """Σw·q·x and Σw·q² for q = values[best_index(idd·x)] (q gets the values).
-
-    Branch-free so LLVM vectorizes it: best_index(a) = #{k : a - v[k] >= v[k+1] - a} (the
-    bracket's own comparison, true below it, false above it, all false for NaN) and
-    q = v[0] + Σ of the gaps v[k+1] - v[k] it passes (small integers, exact in float32)."""
+    """Σw·q·x and Σw·q² for q = values[best_index(idd·x)] (q gets the values); values is
+    KVALUES_IQ4NL. Branch-free so LLVM vectorizes it: best_index(a) = #{k : a >= mid[k]}
+    (see IQ4NL_MID; all false for NaN) and q = v[0] + the gaps v[k+1] - v[k] it passes
+    (small integers, exact in float32)."""
     n = xb.shape[0]
     for j in range(n):
         q[j] = values[0]
-    for k in range(values.shape[0] - 1):
-        lo = values[k]
-        hi = values[k + 1]
-        gap = hi - lo
+    for k in range(15):
+        mid = IQ4NL_MID[k]
+        gap = values[k + 1] - values[k]
         for j in range(n):
-            a = idd * xb[j]
-            q[j] += gap if a - lo >= hi - a else F(0.0)
+            q[j] += gap if idd * xb[j] >= mid else F(0.0)
     sumqx = F(0.0)
     sumq2 = F(0.0)
     for j in range(n):
@@ -251,16 +252,14 @@ def _iq4_sums(q, xb, w, values, idd):
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def _iq4_labels(Lb, xb, values, idd):
-    """Lb[j] = best_index(idd·x[j]), counted branch-free as in _iq4_sums."""
+    """Lb[j] = best_index(idd·x[j]) over KVALUES_IQ4NL, counted branch-free as in _iq4_sums."""
     n = xb.shape[0]
     for j in range(n):
         Lb[j] = 0
-    for k in range(values.shape[0] - 1):
-        lo = values[k]
-        hi = values[k + 1]
+    for k in range(15):
+        mid = IQ4NL_MID[k]
         for j in range(n):
-            a = idd * xb[j]
-            Lb[j] += 1 if a - lo >= hi - a else 0
+            Lb[j] += 1 if idd * xb[j] >= mid else 0
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
