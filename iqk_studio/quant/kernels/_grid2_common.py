@@ -13,6 +13,7 @@ from numba import njit
 from iqk_studio.quant.common import fma32, nearest_int
 
 F = np.float32
+IQ2_Q = np.array([1.0, 3.0, 5.0], np.float32)  # the iq2 grid values 2l+1 the searches use
 # kernel status per row; each is a row on which llama-quantize aborts
 OFF_GRID = 1  # final levels off the grid: "Oops: found point not on grid"
 NO_NEIGHBOUR = 2  # no neighbour with a finite error: GGML_ASSERT(grid_index >= 0)
@@ -88,24 +89,25 @@ def argsort_stable(idx, v, n):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def iq2_best_neighbour(L, o, codes, nb_off, nb_idx, u, xval, waux, scale):
-    """ggml iq2_find_best_neighbour: among u's neighbours the one minimising
-    sum waux·(scale·q - x)² (both products fused in the reference); writes its levels to
-    L[o:o+8], returns its index."""
+def best_neighbour(L, o, codes, nb_off, nb_idx, u, x, w, scale, xg):
+    """ggml iq2_find_best_neighbour / iq1_find_best_neighbour2: among u's neighbours the one
+    minimising sum w·(scale·xg[l] - x)², with diff = fma(scale, xg[l], -x) and
+    d2 = fma(w·diff, diff, d2) as the reference computes them (xg = 1, 3, 5 for iq2). Writes the
+    levels to L[o:o+8]; returns the index, -1 if no d2 is finite (the reference aborts then)."""
     best = F(np.inf)
     gi = -1
     for t in range(nb_off[u], nb_off[u + 1]):
         j = nb_idx[t]
         d2 = F(0.0)
         for i in range(8):
-            diff = fma32(scale, F(codes[j, i]), -xval[o + i])
-            d2 = fma32(waux[o + i] * diff, diff, d2)
+            diff = fma32(scale, xg[(codes[j, i] - 1) >> 1], -x[o + i])
+            d2 = fma32(w[o + i] * diff, diff, d2)
         if d2 < best:
             best = d2
             gi = j
     if gi >= 0:
         for i in range(8):
-            L[o + i] = (codes[gi, i] - 1) // 2
+            L[o + i] = (codes[gi, i] - 1) >> 1
     return gi
 
 
@@ -233,7 +235,7 @@ def iq2_levels(L, o, xval, waux, id_, scale, codes, kmap, nb_off, nb_idx):
     u = level_key(L, o)
     gi = kmap[u]
     if gi < 0:
-        gi = iq2_best_neighbour(L, o, codes, nb_off, nb_idx, u, xval, waux, scale)
+        gi = best_neighbour(L, o, codes, nb_off, nb_idx, u, xval, waux, scale, IQ2_Q)
     return gi
 
 

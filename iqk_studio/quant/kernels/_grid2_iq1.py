@@ -12,6 +12,7 @@ from iqk_studio.quant.kernels._grid2_common import (
     NO_NEIGHBOUR,
     ZERO_BLOCK,
     argsort_stable,
+    best_neighbour,
     level_key,
 )
 
@@ -20,28 +21,6 @@ DELTA = F(0.125)  # IQ1S_DELTA = IQ1M_DELTA
 # x_p = (-1+δ, δ, 1+δ), x_m = (-1-δ, -δ, 1-δ): the three values of a shifted grid
 XP = np.array([-1 + 0.125, 0.125, 1 + 0.125], np.float32)
 XM = np.array([-1 - 0.125, -0.125, 1 - 0.125], np.float32)
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def iq1_best_neighbour(L, o, codes, nb_off, nb_idx, u, xb, w, scale, xg):
-    """ggml iq1_find_best_neighbour2: the neighbour of u minimising sum w·(scale·xg[l] - x)²
-    (fused like iq2's); writes its levels to L[o:o+8]. -1 if none is finite (the reference then
-    scans the whole grid reading out of bounds, and aborts if that finds nothing either)."""
-    best = F(np.inf)
-    gi = -1
-    for t in range(nb_off[u], nb_off[u + 1]):
-        j = nb_idx[t]
-        d2 = F(0.0)
-        for i in range(8):
-            diff = fma32(scale, xg[(codes[j, i] - 1) // 2], -xb[o + i])
-            d2 = fma32(w[o + i] * diff, diff, d2)
-        if d2 < best:
-            best = d2
-            gi = j
-    if gi >= 0:
-        for i in range(8):
-            L[o + i] = (codes[gi, i] - 1) // 2
-    return gi
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -118,7 +97,7 @@ def _iq1s_block(index, xb, w, L, idx, sumx, sumw, codes, kmap, nb_off, nb_idx):
         gi = kmap[u]
         if gi < 0:
             on_grid = False
-            gi = iq1_best_neighbour(L, 8 * k, codes, nb_off, nb_idx, u, xb, w, scale, xx)
+            gi = best_neighbour(L, 8 * k, codes, nb_off, nb_idx, u, xb, w, scale, xx)
             if gi < 0:
                 return scale, shift, NO_NEIGHBOUR
         index[k] = gi

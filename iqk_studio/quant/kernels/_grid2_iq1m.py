@@ -12,9 +12,10 @@ from iqk_studio.quant.kernels._grid2_common import (
     NO_NEIGHBOUR,
     ZERO_BLOCK,
     argsort_stable,
+    best_neighbour,
     level_key,
 )
-from iqk_studio.quant.kernels._grid2_iq1 import XM, XP, iq1_best_neighbour
+from iqk_studio.quant.kernels._grid2_iq1 import XM, XP
 
 F = np.float32
 
@@ -100,7 +101,7 @@ def _iq1m_block(index, xb, w, L, idx, s, codes, kmap, nb_off, nb_idx):
         gi = kmap[u]
         if gi < 0:
             on_grid = False
-            gi = iq1_best_neighbour(L, 8 * k, codes, nb_off, nb_idx, u, xb, w, scale, xx)
+            gi = best_neighbour(L, 8 * k, codes, nb_off, nb_idx, u, xb, w, scale, xx)
             if gi < 0:
                 return scale, bk, NO_NEIGHBOUR
         index[k] = gi

@@ -72,7 +72,8 @@ def _iq2_xs_block(q2, xb, qw, sigma2, tabs, w, waux, xval, L, Laux, sg, idx, sum
         id_ = fma32(F(is_), F(0.1), F(5.0)) / eff_max
         this_scale = F(1.0) / id_
         for k in range(2):
-            aux[k] = iq2_levels(Laux, 8 * k, xval, waux, id_, this_scale, codes, kmap, nb_off, nb_idx)
+            aux[k] = iq2_levels(Laux, 8 * k, xval, waux, id_, this_scale, codes, kmap, nb_off,
+                                nb_idx)
             if aux[k] < 0:
                 return scale, NO_NEIGHBOUR, fresh
         sqx, sq2 = level_sums(Laux, w, xval, 16)
@@ -87,7 +88,8 @@ def _iq2_xs_block(q2, xb, qw, sigma2, tabs, w, waux, xval, L, Laux, sg, idx, sum
             id_ = F(1.0) / scale
             changed = False
             for k in range(2):
-                aux[k] = iq2_levels(Laux, 8 * k, xval, waux, id_, scale, codes, kmap, nb_off, nb_idx)
+                aux[k] = iq2_levels(Laux, 8 * k, xval, waux, id_, scale, codes, kmap, nb_off,
+                                    nb_idx)
                 if aux[k] < 0:
                     return scale, NO_NEIGHBOUR, fresh
                 changed = changed or aux[k] != index[k]

@@ -1,6 +1,7 @@
 """Quantizers for the imatrix-only grid types IQ2_XXS (here), IQ2_XS (_grid2_iq2xs), IQ1_S
-(_grid2_iq1) and IQ1_M (_grid2_iq1m): bit-exact ports of ik_llama.cpp 8337e4cd3 ggml-quants.c quantize_row_*_impl, with
-the a·b+c that GCC 12 (-O3 -march=znver3) fuses written as fma32. Like llama-quantize, they
+(_grid2_iq1) and IQ1_M (_grid2_iq1m): bit-exact ports of ik_llama.cpp 8337e4cd3 ggml-quants.c
+quantize_row_*_impl, with the a·b+c that GCC 12 (-O3 -march=znver3) fuses written as fma32
+(read from its -fdump-tree-optimized; notes in _grid2_common). Like llama-quantize, they
 refuse to run without an importance matrix; MODE_UNIFORM runs the imatrix path with w = 1.
 Where the C reads uninitialised memory (IQ2_XS levels before a call's first block with weight,
 IQ1_M shift bits before its first block above 1e-7) we start from 0; the reference usually aborts.
@@ -52,7 +53,8 @@ def _iq2_xxs_block(q2, xb, qw, sigma2, codes, kmap, nb_off, nb_idx, w, waux, xva
         id_ = fma32(F(is_), F(0.1), F(5.0)) / eff_max
         this_scale = F(1.0) / id_
         for k in range(4):
-            if iq2_levels(Laux, 8 * k, xval, waux, id_, this_scale, codes, kmap, nb_off, nb_idx) < 0:
+            gi = iq2_levels(Laux, 8 * k, xval, waux, id_, this_scale, codes, kmap, nb_off, nb_idx)
+            if gi < 0:
                 return scale, NO_NEIGHBOUR
         sqx, sq2 = level_sums(Laux, w, xval, 32)
         if sq2 > 0 and sqx * sqx > best * sq2:
