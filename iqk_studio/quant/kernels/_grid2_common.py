@@ -13,6 +13,11 @@ from numba import njit
 from iqk_studio.quant.common import fma32, nearest_int
 
 F = np.float32
+# What GCC 12 -O3 -march=znver3 made of these functions (ggml-quants.c, -fdump-tree-optimized):
+# nearest_int(v) is never fused with its + 1.5·2^23 (only an inner id·x - 1 is an FMA); running
+# sums w·x·q are fused except IQ1_M's prefix sums and refit; the IQ1 split searches fuse only
+# their last term (see _iq1s_split, _iq1m_split); sumx² loops are in-order. qsort on these small
+# arrays is glibc's merge sort, i.e. stable.
 IQ2_Q = np.array([1.0, 3.0, 5.0], np.float32)  # the iq2 grid values 2l+1 the searches use
 # kernel status per row; each is a row on which llama-quantize aborts
 OFF_GRID = 1  # final levels off the grid: "Oops: found point not on grid"
