@@ -285,3 +285,52 @@ def split_hit16(typingctx, sumx, sumw, par, i2):
         return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(16), 0))
 
     return sig, codegen
+
+
+@intrinsic
+def nearest4_rmse(typingctx, xb, w, v, t, idx):
+    """compute_1block_iq2ks_rmse in its AVX2 form: idx[e] (as float) = the j whose v_j is nearest
+    to x[e] ((x - v_j)² smallest, ties to the lower j); returns Σ w·(x - d·t_j)² with
+    diff = fma(-d, t_j, x) as 8-lane FMA chains + hsum8. xb, w, idx: 32 float32;
+    v: d·t (4 float32) then -d; t: the 4 values."""
+    for a in (xb, w, v, t, idx):
+        if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                and a.dtype == types.float32):
+            return None
+    sig = types.float32(xb, w, v, t, idx)
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        v8 = ir.VectorType(f32, 8)
+        fma = builder.module.globals.get("llvm.fma.v8f32")
+        if fma is None:
+            fma = ir.Function(builder.module, ir.FunctionType(v8, [v8] * 3), "llvm.fma.v8f32")
+        data = [context.make_array(ty)(context, builder, val).data
+                for ty, val in zip(signature.args, args, strict=True)]
+        i64 = ir.IntType(64)
+        px, pw, pi = (builder.bitcast(data[k], v8.as_pointer()) for k in (0, 1, 4))
+        vx = [builder.load(builder.gep(px, [ir.Constant(i64, k)]), align=4) for k in range(4)]
+        vw = [builder.load(builder.gep(pw, [ir.Constant(i64, k)]), align=4) for k in range(4)]
+        vv = [_splat(builder, v8, builder.load(builder.gep(data[2], [ir.Constant(i64, j)])))
+              for j in range(5)]
+        tt = [_splat(builder, v8, builder.load(builder.gep(data[3], [ir.Constant(i64, j)])))
+              for j in range(4)]
+        jj = [ir.Constant(v8, [float(j)] * 8) for j in range(4)]
+        acc = ir.Constant(v8, [0.0] * 8)
+        for k in range(4):
+            diff = builder.fsub(vx[k], vv[0])
+            best = builder.fmul(diff, diff)
+            q, ib = tt[0], jj[0]
+            for j in range(1, 4):
+                diff = builder.fsub(vx[k], vv[j])
+                dd = builder.fmul(diff, diff)
+                m = builder.fcmp_ordered("<", dd, best)
+                best = builder.select(m, dd, best)
+                q = builder.select(m, tt[j], q)
+                ib = builder.select(m, jj[j], ib)
+            builder.store(ib, builder.gep(pi, [ir.Constant(i64, k)]), align=4)
+            diff = builder.call(fma, [vv[4], q, vx[k]])
+            acc = builder.call(fma, [builder.fmul(vw[k], diff), diff, acc])
+        return _hsum8_ir(builder, acc)
+
+    return sig, codegen

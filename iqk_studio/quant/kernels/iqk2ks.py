@@ -17,6 +17,7 @@ from iqk_studio.quant.kernels._iqk23 import (
     check_raw,
     hsum8,
     label4_sums,
+    nearest4_rmse,
     sum_sq,
     weights_sigma,
 )
@@ -29,28 +30,6 @@ QK = 256
 #      of scale i) | scales:u8[4] (low nibbles, 32-block i in nibble i%2 of byte i/2)
 #      | qs:u8[64] (element e: qs[32*(e/128) + e%32] bits 2*((e/32)%4)); y = d*(ls-16)*v
 # The AVX2 code keeps element e = 8k + l in lane l of vector k; sums are per-lane FMA chains.
-@njit(nogil=True, cache=True)
-def _nearest4(xe, v0, v1, v2, v3):
-    """Index j minimising (xe - v_j)² in float32 (v_j = d·value_j); ties to the lower index."""
-    diff = xe - v0
-    best = diff * diff
-    ib = 0
-    diff = xe - v1
-    diff = diff * diff
-    if diff < best:
-        best = diff
-        ib = 1
-    diff = xe - v2
-    diff = diff * diff
-    if diff < best:
-        best = diff
-        ib = 2
-    diff = xe - v3
-    if diff * diff < best:
-        ib = 3
-    return ib
-
-
 @njit(nogil=True, cache=True)
 def _try_1block(d, x, j0, w, off, lab):
     """compute_1block_iq2ks: best of the direct and mirrored labelling; (ok, d, score).
@@ -76,20 +55,17 @@ def _try_1block(d, x, j0, w, off, lab):
 
 @njit(nogil=True, cache=True)
 def _rmse_1block(d, x, j0, w, off, idx, acc):
-    """compute_1block_iq2ks_rmse: nearest labels into idx, returns Σ w·(x - d·v)² (lane order)."""
-    v0, v1, v2, v3 = d * IQ2NL[off], d * IQ2NL[off + 1], d * IQ2NL[off + 2], d * IQ2NL[off + 3]
-    md = -d
-    for lane in range(8):
-        a = F(0.0)
-        for k in range(4):
-            e = 8 * k + lane
-            xe = x[j0 + e]
-            ib = _nearest4(xe, v0, v1, v2, v3)
-            idx[e] = ib
-            diff = fma32(md, IQ2NL[off + ib], xe)
-            a = fma32(w[e] * diff, diff, a)
-        acc[0, lane] = a
-    return hsum8(acc[0])
+    """compute_1block_iq2ks_rmse: nearest labels into idx, returns Σ w·(x - d·v)² (lane order).
+    acc: (>= 2, >= 32) float32 scratch; one <8 x float> block (nearest4_rmse)."""
+    v, t, fidx = acc[0], acc[1], acc[2]
+    for j in range(4):
+        t[j] = IQ2NL[off + j]
+        v[j] = d * t[j]
+    v[4] = -d
+    r = nearest4_rmse(x[j0:j0 + 32], w, v, t, fidx)
+    for e in range(32):
+        idx[e] = np.int64(fidx[e])
+    return r
 
 
 @njit(nogil=True, cache=True)
@@ -121,7 +97,7 @@ def _iq2ks_row(out, x, qw, mode):
     n = x.shape[0]
     nb = n // QK
     weight = np.empty(32, np.float32)
-    acc = np.empty((4, 8), np.float32)
+    acc = np.empty((3, 32), np.float32)
     lab = np.empty((2, 4), np.float32)
     scales = np.empty(8 * nb, np.float32)
     sw = np.empty(8 * nb, np.float32)
