@@ -27,6 +27,36 @@ IQ4NL_TABLE = index_table(KVALUES_IQ4NL)
 # `a - v[k] >= v[k+1] - a` (the reference's tie test) equals `a >= mid[k]`: checked
 # exhaustively over all float32 |a| <= 256 (beyond that both are decided by a wide margin).
 IQ4NL_MID = ((KVALUES_IQ4NL[1:] + KVALUES_IQ4NL[:-1]) / 2).astype(np.float32)
+
+
+def _unit_tables(values, mid):
+    """For i = 0..255 (a in [i-128, i-127)): mids below i-128 (as the value there), the mid
+    inside the interval (inf if none; the mids are >= 11 apart) and the gap it crosses."""
+    lo = np.arange(256) - 128.0
+    cnt = np.searchsorted(mid.astype(np.float64), lo, side="left")
+    inside = np.full(256, np.inf, np.float32)
+    gap = np.zeros(256, np.float32)
+    for k, m in enumerate(mid):
+        i = int(np.floor(m)) + 128
+        if 0 <= i < 256:
+            inside[i] = m
+            gap[i] = values[k + 1] - values[k]
+    return cnt.astype(np.int64), values[cnt].astype(np.float32), inside, gap
+
+
+# index = QI[i] + (a >= QM[i]), value = QV[i] + (a >= QM[i] ? QG[i] : 0), with
+# i = int(clamp(a + 128, 0, 255)): a + 128 can round up to the next integer only for a just
+# below it, where no mid lies strictly between (checked exhaustively for every float32).
+IQ4NL_QI, IQ4NL_QV, IQ4NL_QM, IQ4NL_QG = _unit_tables(KVALUES_IQ4NL, IQ4NL_MID)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _iq4_unit(a):
+    """Row of the unit-interval tables for a (NaN -> 0, then a >= QM is false: index 0)."""
+    f = a + F(128.0)
+    f = f if f > F(0.0) else F(0.0)
+    f = f if f < F(255.0) else F(255.0)
+    return np.int64(f)
 _NO_QW = np.zeros(0, dtype=np.float32)
 
 
@@ -230,17 +260,13 @@ def q6_0_rows(out, x, qw, mode):
 @njit(nogil=True, cache=True, error_model="numpy")
 def _iq4_sums(q, xb, w, values, idd):
     """Σw·q·x and Σw·q² for q = values[best_index(idd·x)] (q gets the values); values is
-    KVALUES_IQ4NL. Branch-free so LLVM vectorizes it: best_index(a) = #{k : a >= mid[k]}
-    (see IQ4NL_MID; all false for NaN) and q = v[0] + the gaps v[k+1] - v[k] it passes
-    (small integers, exact in float32)."""
+    KVALUES_IQ4NL. Branch-free so LLVM vectorizes it (table gathers): best_index(a) =
+    #{k : a >= mid[k]} (see IQ4NL_MID), read from the unit-interval tables."""
     n = xb.shape[0]
     for j in range(n):
-        q[j] = values[0]
-    for k in range(15):
-        mid = IQ4NL_MID[k]
-        gap = values[k + 1] - values[k]
-        for j in range(n):
-            q[j] += gap if idd * xb[j] >= mid else F(0.0)
+        a = idd * xb[j]
+        i = _iq4_unit(a)
+        q[j] = IQ4NL_QV[i] + (IQ4NL_QG[i] if a >= IQ4NL_QM[i] else F(0.0))
     sumqx = F(0.0)
     sumq2 = F(0.0)
     for j in range(n):
@@ -252,14 +278,11 @@ def _iq4_sums(q, xb, w, values, idd):
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def _iq4_labels(Lb, xb, values, idd):
-    """Lb[j] = best_index(idd·x[j]) over KVALUES_IQ4NL, counted branch-free as in _iq4_sums."""
-    n = xb.shape[0]
-    for j in range(n):
-        Lb[j] = 0
-    for k in range(15):
-        mid = IQ4NL_MID[k]
-        for j in range(n):
-            Lb[j] += 1 if idd * xb[j] >= mid else 0
+    """Lb[j] = best_index(idd·x[j]) over KVALUES_IQ4NL, from the tables as in _iq4_sums."""
+    for j in range(xb.shape[0]):
+        a = idd * xb[j]
+        i = _iq4_unit(a)
+        Lb[j] = IQ4NL_QI[i] + (1 if a >= IQ4NL_QM[i] else 0)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
