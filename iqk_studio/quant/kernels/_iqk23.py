@@ -218,8 +218,9 @@ def label4_sums(typingctx, xb, w, v, t):
 
 @intrinsic
 def split_hit16(typingctx, sumx, sumw, par, i2):
-    """IQ2_K split pre-test in <16 x float>: does any i3 in [i2, 16) and value order p pass
-    sumq2 > 0 and sumqx² > best·sumq2, with _split_sums's float32 expressions
+    """IQ2_K split pre-test in <16 x float>: bit i3 of the result (i3 in [i2, 16)) is set when
+    some value order p passes sumq2 > 0 and sumqx² > best·sumq2, with _split_sums's float32
+    expressions
     sumqx = fma(sx[16] - sx[i3], v3, fma(sx[i3] - sx[i2], v2, bx)),
     sumq2 = fma((sw[16] - sw[i3])·v3, v3, fma((sw[i3] - sw[i2])·v2, v2, bw))?
     sumx, sumw: 17 float32 prefix sums; par: bx[4], bw[4], (v2, v3)[4], best (17 float32)."""
@@ -229,7 +230,7 @@ def split_hit16(typingctx, sumx, sumw, par, i2):
             return None
     if not isinstance(i2, types.Integer):
         return None
-    sig = types.boolean(sumx, sumw, par, i2)
+    sig = types.int64(sumx, sumw, par, i2)
 
     def codegen(context, builder, signature, args):
         f32 = ir.FloatType()
@@ -282,7 +283,7 @@ def split_hit16(typingctx, sumx, sumw, par, i2):
                                                   builder.fmul(vbest, q2)))
             anyp = m if anyp is None else builder.or_(anyp, m)
         bits = builder.bitcast(builder.and_(anyp, hit), ir.IntType(16))
-        return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(16), 0))
+        return builder.zext(bits, i64)
 
     return sig, codegen
 

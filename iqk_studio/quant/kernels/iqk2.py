@@ -53,9 +53,9 @@ def _split_sums(sumx, sumw, i1, i2, i3, n, v0, v1, v2, v3):
 
 @njit(nogil=True, cache=True)
 def _any_accept(sumx, sumw, i1, i2, pat, best, par):
-    """Would any candidate (i1, i2, i3 >= i2, p) pass `sumqx² > best·sumq2` against this best?
-    The i1/i2 parts of _split_sums here, the i3 part in one <16 x float> pass (split_hit16).
-    par (17 float32) is scratch."""
+    """Bit mask of the i3 >= i2 for which some candidate (i1, i2, i3, p) passes
+    `sumqx² > best·sumq2` against this best (0: none can be accepted). The i1/i2 parts of
+    _split_sums here, the i3 part in one <16 x float> pass (split_hit16). par: 17 float32."""
     for p in range(4):
         v0 = pat[p, 0]
         v1 = pat[p, 1]
@@ -73,7 +73,8 @@ def _search16x4(sumx, sumw, pat):
     of pat: base, shifted, base reversed, shifted reversed). Value k goes to sorted ranks
     [i_k, i_k+1). Returns (d, shifted) of the last accepted candidate.
     A vectorized pre-test skips every (i1, i2) row none of whose candidates beats the current
-    best (most of them); a row with a hit is scanned in order as the reference does."""
+    best (most of them); a row with a hit is scanned in order from its first hit, as the
+    reference does."""
     best = F(0.0)
     d = F(0.0)
     shifted = False
@@ -82,9 +83,13 @@ def _search16x4(sumx, sumw, pat):
     par = np.empty(17, np.float32)
     for i1 in range(n):
         for i2 in range(i1, n):
-            if not _any_accept(sumx, sumw, i1, i2, pat, best, par):
+            hits = _any_accept(sumx, sumw, i1, i2, pat, best, par)
+            if hits == 0:
                 continue
-            for i3 in range(i2, n):
+            first = i2  # candidates before the first hit fail against this best: skip them
+            while not (hits >> first) & 1:
+                first += 1
+            for i3 in range(first, n):
                 for p in range(4):
                     sumqx, sumq2 = _split_sums(sumx, sumw, i1, i2, i3, n,
                                                pat[p, 0], pat[p, 1], pat[p, 2], pat[p, 3])
