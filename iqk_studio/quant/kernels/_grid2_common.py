@@ -18,7 +18,6 @@ F = np.float32
 # sums w·x·q are fused except IQ1_M's prefix sums and refit; the IQ1 split searches fuse only
 # their last term (see _iq1s_split, _iq1m_split); sumx² loops are in-order. qsort on these small
 # arrays is glibc's merge sort, i.e. stable.
-IQ2_Q = np.array([1.0, 3.0, 5.0], np.float32)  # the iq2 grid values 2l+1 the searches use
 # kernel status per row; each is a row on which llama-quantize aborts
 OFF_GRID = 1  # final levels off the grid: "Oops: found point not on grid"
 NO_NEIGHBOUR = 2  # no neighbour with a finite error: GGML_ASSERT(grid_index >= 0)
@@ -41,7 +40,7 @@ def grid_codes(kind: str) -> np.ndarray:
 
 @cache
 def search_tables(kind: str) -> tuple:
-    """(codes, kmap, nb_off, nb_idx) for kind iq2xxs / iq2xs / iq1s.
+    """(codes as float32, kmap, nb_off, nb_idx) for kind iq2xxs / iq2xs / iq1s.
 
     kmap[u] is the grid index of the point u (8 two-bit levels) or -1; for an off-grid u with
     levels 0..2 the candidates are nb_idx[nb_off[u]:nb_off[u+1]]: every grid point whose squared
@@ -74,7 +73,7 @@ def search_tables(kind: str) -> tuple:
     nb_idx = np.empty(nb_off[-1], np.int32)
     for u, sel in lists.items():
         nb_idx[nb_off[u]:nb_off[u + 1]] = sel
-    return codes, kmap, nb_off, nb_idx
+    return codes.astype(np.float32), kmap, nb_off, nb_idx  # float codes: the searches' q
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -93,30 +92,31 @@ def argsort_stable(idx, v, n):
         idx[i + 1] = k
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def best_neighbour(L, o, codes, nb_off, nb_idx, u, x, w, scale, xg):
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def best_neighbour(L, o, codes, nb_off, nb_idx, u, x, w, scale, qa, qb):
     """ggml iq2_find_best_neighbour / iq1_find_best_neighbour2: among u's neighbours the one
-    minimising sum w·(scale·xg[l] - x)², with diff = fma(scale, xg[l], -x) and
-    d2 = fma(w·diff, diff, d2) as the reference computes them (xg = 1, 3, 5 for iq2). Writes the
-    levels to L[o:o+8]; returns the index, -1 if no d2 is finite (the reference aborts then)."""
+    minimising sum w·(scale·q - x)² for q = qa·code + qb (exact: 1,3,5 for iq2; qa = 0.5,
+    qb = -1.5 ± δ gives iq1's shifted -1,0,1), with diff = fma(scale, q, -x) and
+    d2 = fma(w·diff, diff, d2) as the reference; first on ties, branch-free. Writes the levels to
+    L[o:o+8]; returns the index, -1 if no d2 is finite (the reference aborts then)."""
     best = F(np.inf)
     gi = -1
     for t in range(nb_off[u], nb_off[u + 1]):
-        j = nb_idx[t]
+        j = np.int64(nb_idx[t])
         d2 = F(0.0)
         for i in range(8):
-            diff = fma32(scale, xg[(codes[j, i] - 1) >> 1], -x[o + i])
+            diff = fma32(scale, qa * codes[j, i] + qb, -x[o + i])
             d2 = fma32(w[o + i] * diff, diff, d2)
-        if d2 < best:
-            best = d2
-            gi = j
+        lt = d2 < best
+        gi = j if lt else gi
+        best = d2 if lt else best
     if gi >= 0:
         for i in range(8):
-            L[o + i] = (codes[gi, i] - 1) >> 1
+            L[o + i] = (np.int64(codes[gi, i]) - 1) >> 1
     return gi
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def level_key(L, o):
     """u = sum L[o+i] << 2i for the 8 levels at o."""
     u = 0
@@ -125,7 +125,7 @@ def level_key(L, o):
     return u
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def grid_lookup(kmap, L, o):
     """The final lookup of the levels at o: u = OR of L << 2i in 16 bits as the reference builds
     it (levels above 2 can only come from make_qp_quants when no scale was ever accepted);
@@ -230,7 +230,7 @@ def weights_signs(w, waux, xval, signs, xb, qw, sigma2):
         signs[k] = s & 127
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def iq2_levels(L, o, xval, waux, id_, scale, codes, kmap, nb_off, nb_idx):
     """Levels nearest_int(0.5·(id·x - 1)) clamped to 0..2 for the 8-group at o; off the grid,
     the best neighbour at `scale`. Returns the grid index (-1: no neighbour)."""
@@ -240,11 +240,11 @@ def iq2_levels(L, o, xval, waux, id_, scale, codes, kmap, nb_off, nb_idx):
     u = level_key(L, o)
     gi = kmap[u]
     if gi < 0:
-        gi = best_neighbour(L, o, codes, nb_off, nb_idx, u, xval, waux, scale, IQ2_Q)
+        gi = best_neighbour(L, o, codes, nb_off, nb_idx, u, xval, waux, scale, F(1.0), F(0.0))
     return gi
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def level_sums(L, w, xval, n):
     """sum w·x·q and sum w·q·q for q = 2L+1 (both running sums fused)."""
     sqx = F(0.0)

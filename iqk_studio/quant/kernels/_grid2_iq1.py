@@ -97,7 +97,8 @@ def _iq1s_block(index, xb, w, L, idx, sumx, sumw, codes, kmap, nb_off, nb_idx):
         gi = kmap[u]
         if gi < 0:
             on_grid = False
-            gi = best_neighbour(L, 8 * k, codes, nb_off, nb_idx, u, xb, w, scale, xx)
+            gi = best_neighbour(L, 8 * k, codes, nb_off, nb_idx, u, xb, w, scale, F(0.5),
+                                F(-1.375) if shift == 1 else F(-1.625))
             if gi < 0:
                 return scale, shift, NO_NEIGHBOUR
         index[k] = gi
@@ -106,7 +107,7 @@ def _iq1s_block(index, xb, w, L, idx, sumx, sumw, codes, kmap, nb_off, nb_idx):
         sq2 = F(0.0)
         for k in range(n // 8):
             for j in range(8):
-                q = xx[(codes[index[k], j] - 1) // 2]
+                q = xx[(np.int64(codes[index[k], j]) - 1) >> 1]
                 wq = w[8 * k + j] * q
                 sqx = fma32(wq, xb[8 * k + j], sqx)
                 sq2 = fma32(q, wq, sq2)

@@ -96,12 +96,13 @@ def _iq1m_block(index, xb, w, L, idx, s, codes, kmap, nb_off, nb_idx):
         bk = 3 - bk
     on_grid = True
     for k in range(2):
-        xx = (XP if bk < 2 else XM) if k == 0 else (XP if bk % 2 == 0 else XM)
+        plus = bk < 2 if k == 0 else bk % 2 == 0  # this half's shift is +δ
         u = level_key(L, 8 * k)
         gi = kmap[u]
         if gi < 0:
             on_grid = False
-            gi = best_neighbour(L, 8 * k, codes, nb_off, nb_idx, u, xb, w, scale, xx)
+            gi = best_neighbour(L, 8 * k, codes, nb_off, nb_idx, u, xb, w, scale, F(0.5),
+                                F(-1.375) if plus else F(-1.625))
             if gi < 0:
                 return scale, bk, NO_NEIGHBOUR
         index[k] = gi
@@ -145,7 +146,7 @@ def _iq1m_d(y, xbl, qwb, sig, scales, shifts, max_scale, codes, w):
             xx = (XP if sh < 2 else XM) if k == 0 else (XP if sh % 2 == 0 else XM)
             gi = np.int64(y[2 * ib + k]) | ((np.int64(y[32 + ib]) >> (4 * k)) & 7) << 8
             for j in range(8):
-                q = xx[(codes[gi, j] - 1) // 2] * lf
+                q = xx[(np.int64(codes[gi, j]) - 1) >> 1] * lf
                 wq = w[8 * k + j] * q
                 sqx = fma32(wq, xbl[16 * ib + 8 * k + j], sqx)
                 sq2 = fma32(wq, q, sq2)

@@ -134,7 +134,7 @@ def _iq2_xs_d(y, q2, scales, xbl, qwb, sigma2, max_scale, codes, ksigns, w):
             gi = q2[2 * ib + k] & 511
             sgn = ksigns[q2[2 * ib + k] >> 9]
             for j in range(8):
-                gv = F((8, 25, 43)[(codes[gi, j] - 1) // 2])
+                gv = F((8, 25, 43)[(np.int64(codes[gi, j]) - 1) >> 1])
                 q = F(0.125) * lf * gv
                 if (sgn >> j) & 1:
                     q = -q
