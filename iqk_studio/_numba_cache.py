@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 from pathlib import Path
 
 _PKG = Path(__file__).resolve().parent
@@ -26,7 +27,8 @@ def source_hash() -> str:
 
 
 def configure() -> None:
-    """Set NUMBA_CACHE_DIR unless the user chose one (must run before numba is imported)."""
+    """Set NUMBA_CACHE_DIR unless the user chose one; numba reads it at import, so when numba
+    is already imported its config is set too (kernels look it up when first compiled)."""
     if "NUMBA_CACHE_DIR" in os.environ:
         return
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "iqk-studio" / "numba"
@@ -36,6 +38,9 @@ def configure() -> None:
     except OSError:
         return  # numba falls back to __pycache__ next to the sources
     os.environ["NUMBA_CACHE_DIR"] = str(target)
+    if "numba" in sys.modules:
+        from numba.core import config
+        config.CACHE_DIR = str(target)
     for old in base.iterdir():  # caches of other source versions are dead weight
         if old != target and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)

@@ -42,3 +42,17 @@ def test_user_choice_wins(monkeypatch, tmp_path):
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     _numba_cache.configure()
     assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path)
+
+
+def test_numba_imported_first_still_uses_the_keyed_dir(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import numba, os\n"
+            "import iqk_studio\n"
+            "from numba.core import config\n"
+            "print(config.CACHE_DIR == os.environ['NUMBA_CACHE_DIR'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr
