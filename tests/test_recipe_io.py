@@ -8,8 +8,14 @@ import pytest
 
 from iqk_studio.gguf.skeleton import deepseek_v3, qwen3_30b_a3b
 from iqk_studio.recipe import Placement, Recipe, Rule, library, plan
-from iqk_studio.recipe.cmdline import (comment_pipeline, export_ik, export_mainline, import_text,
-                                       parse_argv, split_custom_q)
+from iqk_studio.recipe.cmdline import (
+    comment_pipeline,
+    export_ik,
+    export_mainline,
+    import_text,
+    parse_argv,
+    split_custom_q,
+)
 from iqk_studio.recipe.model import stand_in
 from iqk_studio.recipe.textfile import RecipeSyntaxError, dumps, load, loads, save
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import re
 
-from tokenizers import Regex
+from tokenizers import Regex, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import models, pre_tokenizers
 
 # Regexes as in llama.cpp src/llama-vocab.cpp (llm_tokenizer_bpe), applied in sequence; every
 # match and every gap between matches becomes a piece ("isolated").

@@ -58,7 +58,7 @@ class QuantType:
         return self.row_bytes(shape[0]) * rows
 
 
-Q, R, F, I, A = Kind.QUANT, Kind.REPACKED, Kind.FLOAT, Kind.INT, Kind.ACTIVATION
+Q, R, F, INT, A = Kind.QUANT, Kind.REPACKED, Kind.FLOAT, Kind.INT, Kind.ACTIVATION
 
 # id, name, block, type_size, row_meta, kind, [base, interleave]
 _TYPES: tuple[tuple, ...] = (
@@ -84,10 +84,10 @@ _TYPES: tuple[tuple, ...] = (
     (21, "iq3_s", 256, 110, 0, Q),
     (22, "iq2_s", 256, 82, 0, Q),
     (23, "iq4_xs", 256, 136, 0, Q),
-    (24, "i8", 1, 1, 0, I),
-    (25, "i16", 1, 2, 0, I),
-    (26, "i32", 1, 4, 0, I),
-    (27, "i64", 1, 8, 0, I),
+    (24, "i8", 1, 1, 0, INT),
+    (25, "i16", 1, 2, 0, INT),
+    (26, "i32", 1, 4, 0, INT),
+    (27, "i64", 1, 8, 0, INT),
     (28, "f64", 1, 8, 0, F),
     (29, "iq1_m", 256, 56, 0, Q),
     (30, "bf16", 1, 2, 0, F),
