@@ -78,3 +78,25 @@ def test_selecting_a_tensor_shows_its_distribution(shared, qtbot):
     w.table.setCurrentIndex(w.proxy.index(row, 0))
     assert "blk.0.ffn_up.weight" in w.grids_view.caption.text()
     assert w.grids_view._sample.shape == (64, 1024)
+
+
+def test_set_type_of_selected_rows(shared, qtbot):
+    from PySide6.QtCore import QItemSelectionModel
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.open_model(str(shared(*INPUTS)))
+    w.recipe_panel.editor.setPlainText("@base Q8_0\nffn=q4_0\n")
+    qtbot.waitUntil(lambda: w.plan is not None and bool(w.recipe_panel.recipe().rules),
+                    timeout=3000)
+    assert not w.set_selection_type()  # nothing selected: a message, no change
+    pick = {"blk.0.ffn_up.weight", "blk.0.attn_v.weight"}
+    sm = w.table.selectionModel()
+    for r in range(w.proxy.rowCount()):
+        idx = w.proxy.index(r, 0)
+        if w.table_model.name_at(w.proxy.mapToSource(idx).row()) in pick:
+            sm.select(idx, QItemSelectionModel.Select | QItemSelectionModel.Rows)
+    w.set_type.setCurrentText("q6_K")
+    assert w.set_selection_type()
+    qtbot.waitUntil(lambda: w.plan.entry("blk.0.ffn_up.weight").type == "q6_K", timeout=3000)
+    assert w.plan.entry("blk.0.attn_v.weight").type == "q6_K"
+    assert w.plan.entry("blk.0.ffn_gate.weight").type == "q4_0"  # the old rule still applies

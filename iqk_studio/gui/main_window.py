@@ -8,11 +8,14 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
+    QComboBox,
     QFileDialog,
+    QHBoxLayout,
     QHeaderView,
     QLineEdit,
     QMainWindow,
     QMessageBox,
+    QPushButton,
     QSplitter,
     QTableView,
     QTabWidget,
@@ -34,9 +37,10 @@ from iqk_studio.gui.recipe_panel import RecipePanel
 from iqk_studio.gui.summary import SummaryPanel, size_line
 from iqk_studio.gui.tensor_table import Column, TensorFilterProxy, TensorTableModel
 from iqk_studio.jobs.recipe_eval import RecipePoint
-from iqk_studio.quant.types import FTYPE_BY_ID
+from iqk_studio.quant.types import FTYPE_BY_ID, QUANT_TYPES, Kind
 from iqk_studio.recipe import model_view, plan, textfile
 from iqk_studio.recipe.records import Recipe
+from iqk_studio.recipe.selection import with_selection_rule
 
 DEFAULT_RECIPE = Recipe(base="Q8_0", note="")
 
@@ -84,7 +88,17 @@ class MainWindow(QMainWindow):
         tensors = QWidget()
         tl = QVBoxLayout(tensors)
         tl.setContentsMargins(0, 0, 0, 0)
-        tl.addWidget(self.filter)
+        row = QHBoxLayout()
+        row.addWidget(self.filter, 1)
+        self.set_type = QComboBox()
+        self.set_type.addItems([t.name for t in QUANT_TYPES if t.is_quantized or t.kind == Kind.FLOAT])
+        self.set_type.setCurrentText("q8_0")
+        apply_btn = QPushButton("Set type of selected rows")
+        apply_btn.setToolTip("adds a rule for exactly the selected tensors at the top of the recipe")
+        apply_btn.clicked.connect(self.set_selection_type)
+        row.addWidget(self.set_type)
+        row.addWidget(apply_btn)
+        tl.addLayout(row)
         tl.addWidget(self.table)
         self.tabs = QTabWidget()
         self.tabs.addTab(tensors, "Tensors")
@@ -203,6 +217,19 @@ class MainWindow(QMainWindow):
             return
         name = self.table_model.name_at(self.proxy.mapToSource(current).row())
         self.grids_view.set_tensor(self.model, name)
+
+    def selected_names(self) -> list[str]:
+        rows = {self.proxy.mapToSource(i).row() for i in self.table.selectionModel().selectedRows()}
+        return [self.table_model.name_at(r) for r in sorted(rows)]
+
+    def set_selection_type(self) -> bool:
+        """A rule for exactly the selected tensors, first in the recipe (first match wins)."""
+        r, names = self.recipe_panel.recipe(), self.selected_names()
+        if r is None or not names:
+            self.statusBar().showMessage("select tensors in the table first", 5000)
+            return False
+        self.recipe_panel.set_recipe(with_selection_rule(r, names, self.set_type.currentText()))
+        return True
 
     def _filter(self, text: str) -> None:
         ok = self.proxy.set_pattern(text)
