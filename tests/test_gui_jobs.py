@@ -129,3 +129,21 @@ def test_recipe_evaluation_lands_on_the_chart(shared, win, qtbot, tmp_path):
     win.compare_view.save_csv(out)
     lines = out.read_text().splitlines()
     assert lines[0].startswith("label,total_bytes") and lines[1].startswith("all q8_0,")
+
+
+def test_sensitivity_tab(shared, win, qtbot):
+    win.open_model(str(shared("refs", "ppl", "tiny", "tiny-qwen2.gguf")))
+    s = win.sensitivity_view
+    assert not s.start()  # no evaluation text yet: a message
+    win.ppl_view.text.setText(str(shared("data", "wiki.test.raw")))
+    s.qtype.setCurrentText("q4_0")
+    s.by.setCurrentText("role")
+    s.only.setText("attn_v|ffn_down")
+    s.n_ctx.setValue(128)
+    s.chunks.setValue(1)
+    with qtbot.waitSignal(s.runner.done, timeout=300000):
+        assert s.start()
+    labels = {s.table.topLevelItem(i).text(0) for i in range(s.table.topLevelItemCount())}
+    assert labels == {"attn_v", "ffn_down"}
+    s.only.setText("(")  # a bad regex is a message, not a crash
+    assert not s.start() and "cannot start" in s.status.text()

@@ -34,6 +34,7 @@ from iqk_studio.gui.compare_view import CompareView
 from iqk_studio.gui.grids_view import GridsView
 from iqk_studio.gui.ppl_view import PerplexityView
 from iqk_studio.gui.recipe_panel import RecipePanel
+from iqk_studio.gui.sensitivity_view import SensitivityView
 from iqk_studio.gui.summary import SummaryPanel, size_line
 from iqk_studio.gui.tensor_table import Column, TensorFilterProxy, TensorTableModel
 from iqk_studio.jobs.recipe_eval import RecipePoint
@@ -108,6 +109,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.ppl_view, "Perplexity")
         self.compare_view = CompareView()
         self.tabs.addTab(self.compare_view, "Size vs quality")
+        self.sensitivity_view = SensitivityView()
+        self.sensitivity_view.text_source = lambda: self.ppl_view.text.text().strip()
+        self.tabs.addTab(self.sensitivity_view, "Sensitivity")
         self.ppl_view.plan_provider = self.current_plan
         self.ppl_view.finished.connect(self._evaluated)
         self.table.selectionModel().currentRowChanged.connect(self._tensor_selected)
@@ -163,6 +167,7 @@ class MainWindow(QMainWindow):
         self.model = model
         self.model_path = str(path)
         self.ppl_view.model_path = self.model_path
+        self.sensitivity_view.model, self.sensitivity_view.model_path = model, self.model_path
         model_view(model)
         ms = (time.perf_counter() - t0) * 1000
         self.setWindowTitle(f"iqk-studio \u2014 {Path(path).name}")
@@ -260,7 +265,8 @@ class MainWindow(QMainWindow):
                 QMessageBox.critical(self, "Cannot save recipe", str(e))
 
     def runners(self):
-        return (self.ppl_view.runner, self.quantize_control.runner, self.grids_view.runner)
+        return (self.ppl_view.runner, self.quantize_control.runner, self.grids_view.runner,
+                self.sensitivity_view.runner)
 
     def shutdown(self) -> None:
         """Cancel running jobs and wait for their threads (a cancelled quantize removes its

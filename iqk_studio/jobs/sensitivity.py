@@ -47,7 +47,10 @@ def candidates(model, qtype: str, by: str = "role", pattern: str | None = None) 
     if by not in GROUPINGS:
         raise ValueError(f"group by one of {', '.join(GROUPINGS)}, not {by!r}")
     t = by_name(qtype)
-    rx = re.compile(pattern) if pattern else None
+    try:
+        rx = re.compile(pattern) if pattern else None
+    except re.error as e:
+        raise ValueError(f"bad regex {pattern!r}: {e}") from None
     groups: dict[str, dict] = {}
     for name, info in model.tensors.items():
         if (len(info.shape) < 2 or not name.endswith("weight") or "_norm" in name
