@@ -32,7 +32,18 @@ def test_quantize_writes_the_planned_file(shared, win, qtbot, tmp_path):
             assert (m.tensor_data(e.name) == ref.tensor_data(e.name)).all(), e.name
 
 
-def test_quantize_cancel_leaves_no_file(shared, win, qtbot, tmp_path):
+def test_quantize_cancel_leaves_no_file(shared, win, qtbot, tmp_path, monkeypatch):
+    import time
+
+    from iqk_studio.jobs import quantize as qjob
+    real = qjob.quantize_model
+
+    def slow(*a, **k):  # the test inputs quantize in milliseconds: give the cancel time to land
+        for ev in real(*a, **k):
+            time.sleep(0.05)
+            yield ev
+
+    monkeypatch.setattr(qjob, "quantize_model", slow)
     win.open_model(str(shared(*INPUTS)))
     win.recipe_panel.editor.setPlainText("@base Q8_0\n")
     qtbot.waitUntil(lambda: win.plan is not None, timeout=3000)

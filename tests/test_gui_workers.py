@@ -64,3 +64,19 @@ def test_wait_returns_without_the_event_loop():
     r = JobRunner()
     r.start(lambda: _job(3, delay=0.01))
     assert r.wait(5000)
+
+
+def test_cancel_after_the_last_event_is_not_a_cancel(qtbot):
+    from iqk_studio.gui.workers import JobWorker
+
+    w = JobWorker(lambda: _job(2))
+    got = []
+    w.event.connect(lambda ev: w.cancel() if ev == 1 else None)
+    w.done.connect(got.append)
+    w.run()  # on this thread: the slots run synchronously
+    assert got == [False]
+    w2 = JobWorker(lambda: _job(5))
+    w2.event.connect(lambda ev: w2.cancel() if ev == 1 else None)
+    w2.done.connect(got.append)
+    w2.run()
+    assert got == [False, True]

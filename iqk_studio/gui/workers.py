@@ -6,14 +6,14 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal
 
 
 class JobWorker(QObject):
     """Iterates `make_job()` on a worker thread; checks the cancel flag between events.
 
     Signals: event(object) for every yielded record, failed(str) for an exception (one line for the
-    user; the traceback goes to `details`), done(bool cancelled) at the end.
+    user; the traceback goes to `details`), done(bool stopped_early) at the end.
     """
 
     event = Signal(object)
@@ -35,10 +35,12 @@ class JobWorker(QObject):
 
     def run(self) -> None:
         job = None
+        stopped = False  # True only when the job was stopped before its end
         try:
             job = self._make_job()
             for ev in job:
                 if self._cancel.is_set():
+                    stopped = True
                     break
                 self.event.emit(ev)
         except Exception as e:  # reported to the user as a message, never a crash
@@ -47,8 +49,11 @@ class JobWorker(QObject):
         finally:
             if job is not None and hasattr(job, "close"):
                 job.close()  # runs the job's cleanup (temp files) on cancel
-            self.done.emit(self._cancel.is_set())
-            QThread.currentThread().quit()  # so JobRunner.wait() returns without the GUI loop
+            self.done.emit(stopped)  # a cancel that came after the last event changed nothing
+            thread = QThread.currentThread()
+            app = QCoreApplication.instance()
+            if app is None or thread is not app.thread():
+                thread.quit()  # so JobRunner.wait() returns without the GUI loop
 
 
 class JobRunner(QObject):
