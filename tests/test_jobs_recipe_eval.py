@@ -33,3 +33,24 @@ def test_in_memory_equals_written_file(shared, tmp_path):
 
     base = _final(list(perplexity_job(model, text, n_ctx=128, chunks=2)))
     assert base.ppl != point.ppl  # the recipe really changed the weights
+
+
+def test_tensor_importance_uses_fallbacks_and_expert_slices():
+    import numpy as np
+
+    from iqk_studio.jobs.recipe_eval import tensor_importance
+
+    class Info:
+        def __init__(self, shape):
+            self.shape = shape
+
+    class M:
+        tensors = {"blk.0.ffn_gate.weight": Info((4, 8)), "blk.0.ffn_up_exps.weight":
+                   Info((4, 8, 2)), "blk.0.attn_q.weight": Info((4, 4))}
+
+    values = {"blk.0.ffn_up.weight": np.arange(4.0), "blk.0.ffn_up_exps.weight": np.arange(8.0)}
+    got = tensor_importance(M, list(M.tensors), values)
+    assert set(got) == {"blk.0.ffn_gate.weight", "blk.0.ffn_up_exps.weight"}  # attn_q: none
+    assert got["blk.0.ffn_gate.weight"].tolist() == [0, 1, 2, 3]  # ffn_gate -> ffn_up fallback
+    assert got["blk.0.ffn_up_exps.weight"].size == 8  # n_in * n_expert
+    assert tensor_importance(M, list(M.tensors), None) == {}

@@ -17,7 +17,7 @@ from iqk_studio.gguf.values import ValueType
 from iqk_studio.gguf.writer import KV, GGUFWriter, TensorSpec, model_kvs, set_kv
 from iqk_studio.jobs.events import Failed, Finished, Progress, TensorDone
 from iqk_studio.quant import api, registry
-from iqk_studio.quant.importance import importance_for
+from iqk_studio.quant.importance import imatrix_values, importance_for
 from iqk_studio.quant.types import FTYPES, FType, QuantType, by_name, parse_ftype
 
 QNT_VERSION = 2  # GGML_QNT_VERSION
@@ -127,7 +127,7 @@ def output_kvs(model, ftype: FType | None, imatrix=None, imatrix_path: str | Non
         dataset = getattr(imatrix, "dataset", "")
         if dataset:
             updates.append(KV("quantize.imatrix.dataset", str(dataset)[:127], ValueType.STRING))
-        updates.append(KV("quantize.imatrix.entries_count", len(_values(imatrix)),
+        updates.append(KV("quantize.imatrix.entries_count", len(imatrix_values(imatrix)),
                           ValueType.INT32))
         if getattr(imatrix, "chunks", 0) > 0:
             updates.append(KV("quantize.imatrix.chunks_count", int(imatrix.chunks),
@@ -135,10 +135,6 @@ def output_kvs(model, ftype: FType | None, imatrix=None, imatrix_path: str | Non
     if ftype is not None:
         updates.append(KV("general.file_type", ftype.id, ValueType.UINT32))
     return set_kv(model_kvs(model), updates, remove=SPLIT_KEYS)
-
-
-def _values(imatrix) -> dict:
-    return imatrix if isinstance(imatrix, dict) else imatrix.values
 
 
 def to_f32(raw: np.ndarray, src: QuantType, n: int) -> np.ndarray:
@@ -175,7 +171,8 @@ def quantize_tensor_blocks(model, t: _Task, imatrix, uniform, pool, threads) -> 
     ne2 = t.shape[2] if len(t.shape) > 2 else 1
     raw = model.tensor_data(t.name)
     total = ne1 * ne2
-    qw_all = importance_for(_values(imatrix), t.name, ne0, ne2) if imatrix is not None else None
+    qw_all = (importance_for(imatrix_values(imatrix), t.name, ne0, ne2)
+              if imatrix is not None else None)
     group = t.dst.interleave
     step = _rows_per_block(ne0, threads, group)
     for e in range(ne2):
@@ -271,7 +268,7 @@ def quantize_dequantize_tensor(model, name: str, qtype: str, imatrix=None, unifo
     t = _Task(name, tuple(int(d) for d in info.shape), info.qtype, dst)
     ne0 = t.shape[0]
     ne2 = t.shape[2] if len(t.shape) > 2 else 1
-    qw = importance_for(_values(imatrix), name, ne0, ne2) if imatrix is not None else None
+    qw = importance_for(imatrix_values(imatrix), name, ne0, ne2) if imatrix is not None else None
     mode = "uniform" if uniform else ("imatrix" if qw is not None else "default")
     key = (str(getattr(model, "path", id(model))), name, dst.name,
            _imatrix_key(None if uniform else qw), mode)

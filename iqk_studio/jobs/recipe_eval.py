@@ -10,7 +10,7 @@ from iqk_studio.engine.forward import Forward
 from iqk_studio.engine.weights import GGUFWeights, QuantizedWeights
 from iqk_studio.jobs.events import Finished, Progress
 from iqk_studio.jobs.perplexity import run_perplexity, tokenize_file
-from iqk_studio.quant.importance import importance_for
+from iqk_studio.quant.importance import imatrix_values, importance_for
 
 
 @dataclass(frozen=True)
@@ -32,19 +32,25 @@ def plan_types(plan) -> dict[str, str]:
     return {e.name: e.type for e in plan.entries if e.type != e.source_type}
 
 
-def plan_importance(model, plan, imatrix) -> dict:
-    """Each changed tensor's imatrix vector, with llama-quantize's name fallbacks and slices."""
+def tensor_importance(model, names, imatrix) -> dict:
+    """Each named tensor's imatrix vector (n_in, or n_in * n_expert), with llama-quantize's name
+    fallbacks and size check; tensors the imatrix lacks are left out."""
     if imatrix is None:
         return {}
-    values = getattr(imatrix, "values", imatrix)
+    values = imatrix_values(imatrix)
     out = {}
-    for name in plan_types(plan):
+    for name in names:
         info = model.tensors[name]
         ne2 = info.shape[2] if len(info.shape) > 2 else 1
         v = importance_for(values, name, info.shape[0], ne2)
         if v is not None:
             out[name] = v
     return out
+
+
+def plan_importance(model, plan, imatrix) -> dict:
+    """The imatrix vectors of the tensors the plan changes."""
+    return tensor_importance(model, plan_types(plan), imatrix)
 
 
 def evaluate_plan(model_path, plan, text_path, n_ctx: int = 512, chunks: int = -1,

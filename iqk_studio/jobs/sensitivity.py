@@ -13,7 +13,7 @@ from iqk_studio.engine.weights import GGUFWeights, QuantizedWeights
 from iqk_studio.jobs.events import Failed, Finished, Progress
 from iqk_studio.jobs.kld import model_base, run_kld
 from iqk_studio.jobs.perplexity import TextTooShort, n_chunks_for, tokenize_file
-from iqk_studio.quant.importance import importance_for
+from iqk_studio.jobs.recipe_eval import tensor_importance
 from iqk_studio.quant.types import by_name
 
 
@@ -93,7 +93,6 @@ def sensitivity_job(model_path, text_path, cands: list[Candidate], n_ctx: int = 
     if not cands:
         yield Failed("no tensor to test: nothing matches, or every tensor already has that type")
         return
-    values = getattr(imatrix, "values", imatrix) or {}
     with open_model(model_path) as model:
         yield Progress(0, 0, "tokenizing the input")
         tokens, add_bos, bos_id = tokenize_file(model, text_path)
@@ -117,13 +116,7 @@ def sensitivity_job(model_path, text_path, cands: list[Candidate], n_ctx: int = 
 
         for k, cand in enumerate(cands):
             t0 = time.perf_counter()
-            imp = {}
-            for n in cand.types:
-                info = model.tensors[n]
-                v = importance_for(values, n, info.shape[0],
-                                   info.shape[2] if len(info.shape) > 2 else 1)
-                if v is not None:
-                    imp[n] = v
+            imp = tensor_importance(model, cand.types, imatrix)
             fw = Forward.from_model(model, weights=QuantizedWeights(base_ws, cand.types, imp,
                                                                     keep=False))
             offset = (k + 1) * n_chunk * steps

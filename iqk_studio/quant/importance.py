@@ -24,6 +24,11 @@ def candidate_names(name: str) -> list[str]:
     return out
 
 
+def imatrix_values(imatrix) -> dict:
+    """name -> values of an Imatrix record, or the dict itself when given one."""
+    return imatrix if isinstance(imatrix, dict) else imatrix.values
+
+
 def importance_for(values: dict, name: str, ne0: int, ne2: int = 1) -> np.ndarray | None:
     """float32 (ne0·ne2,) importance for a tensor, or None when the imatrix has no entry.
     A size mismatch is an error (as in llama-quantize), except for token_embd.weight."""
