@@ -11,10 +11,13 @@ import hashlib
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 _PKG = Path(__file__).resolve().parent
 _SOURCES = ("quant", "engine")  # packages whose modules define or are inlined into kernels
+KEEP = 4  # cache folders of other source versions kept (other checkouts, venvs, branches)
+MIN_AGE_S = 24 * 3600  # a folder used within the last day is never deleted (it may be in use)
 
 
 def source_hash() -> str:
@@ -41,6 +44,25 @@ def configure() -> None:
     if "numba" in sys.modules:
         from numba.core import config
         config.CACHE_DIR = str(target)
-    for old in base.iterdir():  # caches of other source versions are dead weight
-        if old != target and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.utime(target)  # "last used", for the pruning of other processes
+        prune(base, keep=target)
+    except OSError:
+        pass
+
+
+def prune(base: Path, keep: Path, now: float | None = None) -> None:
+    """Delete the cache folders of old source versions: all but the KEEP most recently used
+    besides `keep`, and never one used within MIN_AGE_S (another checkout may be using it)."""
+    now = time.time() if now is None else now
+    others = []
+    for d in base.iterdir():
+        if d != keep and d.is_dir():
+            try:
+                others.append((d.stat().st_mtime, d))
+            except OSError:
+                continue
+    others.sort(reverse=True)
+    for mtime, d in others[KEEP:]:
+        if now - mtime > MIN_AGE_S:
+            shutil.rmtree(d, ignore_errors=True)

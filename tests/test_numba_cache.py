@@ -35,7 +35,32 @@ def test_configure_sets_dir_and_drops_old_ones(tmp_path, monkeypatch):
     _tree(pkg, "a = 2\n")
     _numba_cache.configure()
     second = os.environ["NUMBA_CACHE_DIR"]
-    assert second != first and os.path.isdir(second) and not os.path.exists(first)
+    # the other version's folder was used just now: another checkout may still need it
+    assert second != first and os.path.isdir(second) and os.path.isdir(first)
+
+
+def test_prune_keeps_recent_and_the_last_few(tmp_path):
+    now = 1_000_000_000.0
+    day = 24 * 3600
+    keep = tmp_path / "current"
+    keep.mkdir()
+    ages = {"fresh": 0.5 * day, **{f"old{i}": (2 + i) * day for i in range(6)}}
+    for name, age in ages.items():
+        d = tmp_path / name
+        d.mkdir()
+        os.utime(d, (now - age, now - age))
+    _numba_cache.prune(tmp_path, keep=keep, now=now)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    # the current one, the KEEP most recently used others (fresh, old0..old2), nothing older
+    assert left == ["current", "fresh", "old0", "old1", "old2"]
+    # a folder younger than a day survives even beyond KEEP
+    for i in range(6):
+        d = tmp_path / f"new{i}"
+        d.mkdir()
+        os.utime(d, (now - 3600, now - 3600))
+    _numba_cache.prune(tmp_path, keep=keep, now=now)
+    assert all((tmp_path / f"new{i}").is_dir() for i in range(6))
+    assert (tmp_path / "fresh").is_dir() and not (tmp_path / "old0").exists()
 
 
 def test_user_choice_wins(monkeypatch, tmp_path):
