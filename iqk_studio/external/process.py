@@ -13,8 +13,9 @@ import threading
 from collections.abc import Iterable, Iterator
 
 # lines that say why a tool failed (shown first in a failure message)
-_TELLING = re.compile(r"error|failed|GGML_ASSERT|abort|what\(\)|Segmentation|out of memory|"
-                      r"cannot|unable|invalid|not found|No such file", re.I)
+_TELLING = (re.compile(r"GGML_ASSERT|error|failed|what\(\)|Segmentation fault|out of memory",
+                       re.I),
+            re.compile(r"abort|cannot|unable|invalid|not found|No such file", re.I))
 
 
 class ToolProcess:
@@ -116,7 +117,7 @@ def describe_exit(rc: int) -> str:
 def failure_message(tool: str, rc: int | None, tail: Iterable[str], n: int = 12) -> str:
     """`llama-perplexity failed (exit status 1): <the telling line>` and the last output lines."""
     lines = [ln.rstrip() for ln in tail if ln.strip()]
-    telling = next((ln for ln in reversed(lines) if _TELLING.search(ln)), None)
+    telling = next((ln for rx in _TELLING for ln in reversed(lines) if rx.search(ln)), None)
     why = describe_exit(rc) if rc is not None else "stopped"
     head = f"{tool} failed ({why})" + (f": {telling.strip()}" if telling else "")
     last = lines[-n:]
