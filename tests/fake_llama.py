@@ -3,6 +3,7 @@ started as, FAKE_TOOL): replays a real log with delays, the `[i]x,` values on st
 the rest on stderr, as the real tools do. Environment:
 
 FAKE_LOG        the log to replay (required for a run)
+FAKE_LOG_KLD    the log to replay instead when --kl-divergence is given
 FAKE_DELAY      seconds between output pieces (default 0.001)
 FAKE_NAN_AT     print `-nan` for chunks from this index on
 FAKE_EXIT       exit status after the replay (default 0); `abort` kills itself with SIGABRT
@@ -114,7 +115,9 @@ def main() -> int:
             opts += ["-mla,  --mla-use", "-rtr,   --run-time-repack"]
         print("usage: " + TOOL + "\n" + "\n".join("  " + o for o in opts))
         return 0 if not TOOL.startswith("llama-quantize") else 1
-    replay(Path(ENV["FAKE_LOG"]).read_text(encoding="utf-8"), argv)
+    log = ENV["FAKE_LOG_KLD"] if "--kl-divergence" in argv and "FAKE_LOG_KLD" in ENV else \
+        ENV["FAKE_LOG"]
+    replay(Path(log).read_text(encoding="utf-8"), argv)
     code = ENV.get("FAKE_EXIT", "0")
     if code == "abort":
         os.kill(os.getpid(), signal.SIGABRT)

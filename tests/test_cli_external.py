@@ -191,3 +191,65 @@ def test_results_errors_are_one_line(env, tmp_path, capsys):
     assert "not a results database, or damaged" in err and "\n" not in err
     assert main(["results", "show", "42"]) == 1
     assert "no run 42" in capsys.readouterr().err
+
+
+def test_kld_with_llama_perplexity(env, tmp_path, capsys):
+    """BASE is a model: its log-probs are saved first (a temporary file), then the comparison;
+    the table and statistics print as the tool printed them."""
+    root, setenv = env
+    model = shared_path("refs", "ppl", "tiny", "tiny-qwen2.gguf")
+    kld_log = shared_path("refs", "ppl", "gemma3-270m.kld-q4_k_m-vs-f32.c512.8chunks.log")
+    setenv("FAKE_LOG", str(shared_path("refs", "ppl", "tiny", "tiny-qwen2.wiki.c512.4chunks.log")))
+    setenv("FAKE_LOG_KLD", str(kld_log))
+    rc = main(["kld", str(model), str(model), "-f", str(shared_path("data", "wiki.test.raw")),
+               "--chunks", "8", "--llama-perplexity", str(root)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    text = kld_log.read_text(encoding="utf-8")
+    table = text[text.index("chunk             PPL"):text.index("\n\n", text.index("chunk  "))]
+    stats = text[text.index("====== Perplexity"):].rstrip("\n")
+    assert table in out and stats in out
+    assert not list(tmp_path.glob("iqk-kld-base-*")) and not list(
+        (tmp_path / "llama").glob("*.kld"))
+    with _store(tmp_path) as s:
+        kinds = [(r.kind, r.status, r.n_done) for r in s.list_runs()]
+    assert kinds == [("kld", "finished", 8), ("perplexity", "finished", 4)]
+
+
+def test_imatrix_with_llama_imatrix(env, tmp_path, capsys):
+    root, setenv = env
+    setenv("FAKE_LOG", str(shared_path("refs", "ppl", "gemma3-270m-f32.imatrix.log")))
+    setenv("FAKE_OUTPUT_SRC", str(shared_path("refs", "ppl", "gemma3-270m-f32.wiki8.imatrix.dat")))
+    out = tmp_path / "im.dat"
+    rc = main(["imatrix", str(shared_path("refs", "ppl", "tiny", "tiny-qwen2.gguf")), "-f",
+               str(shared_path("data", "wiki.test.raw")), "-o", str(out), "--chunks", "8",
+               "--llama-imatrix", str(root)])
+    cap = capsys.readouterr()
+    assert rc == 0 and out.read_bytes() == shared_path(
+        "refs", "ppl", "gemma3-270m-f32.wiki8.imatrix.dat").read_bytes()
+    assert cap.out.splitlines() == ["[1]11.1201,[2]14.5942,[3]15.3512,[4]15.7840,[5]15.2406,"
+                                    "[6]16.0840,[7]16.4387,[8]16.9846,",
+                                    "Final estimate: PPL = 16.9846 +/- 1.16435"]
+    with _store(tmp_path) as s:
+        (r,) = s.list_runs()
+    assert (r.kind, r.status, r.final_ppl, r.n_done) == ("imatrix", "finished", 16.9846, 8)
+
+
+def test_builtin_perplexity_is_recorded(env, tmp_path, capsys):
+    model = shared_path("refs", "ppl", "tiny", "tiny-qwen2.gguf")
+    text = shared_path("data", "wiki.test.raw")
+    assert main(["perplexity", str(model), "-f", str(text), "-c", "64", "--chunks", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    with _store(tmp_path) as s:
+        (r,) = s.list_runs()
+        run = s.get_run(r.id)
+    assert (r.kind, r.source, r.status, r.engine, r.kv_type, r.n_ctx, r.chunks) == (
+        "perplexity", "builtin", "finished", "iqk-studio", "f16", 64, 2)
+    assert r.model_id == model_id(model) and r.text_id == file_id(text)
+    assert out[0] == "".join(f"[{c.index}]{c.ppl:.4f}," for c in run.chunks)
+    assert out[1].endswith(f"= {r.final_ppl:.4f} +/- {r.final_ppl_err:.5f}")
+    assert r.plan_bytes > 0 and r.plan_bpw == pytest.approx(32.0, rel=0.01)
+    assert main(["perplexity", str(model), "-f", str(text), "-c", "64", "--chunks", "1",
+                 "--no-store"]) == 0
+    with _store(tmp_path) as s:
+        assert len(s.list_runs()) == 1

@@ -174,3 +174,18 @@ def test_imported_logs(store):
     assert (run.info.kind, run.info.final_kld, run.info.final_kld_err) == ("kld", 0.002215,
                                                                             0.000139)
     assert run.info.summary["kld_p99.9"] == 0.062968 and run.chunks[-1].kld == 0.00221
+
+
+def test_recorded_sensitivity_groups(store):
+    from iqk_studio.jobs.sensitivity import Sensitivity
+
+    evs = [Sensitivity(1, 2, "attn_v", 4096, 1024, 0.0125, 0.001, 0.002, 0.97, 1.5),
+           Sensitivity(2, 2, "ffn_down", 8192, 2048, 0.031, 0.002, 0.004, 0.95, 2.5),
+           Finished("2 groups tested over 2 chunks of 512", None)]
+    job = RecordedJob(_job(evs), RunSpec("sensitivity"), store)
+    assert list(job) == evs
+    run = store.get_run(job.run_id)
+    assert run.info.status == "finished" and run.info.n_done == 2 and run.chunks == ()
+    g = run.groups[1]
+    assert (g.index, g.label, g.bytes_before, g.bytes_after, g.kld, g.same_top) == (
+        2, "ffn_down", 8192, 2048, 0.031, 0.95)

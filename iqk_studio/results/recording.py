@@ -48,7 +48,8 @@ def evaluation_spec(kind: str, model_path, text_path=None, n_ctx: int | None = N
                     engine_version: str | None = None, command=(), name: str = "",
                     kv_type: str | None = None, facts: dict | None = None) -> RunSpec:
     """The RunSpec of a run on model_path (and text_path): identities hashed from the files,
-    sizes from the plan when a recipe is evaluated, else from the model file."""
+    sizes from the plan when a recipe is evaluated, else from the model file. The built-in
+    engine's KV cache is f16 (as the reference's default)."""
     from iqk_studio import __version__
     from iqk_studio.gguf.reader import open_model
 
@@ -72,7 +73,8 @@ def evaluation_spec(kind: str, model_path, text_path=None, n_ctx: int | None = N
                    model_id(base_model_path) if base_model_path else None, recipe_text,
                    plan_bytes, plan_bpw, str(text_path) if text_path else None,
                    file_id(text_path) if text_path else None, n_ctx,
-                   chunks if chunks and chunks > 0 else None, kv_type, engine,
+                   chunks if chunks and chunks > 0 else None,
+                   kv_type or ("f16" if engine == "iqk-studio" else None), engine,
                    __version__ if engine_version is None and engine == "iqk-studio"
                    else engine_version or "", tuple(command), dict(facts or {}))
 
