@@ -253,3 +253,15 @@ def test_builtin_perplexity_is_recorded(env, tmp_path, capsys):
                  "--no-store"]) == 0
     with _store(tmp_path) as s:
         assert len(s.list_runs()) == 1
+
+
+def test_a_damaged_store_does_not_stop_the_run(env, tmp_path, capsys):
+    root, setenv = env
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "results.sqlite3").write_bytes(b"garbage" * 200)
+    setenv("FAKE_LOG", str(shared_path("refs", "ppl", "tiny", "tiny-qwen2.wiki.c512.4chunks.log")))
+    rc = main(["perplexity", str(shared_path("refs", "ppl", "tiny", "tiny-qwen2.gguf")), "-f",
+               str(shared_path("data", "wiki.test.raw")), "--llama-perplexity", str(root)])
+    cap = capsys.readouterr()
+    assert rc == 0 and cap.out.endswith("= 1551375.1756 +/- 127470.91373\n")
+    assert "warning: the run is not recorded:" in cap.err and "damaged" in cap.err

@@ -46,7 +46,11 @@ def recorded(job, args, kind: str, model, text=None, n_ctx=None, chunks=None, **
         return job
     from iqk_studio.results import RecordedJob, evaluation_spec
 
-    return RecordedJob(job, evaluation_spec(kind, model, text, n_ctx, chunks, **spec))
+    def warn(msg: str) -> None:
+        print(f"iqk-studio-cli: warning: the run is not recorded: {msg}", file=sys.stderr)
+
+    return RecordedJob(job, evaluation_spec(kind, model, text, n_ctx, chunks, **spec),
+                       on_error=warn)
 
 
 def tool_args(args) -> list[str]:

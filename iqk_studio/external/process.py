@@ -80,7 +80,8 @@ class ToolProcess:
         return self.proc.poll() is None
 
     def stop(self, grace: float = 5.0) -> int:
-        """SIGTERM to the process group, SIGKILL to it after `grace` seconds; the exit status."""
+        """SIGTERM to the process group, SIGKILL to it after `grace` seconds; the exit status.
+        The group is signalled only while its leader is alive (so its id cannot be reused)."""
         if self.running():
             self._signal(signal.SIGTERM if os.name != "nt" else signal.CTRL_BREAK_EVENT)
             try:
@@ -88,8 +89,6 @@ class ToolProcess:
             except subprocess.TimeoutExpired:
                 pass
             self._signal(signal.SIGKILL if os.name != "nt" else None)
-            return self.wait()
-        self._signal(signal.SIGKILL if os.name != "nt" else None)  # stragglers of the group
         return self.wait()
 
     def _signal(self, sig) -> None:

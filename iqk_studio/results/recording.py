@@ -114,8 +114,10 @@ class RecordedJob:
     Closing it (cancel) closes the job and marks the run "cancelled"; the store is opened on the
     first next() so that it belongs to the thread that iterates. `run_id` is set from then on."""
 
-    def __init__(self, job, spec: RunSpec, store: ResultsStore | str | Path | None = None):
+    def __init__(self, job, spec: RunSpec, store: ResultsStore | str | Path | None = None,
+                 on_error=None):
         self._job = job
+        self._on_error = on_error  # called once with a message when recording stops
         self.spec = spec
         self._store_arg = store
         self.store: ResultsStore | None = None
@@ -138,7 +140,13 @@ class RecordedJob:
             self.store = s if isinstance(s, ResultsStore) else ResultsStore(s)
             self.run_id = self.store.start_run(self.spec)
         except (StoreError, OSError) as e:
-            self.error = str(e)
+            self._fail(str(e))
+
+    def _fail(self, message: str) -> None:
+        if self.error is None:
+            self.error = message
+            if self._on_error is not None:
+                self._on_error(message)
 
     def _write(self, method: str, *args, **kw) -> None:
         if self.run_id is None or self.error:
@@ -146,7 +154,7 @@ class RecordedJob:
         try:
             getattr(self.store, method)(self.run_id, *args, **kw)
         except Exception as e:  # a full disk must not stop the evaluation itself
-            self.error = f"results store: {e}"
+            self._fail(f"results store: {e}")
 
     def _run(self):
         self._open()
