@@ -265,3 +265,36 @@ def test_a_damaged_store_does_not_stop_the_run(env, tmp_path, capsys):
     cap = capsys.readouterr()
     assert rc == 0 and cap.out.endswith("= 1551375.1756 +/- 127470.91373\n")
     assert "warning: the run is not recorded:" in cap.err and "damaged" in cap.err
+
+
+def test_sigterm_to_the_app_stops_the_tool(env, tmp_path):
+    """SIGTERM (or Ctrl-C) to the CLI ends the tool's process group and records a cancel."""
+    root, setenv = env
+    setenv("FAKE_LOG", str(shared_path("refs", "ppl", "tiny", "tiny-qwen2.wiki.c512.4chunks.log")))
+    setenv("FAKE_STALL_AT", "3")
+    setenv("FAKE_PIDFILE", str(tmp_path / "tool.pid"))
+    cmd = [sys.executable, "-m", "iqk_studio.cli", "perplexity",
+           str(shared_path("refs", "ppl", "tiny", "tiny-qwen2.gguf")), "-f",
+           str(shared_path("data", "wiki.test.raw")), "--llama-perplexity", str(root)]
+    app = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    db = tmp_path / "data" / "results.sqlite3"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if db.exists():
+                with ResultsStore(db) as s:
+                    runs = s.list_runs()
+                    if runs and runs[0].n_done == 2:
+                        break
+            time.sleep(0.05)
+        tool = int((tmp_path / "tool.pid").read_text())
+        app.send_signal(signal.SIGTERM)
+        out, _ = app.communicate(timeout=20)
+    finally:
+        app.kill()
+    assert app.returncode == 130 and out.decode().startswith("[1]1698244.6159,[2]1850640.3023,")
+    with pytest.raises(ProcessLookupError):
+        os.kill(tool, 0)
+    with ResultsStore(db) as s:
+        (r,) = s.list_runs()
+    assert (r.status, r.n_done) == ("cancelled", 2)

@@ -185,3 +185,17 @@ def test_quantize_log_values():
     assert len(evs) == 579 and evs[-1] == TensorDone(579, 579, "output.weight", "q5_K",
                                                      151936 * 1408, 0.0)
     assert p.totals["quant_mib"] == 8530.25 and p.seconds() == pytest.approx(12.89499)
+
+
+def test_speed_and_eta_count_passes_of_n_seq_chunks():
+    t = [0.0]
+    p = PplLogParser(clock=lambda: t[0])
+    t[0] = 100.0  # model loading does not count
+    p.feed("perplexity: calculating perplexity over 8 chunks, n_ctx=512, batch_size=2048, "
+           "n_seq=4\n")
+    t[0] = 110.0
+    first = p.feed("[1]11.0,[2]12.0,[3]13.0,[4]14.0,")
+    assert [(c.tokens_per_second, c.eta_seconds) for c in first] == [(4 * 512 / 10, 10.0)] * 4
+    t[0] = 130.0
+    (c5,) = p.feed("[5]15.0,")
+    assert (c5.tokens_per_second, c5.eta_seconds) == (8 * 512 / 30, 0.0)

@@ -4,6 +4,7 @@ model and the quantizer's test inputs (a few chunks each); skipped, saying so, w
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -57,11 +58,14 @@ def test_cancel_a_real_run(demo):
 
     job = perplexity_run(_tool("llama-perplexity"), demo, shared_path("data", "wiki.test.raw"),
                          512, -1, ["-t", "2"], grace=5.0)
+    started = next(job)  # Progress "llama-perplexity: started (pid N)"
+    pid = int(re.search(r"pid (\d+)", started.message).group(1))
     next(e for e in job if isinstance(e, Chunk))
-    proc = job.gi_frame.f_locals["state"]["proc"]
     t0 = time.monotonic()
     job.close()
-    assert not proc.running() and time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 def test_quantize_matches_the_reference_output(tmp_path):
@@ -95,5 +99,5 @@ def test_imatrix_and_kld_on_the_demo_model(demo, tmp_path):
     rows = [e for e in evs if isinstance(e, KldChunk)]
     assert len(rows) == 2 and isinstance(evs[-1], Finished), evs[-1]
     s = evs[-1].result.stats  # the same model against itself
-    assert abs(s.kld) < 1e-4 and s.same_top > 0.99 and s.ppl == pytest.approx(s.ppl_base)
+    assert abs(s.kld) < 1e-4 and s.same_top > 0.99 and s.ppl == pytest.approx(s.ppl_base, rel=1e-5)
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["base.kld", "im.dat"]

@@ -12,6 +12,32 @@ from iqk_studio.cli import CliError
 from iqk_studio.jobs.events import Chunk, Failed, Finished, KldChunk, Progress
 
 
+def _term_stops_tool(fn):
+    """While an external run goes on, SIGTERM / SIGHUP to us stop it as Ctrl-C does (the tool
+    runs in its own process group and would otherwise outlive us)."""
+    import functools
+    import signal
+    import threading
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        sigs = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+        if threading.current_thread() is not threading.main_thread():
+            return fn(*a, **kw)
+
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        old = {sig: signal.signal(sig, interrupt) for sig in sigs}
+        try:
+            return fn(*a, **kw)
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+    return wrapper
+
+
 def add_llama_option(p, tool: str) -> None:
     """--llama-perplexity [PATH] (or -quantize, -imatrix); the command takes `-- EXTRA ARGS`."""
     p.add_argument(f"--{tool}", nargs="?", const="", default=None, metavar="PATH",
@@ -87,6 +113,7 @@ def check_inputs(model: Path, text) -> None:
         raise CliError(f"{text}: no such text file")
 
 
+@_term_stops_tool
 def run_perplexity(args, model: Path) -> int:
     from iqk_studio.commands.perplexity import print_chunks
     from iqk_studio.external.runs import perplexity_run
@@ -105,6 +132,7 @@ def run_perplexity(args, model: Path) -> int:
     return 0
 
 
+@_term_stops_tool
 def run_imatrix(args, model: Path) -> int:
     from iqk_studio.commands.perplexity import print_chunks
     from iqk_studio.external.runs import imatrix_run
@@ -129,6 +157,7 @@ def run_imatrix(args, model: Path) -> int:
     return 0
 
 
+@_term_stops_tool
 def run_kld(args, base, model) -> int:
     """Save the base's log-probs with the tool (unless BASE is such a file), then compare."""
     import os
@@ -198,6 +227,7 @@ def _print_kld(events, format_header, format_chunk) -> int:
     raise CliError("the job ended without a result")
 
 
+@_term_stops_tool
 def run_quantize(args, model: Path, out: Path, recipe) -> int:
     """llama-quantize with the recipe's options in the binary's dialect, printed as ours."""
     from types import SimpleNamespace

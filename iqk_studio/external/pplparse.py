@@ -243,16 +243,18 @@ class PplLogParser:
         return row
 
     def _speed(self, i: int, count: int) -> tuple[float, float]:
-        """(tokens per second, seconds left) after chunk i of count."""
-        n_ctx = self.n_ctx or 0
+        """(tokens per second, seconds left) after chunk i of count; the tools evaluate n_seq
+        chunks per pass, so chunk i arrives with the rest of its pass."""
+        n_ctx, n_seq = self.n_ctx or 0, max(self.facts.get("n_seq", 1), 1)
+        done = -(-i // n_seq)  # passes done
+        left = max(-(-count // n_seq) - done, 0)
         if self._clock is not None:
             dt = max(self._clock() - self._t0, 1e-9)
-            return i * n_ctx / dt, dt / i * (count - i)
+            return min(done * n_seq, count) * n_ctx / dt, dt / done * left
         spp = self.facts.get("seconds_per_pass")
         if not spp:
             return 0.0, 0.0
-        n_seq = self.facts.get("n_seq", 1)
-        return n_seq * n_ctx / spp, spp * math.ceil((count - i) / n_seq)
+        return n_seq * n_ctx / spp, spp * left
 
     def start_clock(self) -> None:
         """Time chunks from now (call when the evaluation starts, after model loading)."""

@@ -58,11 +58,19 @@ def _drive(binary: Binary, argv: list[str], parser, stop_on_nan: bool, grace: fl
         now = time.monotonic()
         if now - beat >= HEARTBEAT:
             beat = now
-            yield Progress(parser.done, parser.count, f"{name}: {parser.last_line.strip()}")
+            yield Progress(parser.done, parser.count, _status(name, parser))
     rc = proc.wait()
     if not info_sent and parser.facts:
         yield _info(binary, argv, parser)
     return rc
+
+
+def _status(name: str, parser) -> str:
+    """`llama-perplexity: chunk 136/570`, or the tool's last line before the first one."""
+    if parser.done:
+        what = "tensor" if isinstance(parser, QuantizeLogParser) else "chunk"
+        return f"{name}: {what} {parser.done}/{parser.count}"
+    return f"{name}: {parser.last_line.strip()}"
 
 
 def _info(binary: Binary, argv: list[str], parser) -> RunInfo:
