@@ -171,6 +171,8 @@ def run_kld(args, base, model) -> int:
     extra = tool_args(args)
     base_file, temp = base, None
     if not is_base_file(base):
+        if not args.file:
+            raise CliError("-f TEXT is needed when BASE is a model")
         check_inputs(Path(base), args.file)
         if model is None:
             base_file = args.save_base
