@@ -1,28 +1,32 @@
-"""Perplexity of the open model on a text file, run in the background with a live per-chunk plot."""
+"""The Evaluate tab: perplexity or KL-divergence of the open file or of the recipe quantized in
+memory, a live per-chunk plot with any finished run overlaid, and the results list."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QFileDialog,
-    QFormLayout,
+    QAbstractItemView,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
-    QLineEdit,
-    QProgressBar,
     QPushButton,
-    QSpinBox,
+    QSplitter,
+    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
-from iqk_studio.gui.workers import JobRunner
-from iqk_studio.jobs.events import Chunk, Failed, Finished, Progress
+from iqk_studio.gui.eval_settings import EvalSettings
+from iqk_studio.gui.job_panel import JobPanel, fmt_seconds
+from iqk_studio.gui.results_model import RCol, ResultsModel
+from iqk_studio.gui.session import Session
+from iqk_studio.jobs.evaluate import evaluate
+from iqk_studio.jobs.events import Chunk, KldChunk
 
 REDRAW_MS = 33  # at most ~30 redraws a second
+LIVE = (30, 30, 30)
 
 
 class ChunkBuffers:
@@ -35,156 +39,184 @@ class ChunkBuffers:
         self.err = np.zeros(capacity)
         self.chunk_ppl = np.zeros(capacity)
 
-    def append(self, ev: Chunk) -> None:
+    def append(self, ev) -> None:
         if self.n == self.x.size:
             for k in ("x", "ppl", "err", "chunk_ppl"):
                 a = getattr(self, k)
                 setattr(self, k, np.concatenate([a, np.zeros_like(a)]))
         i = self.n
         self.x[i], self.ppl[i], self.err[i] = ev.index, ev.ppl, ev.ppl_err
-        self.chunk_ppl[i] = float(np.exp(ev.nll))
+        self.chunk_ppl[i] = float(np.exp(ev.nll)) if isinstance(ev, Chunk) else np.nan
         self.n += 1
 
 
-class PerplexityView(QWidget):
-    finished = Signal(object)  # the job's Finished.result
+class EvalView(QWidget):
+    finished = Signal(object)  # RunResult
 
-    def __init__(self, parent=None):
+    def __init__(self, session: Session, results: ResultsModel, parent=None):
         super().__init__(parent)
-        self.model_path: str | None = None
-        self.plan_provider = None  # callable -> (plan, imatrix or None, label) of the recipe
-        self.text = QLineEdit()
-        self.text.setPlaceholderText("evaluation text, e.g. wiki.test.raw")
-        browse = QPushButton("Browse...")
-        browse.clicked.connect(self._browse)
-        self.n_ctx = QSpinBox()
-        self.n_ctx.setRange(16, 32768)
-        self.n_ctx.setValue(512)
-        self.chunks = QSpinBox()
-        self.chunks.setRange(0, 100000)
-        self.chunks.setSpecialValueText("all")
-        self.evaluate_recipe = QCheckBox("evaluate the recipe (quantize in memory, no file written)")
-        self.evaluate_recipe.setChecked(True)
-        self.run_btn = QPushButton("Run perplexity")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        self.progress = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.plot = pg.PlotWidget(title="perplexity, running (line) and per chunk (dots)")
+        self.session, self.results = session, results
+        self.settings = EvalSettings(session)
+        self.panel = JobPanel("Run")
+        self.plot = pg.PlotWidget()
         self.plot.setLabel("bottom", "chunk")
-        self.plot.setLabel("left", "PPL")
-        self.plot.addLegend()
-        self._upper = self.plot.plot([], [], pen=pg.mkPen((30, 110, 200, 80)))
-        self._lower = self.plot.plot([], [], pen=pg.mkPen((30, 110, 200, 80)))
-        self.plot.addItem(pg.FillBetweenItem(self._lower, self._upper, brush=(30, 110, 200, 40)))
-        self._running = self.plot.plot([], [], pen=pg.mkPen((30, 110, 200), width=2),
-                                       name="running PPL")
-        self._chunks = self.plot.plot([], [], pen=None, symbol="o", symbolSize=5,
-                                      symbolBrush=(200, 90, 0), name="chunk PPL")
-        form = QFormLayout()
-        row = QHBoxLayout()
-        row.addWidget(self.text, 1)
-        row.addWidget(browse)
-        form.addRow("text", row)
-        form.addRow("n_ctx", self.n_ctx)
-        form.addRow("chunks", self.chunks)
-        form.addRow("", self.evaluate_recipe)
+        self.plot.setLabel("left", "running PPL")
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self._upper = self.plot.plot([], [], pen=pg.mkPen((*LIVE, 60)))
+        self._lower = self.plot.plot([], [], pen=pg.mkPen((*LIVE, 60)))
+        self.plot.addItem(pg.FillBetweenItem(self._lower, self._upper, brush=(*LIVE, 35)))
+        self._running = self.plot.plot([], [], pen=pg.mkPen(LIVE, width=2))
+        self._chunks = self.plot.plot([], [], pen=None, symbol="o", symbolSize=4,
+                                      symbolBrush=(*LIVE, 120), symbolPen=None)
+        self._overlays: list[pg.PlotDataItem] = []  # a pool: items are reused, never removed
+        self.table = QTableView()
+        self.table.setModel(results)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(20)
+        self.table.setWordWrap(False)
+        hh = self.table.horizontalHeader()
+        hh.setSectionResizeMode(QHeaderView.Interactive)
+        hh.resizeSection(RCol.NAME, 250)
+        hh.setStretchLastSection(True)
+        base_btn = QPushButton("Use as baseline")
+        base_btn.setToolTip("PPL vs base and the chart's y axis divide by this run's PPL")
+        open_btn = QPushButton("Open recipe")
+        remove_btn = QPushButton("Remove")
         buttons = QHBoxLayout()
-        buttons.addWidget(self.run_btn)
-        buttons.addWidget(self.cancel_btn)
-        buttons.addWidget(self.progress, 1)
+        buttons.addWidget(QLabel("finished runs (tick: draw on the plot)"), 1)
+        for b in (base_btn, open_btn, remove_btn):
+            buttons.addWidget(b)
+        lower = QWidget()
+        ll = QVBoxLayout(lower)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addLayout(buttons)
+        ll.addWidget(self.table)
+        self.split = QSplitter(Qt.Vertical)
+        self.split.addWidget(self.plot)
+        self.split.addWidget(lower)
+        self.split.setSizes([300, 160])
         lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addLayout(buttons)
-        lay.addWidget(self.status)
-        lay.addWidget(self.plot, 1)
+        lay.addWidget(self.settings)
+        lay.addWidget(self.panel)
+        lay.addWidget(self.split, 1)
 
-        self.runner = JobRunner(self)
-        self.runner.event.connect(self._on_event)
-        self.runner.failed.connect(self._on_failed)
-        self.runner.done.connect(self._on_done)
-        self.run_btn.clicked.connect(self.start)
-        self.cancel_btn.clicked.connect(self.runner.cancel)
+        self.panel.run_clicked.connect(self.start)
+        self.panel.event.connect(self._on_event)
+        self.panel.finished.connect(self._on_finished)
+        self.panel.done.connect(lambda _: (self._timer.stop(), self._redraw()))
+        results.changed.connect(self._draw_overlays)
+        base_btn.clicked.connect(lambda: self._with_selected(
+            lambda r: results.set_baseline(r.id)))
+        remove_btn.clicked.connect(lambda: self._with_selected(lambda r: results.remove(r.id)))
+        open_btn.clicked.connect(lambda: self._with_selected(self.open_recipe))
         self._timer = QTimer(self)
         self._timer.setInterval(REDRAW_MS)
         self._timer.timeout.connect(self._redraw)
         self.buf = ChunkBuffers()
-        self._dirty = False
+        self._t_chunks: list[float] = []
 
-    def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Evaluation text", "", "Text (*.raw *.txt);;All (*)")
-        if path:
-            self.text.setText(path)
-
+    # --- running -------------------------------------------------------------------------------
     def start(self) -> bool:
-        if self.model_path is None:
-            self.status.setText("open a model first")
+        spec, why = self.settings.spec()
+        if spec is None:
+            self.panel.set_status(why, error=True)
             return False
-        text = self.text.text().strip()
-        if not text:
-            self.status.setText("choose an evaluation text file")
-            return False
-        model, n_ctx = self.model_path, self.n_ctx.value()
-        chunks = self.chunks.value() or -1
-        if self.evaluate_recipe.isChecked() and self.plan_provider is not None:
-            from iqk_studio.jobs.recipe_eval import evaluate_plan
-            plan, imatrix, label = self.plan_provider()
-            if plan is None:
-                self.status.setText("the recipe has no valid plan")
-                return False
-            if plan.errors:
-                self.status.setText("the plan has errors: " + plan.errors[0].message)
-                return False
-            job = lambda: evaluate_plan(model, plan, text, n_ctx, chunks, imatrix, label)  # noqa: E731
-        else:
-            from iqk_studio.jobs.perplexity import perplexity_job
-            job = lambda: perplexity_job(model, text, n_ctx, chunks)  # noqa: E731
         self.buf = ChunkBuffers()
+        self._t_chunks = []
         self._redraw()
-        if not self.runner.start(job):
+        what = "the recipe" if spec.plan is not None else "the file"
+        metric = "KL-divergence" if spec.base_path else "perplexity"
+        if not self.panel.start(lambda: evaluate(spec), f"{metric} of {what}: starting..."):
             return False
-        self.status.setText("starting...")
-        self.run_btn.setEnabled(False)
-        self.cancel_btn.setEnabled(True)
+        self.settings.remember()
         self._timer.start()
         return True
 
+    def cancel(self) -> None:
+        self.panel.cancel()
+
     def _on_event(self, ev) -> None:
-        if isinstance(ev, Progress):
-            if ev.total:
-                self.progress.setMaximum(ev.total)
-                self.progress.setValue(ev.done)
-            if ev.message:
-                self.progress.setFormat(ev.message)
-        elif isinstance(ev, Chunk):
-            self.buf.append(ev)
-            self._dirty = True
-            self.status.setText(
-                f"[{ev.index}/{ev.count}] PPL = {ev.ppl:.4f} +/- {ev.ppl_err:.5f}   "
-                f"{ev.tokens_per_second:.0f} tokens/s, ETA {ev.eta_seconds:.0f} s")
-        elif isinstance(ev, Finished):
-            self.status.setText(ev.message)
-            self.finished.emit(ev.result)
-        elif isinstance(ev, Failed):
-            self.status.setText(f"<span style='color:#c00'>{ev.message}</span>")
+        if not isinstance(ev, (Chunk, KldChunk)):
+            return
+        import time
 
-    def _on_failed(self, msg: str) -> None:
-        self.status.setText(f"<span style='color:#c00'>{msg}</span>")
+        self.buf.append(ev)
+        self._t_chunks.append(time.monotonic())
+        self.settings.note_speed(ev.tokens_per_second)
+        head = f"[{ev.index}/{ev.count}] PPL = {ev.ppl:.4f} \u00b1 {ev.ppl_err:.4f}"
+        if isinstance(ev, KldChunk):
+            head += (f", vs base {100 * (np.exp(ev.ln_ratio) - 1):+.2f} %, KLD = {ev.kld:.5f} "
+                     f"\u00b1 {ev.kld_err:.5f}, same top {100 * ev.same_top:.1f} %")
+        self.panel.set_status(f"{head}   {ev.tokens_per_second:.0f} tokens/s, "
+                              f"{self._eta(ev)} left")
 
-    def _on_done(self, cancelled: bool) -> None:
-        self._timer.stop()
+    def _eta(self, ev) -> str:
+        """From the time between chunks once two have arrived (the first also carries warm-up
+        work); before that, the job's own estimate."""
+        t = self._t_chunks
+        left = ev.count - ev.index
+        if len(t) >= 2:
+            per = (t[-1] - t[0]) / (len(t) - 1)
+            return fmt_seconds(per * left)
+        return "about " + fmt_seconds(ev.eta_seconds)
+
+    def _on_finished(self, result) -> None:
+        if result is None:
+            return
+        self.results.add_result(result)
+        self.buf = ChunkBuffers()  # the run is now an overlay of its own colour
         self._redraw()
-        self.run_btn.setEnabled(True)
-        self.cancel_btn.setEnabled(False)
-        if cancelled:
-            self.status.setText(self.status.text() + "  (cancelled)")
+        self.finished.emit(result)
 
+    # --- plot ----------------------------------------------------------------------------------
     def _redraw(self) -> None:
-        n = self.buf.n
-        b = self.buf
+        n, b = self.buf.n, self.buf
+        ok = np.isfinite(b.err[:n])
+        err = np.where(ok, b.err[:n], 0.0)
         self._running.setData(b.x[:n], b.ppl[:n])
-        self._upper.setData(b.x[:n], b.ppl[:n] + b.err[:n])
-        self._lower.setData(b.x[:n], b.ppl[:n] - b.err[:n])
-        self._chunks.setData(b.x[:n], b.chunk_ppl[:n])
-        self._dirty = False
+        self._upper.setData(b.x[:n], b.ppl[:n] + err)
+        self._lower.setData(b.x[:n], b.ppl[:n] - err)
+        fin = np.isfinite(b.chunk_ppl[:n])
+        self._chunks.setData(b.x[:n][fin], b.chunk_ppl[:n][fin])
+
+    def _draw_overlays(self) -> None:
+        runs = [r for r in self.results.shown_runs() if r.result.curve]
+        while len(self._overlays) < len(runs):
+            self._overlays.append(self.plot.plot([], []))
+        for item, run in zip(self._overlays, runs):
+            y = np.asarray(run.result.curve, dtype=float)
+            item.setData(np.arange(1, y.size + 1, dtype=float), y,
+                         pen=pg.mkPen(self.results.color(run.id), width=2),
+                         symbol="o", symbolSize=5, symbolBrush=self.results.color(run.id),
+                         symbolPen=None)
+            item.setToolTip(run.name)
+            item.setVisible(True)
+        for item in self._overlays[len(runs):]:
+            item.setData([], [])
+            item.setVisible(False)
+
+    # --- results list --------------------------------------------------------------------------
+    def selected_run(self):
+        rows = self.table.selectionModel().selectedRows()
+        return self.results.run_at(rows[0].row()) if rows else None
+
+    def _with_selected(self, fn) -> None:
+        run = self.selected_run()
+        if run is None:
+            self.session.say("select a run in the list first")
+            return
+        fn(run)
+
+    def open_recipe(self, run) -> bool:
+        """Put a run's recipe in the editor (one undoable step)."""
+        r = run.result
+        if not r.recipe_text:
+            self.session.say(f"{run.name} evaluated the file as it is: it has no recipe")
+            return False
+        self.session.set_text(r.recipe_text, f"open the recipe of {run.name}",
+                              name=r.recipe_name or None)
+        if self.session.model_path and r.model_path != self.session.model_path:
+            self.session.say(f"note: {run.name} was measured on {r.model_path}", 10000)
+        return True

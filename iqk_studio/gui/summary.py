@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from iqk_studio.recipe.records import Plan
 
@@ -25,11 +25,18 @@ def size_line(plan: Plan) -> str:
     return f"{plan.gib:.3f} GiB ({plan.bpw:.3f} BPW)"
 
 
-class SummaryPanel(QWidget):
+class SummaryPanel(QScrollArea):
+    """Totals of the shown plan; marked stale while they are not those of the recipe text."""
+
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.setWidgetResizable(True)
+        inner = QWidget()
+        self.setWidget(inner)
         self.total = QLabel("-")
-        self.total.setStyleSheet("font-size: 16pt; font-weight: bold")
+        self.total.setStyleSheet("font-size: 15pt; font-weight: bold")
+        self.state = QLabel("")
+        self.state.setWordWrap(True)
         self.delta = QLabel("")
         self.bytes = QLabel("-")
         self.source = QLabel("-")
@@ -48,12 +55,21 @@ class SummaryPanel(QWidget):
             classes.addRow(lab, self._class_labels[k])
         box = QGroupBox("by tensor class")
         box.setLayout(classes)
-        lay = QVBoxLayout(self)
+        lay = QVBoxLayout(inner)
+        lay.addWidget(self.state)
         lay.addLayout(totals)
         lay.addWidget(self.errors)
         lay.addWidget(box)
         lay.addStretch(1)
         self._previous: int | None = None
+        self.stale = False
+
+    def set_stale(self, stale: bool, why: str = "") -> None:
+        """Grey the numbers and say why while they are not those of the recipe text."""
+        self.stale = stale
+        self.total.setStyleSheet("font-size: 15pt; font-weight: bold"
+                                 + ("; color: #999" if stale else ""))
+        self.state.setText(f"<span style='color:#b60'>\u23f3 {why}</span>" if stale else "")
 
     def show_plan(self, plan: Plan | None) -> None:
         if plan is None:
