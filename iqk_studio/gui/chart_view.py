@@ -116,7 +116,8 @@ class ChartView(QWidget):
         self._zero.setVisible(mode != "ppl" and bool(pts))
         base_id = self.results.baseline_id
         spots = [{"pos": (x, y), "data": run.id, "brush": self.results.color(run.id),
-                  "symbol": "d" if run.id == base_id else "o"} for run, x, y, _ in pts]
+                  "symbol": "d" if run.id == base_id else "o",
+                  "size": 15 if run.id == base_id else 11} for run, x, y, _ in pts]
         self.scatter.setData(spots=spots)
         x = np.array([p[1] for p in pts], dtype=float)
         y = np.array([p[2] for p in pts], dtype=float)
@@ -139,8 +140,15 @@ class ChartView(QWidget):
         why = {"ratio": "no baseline with the same text, n_ctx and chunks (pick one with 'Use "
                         "as baseline' in the Evaluate tab, or run KLD)",
                "kld": "not KLD runs", "ppl": ""}[mode]
-        self.note.setText(f"{len(left)} run(s) not shown: {why}" if left else
-                          ("" if pts else "no finished runs yet: evaluate in the Evaluate tab"))
+        notes = [f"{len(left)} run(s) not shown: {why}"] if left else []
+        if not pts:
+            notes.append("no finished runs yet: evaluate in the Evaluate tab")
+        elif mode == "ratio" and any(run.result.kind == "ppl" and run.id != base_id
+                                     for run, *_ in pts):
+            notes.append("error bars of perplexity runs combine both runs' errors as if "
+                         "independent (an over-estimate: same text); KLD runs give the paired "
+                         "error")
+        self.note.setText("\n".join(notes))
 
     def _ranges(self, x, y, err) -> None:
         """A sane x axis: at least 2 % of the largest size wide, never a sub-MiB sliver."""
@@ -149,8 +157,7 @@ class ChartView(QWidget):
         lo, hi = float(x.min()), float(x.max())
         span = max(hi - lo, 0.02 * hi, 1e-3)
         mid = (lo + hi) / 2
-        self.plot.setXRange(mid - 0.6 * span - 0.15 * span, mid + 0.6 * span + 0.25 * span,
-                            padding=0)
+        self.plot.setXRange(mid - 0.75 * span, mid + span, padding=0)  # room for labels
         ylo, yhi = float((y - err).min()), float((y + err).max())
         if self.mode() != "ppl":
             ylo, yhi = min(ylo, 0.0), max(yhi, 0.0)

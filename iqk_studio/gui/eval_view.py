@@ -64,7 +64,9 @@ class EvalView(QWidget):
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self._upper = self.plot.plot([], [], pen=pg.mkPen((*LIVE, 60)))
         self._lower = self.plot.plot([], [], pen=pg.mkPen((*LIVE, 60)))
-        self.plot.addItem(pg.FillBetweenItem(self._lower, self._upper, brush=(*LIVE, 35)))
+        # the band must not stretch the view to (0, 0) while it is empty
+        self.plot.addItem(pg.FillBetweenItem(self._lower, self._upper, brush=(*LIVE, 35)),
+                          ignoreBounds=True)
         self._running = self.plot.plot([], [], pen=pg.mkPen(LIVE, width=2))
         self._chunks = self.plot.plot([], [], pen=None, symbol="o", symbolSize=4,
                                       symbolBrush=(*LIVE, 120), symbolPen=None)
@@ -77,8 +79,9 @@ class EvalView(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(20)
         self.table.setWordWrap(False)
         hh = self.table.horizontalHeader()
-        hh.setSectionResizeMode(QHeaderView.Interactive)
-        hh.resizeSection(RCol.NAME, 250)
+        hh.setSectionResizeMode(QHeaderView.ResizeToContents)
+        hh.setSectionResizeMode(RCol.NAME, QHeaderView.Interactive)
+        hh.resizeSection(RCol.NAME, 230)
         hh.setStretchLastSection(True)
         base_btn = QPushButton("Use as baseline")
         base_btn.setToolTip("PPL vs base and the chart's y axis divide by this run's PPL")
@@ -165,7 +168,16 @@ class EvalView(QWidget):
     def _on_finished(self, result) -> None:
         if result is None:
             return
-        self.results.add_result(result)
+        run = self.results.add_result(result)
+        r = result
+        if r.kind == "kld":
+            self.panel.set_status(
+                f"{run.name}: mean KLD = {r.kld:.5f} \u00b1 {r.kld_err:.5f}, PPL(Q)/PPL(base) = "
+                f"{r.ppl_ratio:.4f} \u00b1 {r.ppl_ratio_err:.4f}, same top "
+                f"{100 * r.same_top:.1f} % over {r.n_chunks} chunks of {r.n_ctx}")
+        else:
+            self.panel.set_status(f"{run.name}: PPL = {r.ppl:.4f} \u00b1 {r.ppl_err:.4f} over "
+                                  f"{r.n_chunks} chunks of {r.n_ctx}")
         self.buf = ChunkBuffers()  # the run is now an overlay of its own colour
         self._redraw()
         self.finished.emit(result)

@@ -76,7 +76,12 @@ class JobPanel(QWidget):
         self.runner.cancel()
 
     def set_status(self, text: str, error: bool = False) -> None:
-        self.status.setText(f"<span style='color:#c00'>{text}</span>" if error else text)
+        """One line in the panel (a long report stays in the tooltip, never pushes the plot)."""
+        import html
+
+        line = text.strip().splitlines()[0] if text.strip() else ""
+        line = html.escape(line if len(line) <= 200 else line[:199] + "\u2026")
+        self.status.setText(f"<span style='color:#c00'>{line}</span>" if error else line)
         self.status.setToolTip(text)
 
     def start(self, make_job: Callable[[], Iterator], message: str = "starting...") -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyqtgraph as pg
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -39,6 +40,7 @@ class MainWindow(QMainWindow):
         """settings: a QSettings to restore from and save to (None: nothing is remembered);
         ask_to_save: ask before closing with unsaved recipe changes (the app does; tests not)."""
         super().__init__()
+        pg.setConfigOptions(background="w", foreground="k", antialias=True)
         self.setWindowTitle("iqk-studio")
         self.resize(1400, 860)
         self.settings, self.ask_to_save = settings, ask_to_save
@@ -55,18 +57,18 @@ class MainWindow(QMainWindow):
         self.sensitivity_view.text_source = lambda: self.eval_view.settings.text.text().strip()
         self.summary = SummaryPanel()
         self.tabs = QTabWidget()
-        for w, name in ((self.tensors_view, "Tensors"), (self.grids_view, "Grids && error"),
-                        (self.eval_view, "Evaluate"), (self.chart_view, "Size vs quality"),
+        for w, name in ((self.tensors_view, "Tensors"), (self.grids_view, "Grids"),
+                        (self.eval_view, "Evaluate"), (self.chart_view, "Size/quality"),
                         (self.sensitivity_view, "Sensitivity")):
             self.tabs.addTab(w, name)
         self.split = QSplitter()
         self.split.addWidget(self.recipe_panel)
         self.split.addWidget(self.tabs)
         self.split.addWidget(self.summary)
-        self.split.setStretchFactor(1, 1)
-        self.split.setSizes([340, 820, 240])
-        for w in (self.recipe_panel, self.summary):
-            w.setMinimumWidth(150)
+        for i, stretch in enumerate((1, 4, 1)):  # a smaller window shrinks all three
+            self.split.setStretchFactor(i, stretch)
+        self.split.setSizes([320, 820, 220])
+        self.recipe_panel.setMinimumWidth(180)
         self.tabs.setMinimumWidth(420)
         self.setCentralWidget(self.split)
         self.quantize_control = QuantizeControl(self)
@@ -153,7 +155,6 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"iqk-studio \u2014 {Path(path).name}")
         self._title()
         self.statusBar().showMessage(f"opened {path}: {len(m.tensors)} tensors, {m.arch}", 10000)
-        self.sensitivity_view.setEnabled(True)
         desktop.add_recent(self, str(path))
         return True
 

@@ -128,6 +128,7 @@ class RecipePanel(QWidget):
         self.session = session
         self.title = QLabel("recipe")
         self.title.setStyleSheet("font-weight: bold")
+        self.title.setWordWrap(True)
         self.base = TypeBox(sorted_ftype_names())
         self.base.setToolTip("llama-quantize's type argument; type to search")
         self.imatrix = QLineEdit()
@@ -164,13 +165,15 @@ class RecipePanel(QWidget):
         ul.addWidget(self.title)
         ul.addLayout(top)
         ul.addLayout(im)
-        ul.addWidget(QLabel("rules (--custom-q, one per line) and @options"))
+        hint = QLabel("rules (--custom-q, one per line) and @options")
+        hint.setWordWrap(True)
+        ul.addWidget(hint)
         ul.addWidget(self.editor, 1)
         ul.addWidget(self.status)
         lower = QWidget()
         ll = QVBoxLayout(lower)
         ll.setContentsMargins(0, 0, 0, 0)
-        ll.addWidget(QLabel("lint (double-click: show the tensors)"))
+        ll.addWidget(QLabel("lint (double-click: its tensors)"))
         ll.addWidget(self.lints, 1)
         self.split = QSplitter(Qt.Vertical)
         self.split.addWidget(upper)
@@ -235,8 +238,8 @@ class RecipePanel(QWidget):
         self._title()
 
     def _title(self, *_) -> None:
-        name = self.session.recipe_name or "unsaved recipe"
-        dirty = "" if self._clean else " *"
+        name = self.session.recipe_name or "new"
+        dirty = "" if self._clean else "  (not saved)"
         self.title.setText(f"recipe: {name}{dirty}")
 
     def show_snapshot(self, snap: Snapshot) -> None:

@@ -215,6 +215,8 @@ class ResultsModel(QAbstractTableModel):
             return f"{r.ppl:.4f} \u00b1 {r.ppl_err:.4f}" if math.isfinite(r.ppl_err) else \
                 f"{r.ppl:.4f}"
         if c == RCol.VS_BASE:
+            if run.id == self.baseline_id:
+                return "baseline"
             v = self.vs_base(run)
             return "" if v is None else f"{v[0]:+.3f} % \u00b1 {v[1]:.3f}"
         if c == RCol.KLD:

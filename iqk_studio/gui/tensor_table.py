@@ -59,8 +59,8 @@ class TensorTableModel(QAbstractTableModel):
         self._n = 0
         self._text: dict[Column, np.ndarray] = {}
         self._sort: dict[Column, np.ndarray] = {}
-        self._quantized: list[bool] = []
-        self._warned: list[bool] = []
+        self._quantized = np.zeros(0, bool)
+        self._warned = np.zeros(0, bool)
         self._tips = np.zeros(0, object)
         self._rows: list[list] = [[] for _ in Column]
         self._sort_rows: list[list] = [[] for _ in Column]
@@ -123,8 +123,8 @@ class TensorTableModel(QAbstractTableModel):
         self._sort.update(cols)
         self._sort[Column.BYTES] = nbytes
         self._sort[Column.BPW] = bpw
-        self._quantized = [e.type != e.source_type for e in entries]
-        self._warned = [bool(e.warnings) for e in entries]
+        self._quantized = np.array([e.type != e.source_type for e in entries], dtype=bool)
+        self._warned = np.array([bool(e.warnings) for e in entries], dtype=bool)
         self._tips = tips
         self._rows = [self._text[c].tolist() for c in Column]  # what data() reads: lists
         self._sort_rows = [np.asarray(self._sort[c]).tolist() for c in Column]
