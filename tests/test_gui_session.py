@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox  # noqa: E402
 from iqk_studio.gui import actions  # noqa: E402
 from iqk_studio.gui.main_window import MainWindow  # noqa: E402
 from iqk_studio.jobs.events import Chunk, Failed, Progress  # noqa: E402
+from iqk_studio.jobs.warmup import Compiling  # noqa: E402
 
 INPUTS = ("refs", "quant", "inputs.gguf")
 
@@ -137,6 +138,7 @@ def test_a_new_run_starts_from_a_clean_plot_and_bar(win, qtbot, monkeypatch):
     from iqk_studio.gui import eval_view
 
     def fake(spec):
+        yield Compiling("q4_0", "compiling Q4_0 kernels...")
         yield Progress(1, 4, "layer")
         yield Chunk(1, 2, 1.0, 5.0, 0.5, 100.0, 1.0)
         yield Failed("stop here")
@@ -145,9 +147,12 @@ def test_a_new_run_starts_from_a_clean_plot_and_bar(win, qtbot, monkeypatch):
     v = win.eval_view
     v.settings.text.setText(__file__)
     v.settings.target.setCurrentIndex(0)
+    said = []
+    win.statusBar().messageChanged.connect(said.append)
     with qtbot.waitSignal(v.panel.runner.done, timeout=5000):
         assert v.start()
     assert v.buf.n == 1 and "stop here" in v.panel.status.text()
+    assert "compiling Q4_0 kernels..." in said  # first use of a type: said in the status bar
     assert v.panel.progress.maximum() == 4
     with qtbot.waitSignal(v.panel.runner.done, timeout=5000):
         assert v.start()  # events are delivered by the event loop, after this line
