@@ -114,6 +114,64 @@ def test_absurd_string_lengths(tmp_path):
     fails(tmp_path, raw_gguf([bad_item]), r"\[1\]: string length")
 
 
+def sparse(tmp_path, head: bytes, size: int = 60 * 2**30, name="big.gguf"):
+    """A file of `size` bytes (sparse: only `head` is written), like a 60 GiB model whose header
+    got corrupted: lengths up to the file size pass the "fits in the file" test."""
+    p = tmp_path / name
+    with open(p, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+    return p
+
+
+def test_lengths_capped_before_allocating_in_a_huge_file(tmp_path):
+    """Every length that still fits a 60 GiB file is refused by a cap, with a short message."""
+    cases = {
+        "key": (struct.pack("<Q", 2**33) + b"general.architecture", "string length"),
+        "value": (s("general.name") + struct.pack("<IQ", 8, 2**34), "over the limit"),
+        "strings": (s("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 10**9),
+                    "over the limit"),
+        "numbers": (s("tokenizer.ggml.scores") + struct.pack("<IIQ", 9, 6, 10**9),
+                    "over the limit"),
+        "item": (s("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2) + s("a")
+                 + struct.pack("<Q", 2**33), r"\[1\]: string length"),
+        "name": (struct.pack("<Q", 2**20) + b"x" * 64, "string length"),
+    }
+    for what, (body, match) in cases.items():
+        if what == "name":
+            head = b"GGUF" + struct.pack("<IQQ", 3, 1, 0) + body
+        else:
+            head = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + body
+        p = sparse(tmp_path, head)
+        with pytest.raises(GGUFError, match=match) as e:
+            open_model(p)
+        assert len(str(e.value)) < 300, what
+        p.unlink()
+
+
+def test_counts_capped_in_a_huge_file(tmp_path):
+    p = sparse(tmp_path, b"GGUF" + struct.pack("<IQQ", 3, 0, 2**30))
+    with pytest.raises(GGUFError, match="metadata count .* over the limit"):
+        open_model(p)
+    p = sparse(tmp_path, b"GGUF" + struct.pack("<IQQ", 3, 2**30, 0))
+    with pytest.raises(GGUFError, match="tensor count .* over the limit"):
+        open_model(p)
+
+
+def test_long_names_are_cut_in_messages(tmp_path):
+    key = "k" * 5000
+    msg = fails(tmp_path, raw_gguf([kv_u32(key, 1), kv_u32(key, 2)]), "duplicate metadata key")
+    assert len(msg) < 300 and "5,000 characters" in msg
+    name = "t" * 5000
+    msg = fails(tmp_path, raw_gguf(GOOD_KVS, [tinfo(name, [64], 0, 0), tinfo(name, [64], 0, 256)]),
+                "duplicate tensor name")
+    assert len(msg) < 300
+
+
+def test_zero_dimension(tmp_path):
+    fails(tmp_path, raw_gguf(GOOD_KVS, [tinfo("a.weight", [64, 0], 0, 0)]), "zero dimension")
+
+
 def test_unknown_value_types(tmp_path):
     fails(tmp_path, raw_gguf([s("x") + struct.pack("<I", 99)]), "unknown value type 99")
     arr = s("x") + struct.pack("<IIQ", 9, 77, 1)
