@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
+from iqk_studio.commands._output import dump_json, printable
 from iqk_studio.recipe import Placement, Plan, Recipe, plan
 from iqk_studio.recipe.cmdline import mainline_type, split_custom_q
 from iqk_studio.recipe.library import resolve
@@ -88,11 +88,11 @@ def _mib(n: int) -> str:
 
 def print_plan(p: Plan, out=None) -> None:
     out = out or sys.stdout
-    w = max((len(e.name) for e in p.entries), default=10)
+    w = min(64, max((len(e.name) for e in p.entries), default=10))
     print(f"{'tensor':<{w}}  {'shape':<22} {'type':<9} {'bytes':>13}  reason", file=out)
     for e in p.entries:
         shape = "x".join(map(str, e.shape))
-        print(f"{e.name:<{w}}  {shape:<22} {e.type:<9} {e.bytes:>13}  {e.reason}", file=out)
+        print(f"{printable(e.name):<{w}}  {shape:<22} {e.type:<9} {e.bytes:>13}  {e.reason}", file=out)
     print("\nby class:", file=out)
     for cls in CLASSES:
         if p.by_class.get(cls):
@@ -106,7 +106,7 @@ def print_plan(p: Plan, out=None) -> None:
     if p.warnings:
         print(f"\n{len(p.warnings)} lint message(s):", file=out)
         for lint in p.warnings:
-            print(f"  {lint}", file=out)
+            print(f"  {printable(str(lint))}", file=out)
 
 
 def run(args) -> int:
@@ -118,8 +118,7 @@ def run(args) -> int:
     with open_model(args.model) as model:
         p = plan(model, recipe)
     if args.json:
-        json.dump(plan_json(p, recipe, str(args.model)), sys.stdout, indent=1)
-        print()
+        dump_json(plan_json(p, recipe, str(args.model)), sys.stdout)
     else:
         print_plan(p)
     return 1 if args.strict and p.errors else 0
