@@ -121,8 +121,11 @@ def save_imatrix_dat(path, imatrix: Imatrix) -> Path:
 
 
 def _write_atomic(path, data: bytes) -> Path:
+    from iqk_studio.gguf.writer import remove_stale_temps, temp_path
+
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    remove_stale_temps(path)
+    tmp = temp_path(path)
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
