@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from iqk_studio.cli import CliError
+from iqk_studio.commands._checks import check_memory, check_threads
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
 from iqk_studio.jobs.events import Chunk, Failed, Finished, Progress
@@ -83,11 +84,13 @@ def _eta(seconds: float) -> str:
 
 
 def run(args) -> int:
-    if args.threads is not None:
-        set_threads(args.threads)
+    check_threads(args.threads, "-t")
     model = resolve_model_arg(args.model)
     if not model.exists():
         raise CliError(f"{model}: no such model file")
+    check_memory([model], args.ctx_size, copies=2 if _wants_recipe(args) else 1)
+    if args.threads is not None:
+        set_threads(args.threads)
     if _wants_recipe(args):
         job = recipe_job(model, args)
     else:

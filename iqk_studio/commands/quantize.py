@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from iqk_studio.cli import CliError
+from iqk_studio.commands._checks import check_output, check_threads, model_files
 from iqk_studio.jobs.events import Failed, Finished, TensorDone
 
 
@@ -55,12 +55,11 @@ def run(args) -> int:
     from iqk_studio.jobs.quantize import quantize_model
     from iqk_studio.quant.types import parse_ftype
 
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise CliError(f"output directory {str(out.parent)!r} does not exist")
+    check_threads(args.threads)
     args.model = str(resolve_model_arg(args.model))
     with open_model(args.model) as model:
         recipe, pl = build_plan(model, args)
+        out = check_output(args.out, {**model_files(model), "imatrix file": recipe.imatrix})
         try:
             ftype = parse_ftype(recipe.base)
         except KeyError as e:

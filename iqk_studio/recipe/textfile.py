@@ -100,9 +100,18 @@ def dumps(recipe: Recipe) -> str:
     return "\n".join(out) + "\n"
 
 
-def load(path) -> Recipe:
+def load(path, need_base: bool = False) -> Recipe:
+    """A recipe file; need_base (no base type given elsewhere): a file without an @base line is
+    an error rather than silently Q8_0, and so is a file with nothing in it."""
     p = Path(path)
-    return loads(p.read_text(encoding="utf-8"), str(p))
+    text = p.read_text(encoding="utf-8")
+    recipe = loads(text, str(p))
+    if need_base and not any(line.strip().startswith("@base") for line in text.splitlines()):
+        empty = recipe == Recipe(note=recipe.note)
+        what = "is empty (no @base line and no rules)" if empty else "has no @base line"
+        raise RecipeSyntaxError(1, 1, f"the recipe {what}: add '@base TYPE' or give the base "
+                                "type on the command line", str(p))
+    return recipe
 
 
 def save(recipe: Recipe, path) -> Path:
