@@ -1,5 +1,6 @@
-"""plan() on type-confused or out-of-range hyper-parameters: one MetadataError naming the key
-(llama.cpp: "key ... has wrong type"), never a TypeError or OverflowError."""
+"""plan() and the forward pass (config, vocabulary) on type-confused or out-of-range metadata: one
+MetadataError naming the key (llama.cpp: "key ... has wrong type"), never a TypeError or
+OverflowError."""
 
 from __future__ import annotations
 
@@ -76,3 +77,39 @@ def test_typed_reads():
     with pytest.raises(MetadataError) as e:
         meta_int(long, "k")
     assert len(str(e.value)) < 200
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("llama.embedding_length", float("inf"), "llama.embedding_length must be an integer"),
+    ("llama.block_count", "four", "llama.block_count must be an integer, got str 'four'"),
+    ("llama.attention.layer_norm_rms_epsilon", float("nan"), "epsilon must be finite"),
+    ("llama.rope.freq_base", "x", "llama.rope.freq_base must be a number"),
+    ("llama.attention.head_count", ["a"], "head_count must be an integer or integer array"),
+    ("tokenizer.ggml.bos_token_id", float("inf"), "bos_token_id must be an integer"),
+    ("tokenizer.ggml.add_bos_token", np.array([1, 0]), "add_bos_token must be a bool"),
+])
+def test_forward_config_names_the_key(key, value, match):
+    from iqk_studio.engine.model import config_from_metadata
+
+    md = {**GOOD, "llama.attention.layer_norm_rms_epsilon": 1e-5, key: value}
+    with pytest.raises(MetadataError, match=match):
+        config_from_metadata(md, [t[0] for t in TENSORS], (256, 32))
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("tokenizer.ggml.tokens", 7, "tokens must be an array of strings"),
+    ("tokenizer.ggml.tokens", [], "tokens is missing or empty"),
+    ("tokenizer.ggml.model", np.arange(2), "tokenizer.ggml.model must be a string"),
+    ("tokenizer.ggml.pre", 3, "tokenizer.ggml.pre must be a string"),
+    ("tokenizer.ggml.scores", "x", "scores must be an array of numbers"),
+    ("tokenizer.ggml.token_type", float("inf"), "token_type must be an array of numbers"),
+    ("tokenizer.ggml.token_type", np.zeros(0, np.int32), "token_type has 0 < 32 entries"),
+    ("tokenizer.ggml.bos_token_id", "1", "bos_token_id must be an integer"),
+    ("tokenizer.ggml.add_space_prefix", "yes", "add_space_prefix must be a bool"),
+])
+def test_vocabulary_names_the_key(key, value, match):
+    from iqk_studio.engine.tokenizer import parse_vocab
+
+    md = {**GOOD, "tokenizer.ggml.model": "llama", key: value}
+    with pytest.raises(MetadataError, match=match):
+        parse_vocab(md)
