@@ -158,3 +158,23 @@ def test_memory_need_grows_and_largest_ctx_fits(tiny):
         assert memory.need(cfg, best, w).total <= budget < memory.need(cfg, best + 64, w).total
     assert memory.largest_ctx(cfg, 1 << 20, w) == 0
     assert "the weights alone" in memory.check_fits(cfg, 512, w, available=1 << 20)
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_handlers_are_restored(model, capsys, monkeypatch):
+    """In-process: a SIGTERM while a command runs ends main() with 143 and one line; the
+    process's own handlers are back afterwards."""
+    import signal
+    import time
+
+    from iqk_studio.commands import plan as plan_cmd
+
+    def slow_run(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here
+        raise AssertionError("not interrupted")
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(plan_cmd, "run", slow_run)
+    assert main(["plan", str(model), "Q8_0"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == "terminated\n"
+    assert {s: signal.getsignal(s) for s in before} == before
