@@ -61,9 +61,9 @@ STR_ERRORS = "surrogateescape"  # invalid UTF-8 bytes survive a read/write round
 # Caps checked before anything is allocated: a corrupted length in a 50 GiB file must not become
 # a 10 GiB allocation. Each is far above what real files hold.
 MAX_NAME_BYTES = 65535  # a key (GGUF spec: at most 2^16-1 bytes) or a tensor name
-MAX_STRING_BYTES = 1 << 28  # one string value (chat templates, an embedded tokenizer.json: MBs)
-MAX_ARRAY_ITEMS = 1 << 24  # items of a string array (vocabularies and merges: up to ~1M)
-MAX_ARRAY_BYTES = 1 << 28  # payload of a numeric array
+MAX_STRING_BYTES = 1 << 26  # one string value (chat templates: KBs; a tokenizer.json: <35 MB)
+MAX_ARRAY_ITEMS = 1 << 22  # items of a string array (vocabularies and merges: <300k)
+MAX_ARRAY_BYTES = 1 << 26  # payload of a numeric array (scores, token types: ~1 MB)
 SHORT_CHARS = 60  # names and values quoted in messages are cut to this many characters
 
 
