@@ -90,6 +90,14 @@ def test_imatrix_and_kld_outputs_never_overwrite_inputs(tiny, tmp_path, capsys):
     (["perplexity", "{m}", "-f", "{t}", "-t", "0"], "-t 0"),
     (["perplexity", "{m}", "-f", "{t}", "-c", "0"], "-c 0: the context size must be at least 4"),
     (["imatrix", "{m}", "-f", "{t}", "-c", "-5", "-o", "{o}"], "-c -5"),
+    (["quantize", "{m}", "{o}", "Q8_0", "--threads", "100000"], "more than"),
+    (["perplexity", "{m}", "-f", "/dev/zero"], "-f /dev/zero: not a regular file"),
+    (["imatrix", "{m}", "-f", "{d}", "-o", "{o}"], "is a directory, not a text file"),
+    (["kld", "/dev/zero", "{m}", "-f", "{t}"], "BASE /dev/zero: not a regular file"),
+    (["recipe", "import", "/dev/zero"], "not a regular file"),
+    (["recipe", "import", "{t}", "-o", "{t}"], "is the source text"),
+    (["recipe", "import", "{trunc}"], "not UTF-8 text"),
+    (["plan", "{m}", "--recipe", "{trunc}"], "not UTF-8 text"),
 ])
 def test_nonsense_is_refused(model, tmp_path, capsys, shared, argv, match):
     empty = tmp_path / "empty.recipe"

@@ -9,9 +9,31 @@ from pathlib import Path
 from iqk_studio.cli import CliError
 
 
+def max_threads() -> int:
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
 def check_threads(n: int | None, option: str = "--threads") -> None:
+    """At least 1; at most max_threads() (thousands of threads, each starting a parallel kernel,
+    abort the process: "libgomp: Thread creation failed")."""
     if n is not None and n < 1:
         raise CliError(f"{option} {n}: the thread count must be at least 1")
+    if n is not None and n > max_threads():
+        raise CliError(f"{option} {n}: more than {max_threads()} threads (this machine has "
+                       f"{os.cpu_count()} cores)")
+
+
+def check_text_file(path, option: str = "-f") -> None:
+    """A text input must be a regular file: /dev/zero or a FIFO would be read forever."""
+    if path is None:
+        return
+    p = Path(path)
+    if not p.exists():
+        raise CliError(f"{option} {path}: no such file")
+    if p.is_dir():
+        raise CliError(f"{option} {path}: is a directory, not a text file")
+    if not p.is_file():
+        raise CliError(f"{option} {path}: not a regular file")
 
 
 def check_positive(n: int | None, option: str) -> None:

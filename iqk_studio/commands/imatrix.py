@@ -5,7 +5,13 @@ from __future__ import annotations
 import sys
 
 from iqk_studio.cli import CliError
-from iqk_studio.commands._checks import check_memory, check_output, check_threads, model_files
+from iqk_studio.commands._checks import (
+    check_memory,
+    check_output,
+    check_text_file,
+    check_threads,
+    model_files,
+)
 from iqk_studio.commands.perplexity import print_chunks
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
@@ -29,6 +35,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     check_threads(args.threads, "-t")
+    check_text_file(args.file)
     model = resolve_model_arg(args.model)
     if not model.exists():
         raise CliError(f"{model}: no such model file")

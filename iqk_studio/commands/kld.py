@@ -7,7 +7,13 @@ from __future__ import annotations
 import sys
 
 from iqk_studio.cli import CliError
-from iqk_studio.commands._checks import check_memory, check_output, check_threads, model_files
+from iqk_studio.commands._checks import (
+    check_memory,
+    check_output,
+    check_text_file,
+    check_threads,
+    model_files,
+)
 from iqk_studio.commands.perplexity import print_chunks
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
@@ -45,6 +51,9 @@ def _check(args, base) -> None:
 
 
 def run(args) -> int:
+    if args.base != "demo":
+        check_text_file(args.base, "BASE")  # a FIFO would block is_base_file()
+    check_text_file(args.file)
     base = args.base if is_base_file(args.base) else resolve_model_arg(args.base)
     _check(args, base)
     if args.threads is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from iqk_studio.cli import CliError
-from iqk_studio.commands._checks import check_memory, check_threads
+from iqk_studio.commands._checks import check_memory, check_text_file, check_threads
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
 from iqk_studio.jobs.events import Chunk, Failed, Finished, Progress
@@ -85,6 +85,7 @@ def _eta(seconds: float) -> str:
 
 def run(args) -> int:
     check_threads(args.threads, "-t")
+    check_text_file(args.file)
     model = resolve_model_arg(args.model)
     if not model.exists():
         raise CliError(f"{model}: no such model file")

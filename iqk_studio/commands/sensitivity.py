@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from iqk_studio.cli import CliError
-from iqk_studio.commands._checks import check_memory
+from iqk_studio.commands._checks import check_memory, check_text_file
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.jobs.events import Failed, Finished, Progress
 from iqk_studio.jobs.sensitivity import GROUPINGS, Sensitivity, candidates, sensitivity_job
@@ -32,6 +32,7 @@ def run(args) -> int:
     by_name(args.type)  # a clear error for an unknown or miss-cased type
     if args.chunks < 1:
         raise CliError("--chunks must be at least 1")
+    check_text_file(args.file)
     check_memory([path], args.ctx_size, copies=2, per_vocab_token=args.chunks)
     with open_model(path) as m:
         cands = candidates(m, args.type, args.by, args.only)

@@ -104,7 +104,10 @@ def load(path, need_base: bool = False) -> Recipe:
     """A recipe file; need_base (no base type given elsewhere): a file without an @base line is
     an error rather than silently Q8_0, and so is a file with nothing in it."""
     p = Path(path)
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeSyntaxError(1, 1, f"not UTF-8 text (byte {e.start})", str(p)) from None
     recipe = loads(text, str(p))
     if need_base and not any(line.strip().startswith("@base") for line in text.splitlines()):
         empty = recipe == Recipe(note=recipe.note)
