@@ -203,3 +203,19 @@ def test_imatrix_save_is_atomic_and_cleans_stale_temps(tmp_path):
     save_imatrix_dat(out, im)
     assert [p.name for p in tmp_path.iterdir()] == ["imatrix.dat"]
     assert np.array_equal(load_imatrix(out).values["blk.0.ffn_up.weight"], np.arange(4))
+
+
+def test_kld_base_and_recipe_files_use_the_same_temp_files(tmp_path):
+    from iqk_studio.jobs.kld_stats import BaseFileWriter
+    from iqk_studio.recipe import Recipe
+    from iqk_studio.recipe.textfile import load, save
+
+    stale = tmp_path / f".b.kld.{_dead_pid()}.tmp"
+    stale.write_bytes(b"partial")
+    w = BaseFileWriter(tmp_path / "b.kld", 8, 4, np.arange(16, dtype=np.int32))
+    assert w.tmp.name.startswith(".b.kld.") and not stale.exists()
+    w.close(ok=False)
+    assert list(tmp_path.iterdir()) == []
+    save(Recipe("IQ4_KS"), tmp_path / "r.recipe")
+    assert [p.name for p in tmp_path.iterdir()] == ["r.recipe"]
+    assert load(tmp_path / "r.recipe").base == "IQ4_KS"

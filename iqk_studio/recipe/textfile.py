@@ -119,8 +119,14 @@ def load(path, need_base: bool = False) -> Recipe:
 
 def save(recipe: Recipe, path) -> Path:
     """Write atomically (temp file + rename), so a failure never leaves half a recipe."""
+    from iqk_studio.gguf.writer import temp_path
+
     p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(dumps(recipe), encoding="utf-8")
-    tmp.replace(p)
+    tmp = temp_path(p)
+    try:
+        tmp.write_text(dumps(recipe), encoding="utf-8")
+        tmp.replace(p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return p
