@@ -36,11 +36,6 @@ def check_text_file(path, option: str = "-f") -> None:
         raise CliError(f"{option} {path}: not a regular file")
 
 
-def check_positive(n: int | None, option: str) -> None:
-    if n is not None and n < 1:
-        raise CliError(f"{option} {n}: must be at least 1")
-
-
 def _same(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)

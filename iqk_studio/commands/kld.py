@@ -51,8 +51,9 @@ def _check(args, base) -> None:
 
 
 def run(args) -> int:
-    if args.base != "demo":
-        check_text_file(args.base, "BASE")  # a FIFO would block is_base_file()
+    for what, path in (("BASE", args.base), ("MODEL", args.model)):
+        if path not in (None, "demo"):
+            check_text_file(path, what)  # a FIFO would block is_base_file()
     check_text_file(args.file)
     base = args.base if is_base_file(args.base) else resolve_model_arg(args.base)
     _check(args, base)
