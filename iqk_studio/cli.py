@@ -46,13 +46,32 @@ class Terminated(KeyboardInterrupt):
     out; args[0] is the signal number."""
 
 
+_pending: list[KeyboardInterrupt] = []  # the signal's exception, in case C code swallowed it
+
+
 def _on_signal(signum, frame) -> None:
     # one signal stops the command; more while it cleans up must not cut the cleanup short
     for sig in _SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise Terminated(signum)
+    exc = KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+    _pending.append(exc)
+    raise exc
+
+
+def _unraisable(u) -> None:
+    """An interrupt raised inside a C callback (llvmlite's object cache, while numba loads a
+    kernel) cannot propagate; interruptible() raises it again at the next event."""
+    if isinstance(u.exc_value, KeyboardInterrupt) and _pending:
+        return
+    sys.__unraisablehook__(u)
+
+
+def interruptible(events):
+    """The events of a job, raising a pending interrupt between them (see _unraisable)."""
+    for ev in events:
+        if _pending:
+            raise _pending[0]
+        yield ev
 
 
 _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
@@ -70,7 +89,9 @@ def _install_signals() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _pending.clear()
     old = _install_signals()
+    old_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
     for stream in (sys.stdout, sys.stderr):  # a name with invalid UTF-8 never kills the output
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
@@ -102,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
               "report it; IQK_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 70  # EX_SOFTWARE
     finally:
+        sys.unraisablehook = old_hook
         for sig, handler in old.items():
             if handler is not None:  # None: a handler not set from Python, cannot be restored
                 signal.signal(sig, handler)

@@ -186,3 +186,40 @@ def test_sigterm_unwinds_like_ctrl_c_and_handlers_are_restored(model, capsys, mo
     assert main(["plan", str(model), "Q8_0"]) == 128 + signal.SIGTERM
     assert capsys.readouterr().err == "terminated\n"
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_an_interrupt_swallowed_by_a_c_callback_stops_at_the_next_event(model, capsys,
+                                                                        monkeypatch):
+    """Ctrl-C while numba loads a kernel lands in llvmlite's ctypes callback, which cannot
+    propagate it ("Exception ignored on calling ctypes callback function"): the command still
+    stops, at the next event, with no such message."""
+    import ctypes
+    import signal
+    import time
+
+    from iqk_studio.cli import interruptible
+    from iqk_studio.commands import plan as plan_cmd
+
+    @ctypes.CFUNCTYPE(None)
+    def callback():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(2)  # the handler raises here, inside the callback
+
+    steps = []
+
+    def job():
+        for i in range(3):
+            if i == 1:
+                callback()
+            steps.append(i)
+            yield i
+
+    def run(args):
+        for _ in interruptible(job()):
+            pass
+        raise AssertionError("not interrupted")
+
+    monkeypatch.setattr(plan_cmd, "run", run)
+    assert main(["plan", str(model), "Q8_0"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    assert steps == [0, 1]

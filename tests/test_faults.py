@@ -55,6 +55,9 @@ def argv(kind: str, model: Path, text: Path, out: Path) -> list[str]:
     return [*cli, "perplexity", *common]
 
 
+DONE = {"quantize": "quantize time =", "perplexity": "Final estimate", "imatrix": "save_imatrix:"}
+
+
 def output_of(kind: str, folder: Path) -> Path | None:
     return {"quantize": folder / "q.gguf", "imatrix": folder / "im.dat"}.get(kind)
 
@@ -110,14 +113,10 @@ def check_run(run: Run, inputs, folder: Path) -> str:
     what = f"{run} -> rc {rc}\n{stderr[-2000:]}"
     temps = [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
     assert not temps, f"temp files left: {temps}; {what}"
-    if rc == 0:
+    done = DONE[run.kind] in stdout + stderr  # the command's last line was printed
+    if rc == 0 or (rc == -sig and done):  # (a signal during interpreter exit: the default action)
         outcome = "finished"
-        if out is not None:  # a complete, valid result
-            if run.kind == "quantize":
-                with open_model(out) as m:
-                    assert len(m.tensors) == 51, what
-            else:
-                assert load_imatrix(out).chunks == 6, what
+        assert out is None or complete(run.kind, out), what
     elif rc == -sig and not stdout and "cli.py\", line" not in stderr:
         # the signal landed before main() installed its handlers (interpreter start-up and
         # `import iqk_studio`, ~0.1 s): the default action, nothing was written or printed
@@ -125,17 +124,27 @@ def check_run(run: Run, inputs, folder: Path) -> str:
     else:
         assert rc == 128 + sig, what
         assert "Traceback" not in stderr, what
-        last = stderr.strip().splitlines()[-1]
-        assert last == ("interrupted" if sig == signal.SIGINT else "terminated"), what
+        # the last word (the signal may land between a line's text and its newline)
+        assert stderr.rstrip().endswith("interrupted" if sig == signal.SIGINT else
+                                        "terminated"), what
         outcome = "stopped"
-    if rc != 0 and out is not None:
-        if before is None:
-            assert not out.exists(), f"partial output left; {what}"
-        else:
-            assert digest(out) == before, f"existing destination changed; {what}"
+    if outcome != "finished" and out is not None and out.exists():
+        # all or nothing: the destination is what it was, or the complete new result (the
+        # signal came after the rename, while the last lines were printed)
+        if before is None or digest(out) != before:
+            assert complete(run.kind, out), f"partial output left; {what}"
+            outcome += " after the output was complete"
     if outcome != "before main()":
         assert "Traceback" not in stderr, what
     return outcome
+
+
+def complete(kind: str, out: Path) -> bool:
+    """`out` is a whole, valid result of the run."""
+    if kind == "quantize":
+        with open_model(out) as m:
+            return len(m.tensors) == 51
+    return load_imatrix(out).chunks == 6
 
 
 def plan_runs(n_per_kind: int, seed: int) -> list[Run]:

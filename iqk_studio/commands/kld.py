@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from iqk_studio.cli import CliError
+from iqk_studio.cli import CliError, interruptible
 from iqk_studio.commands._checks import (
     check_memory,
     check_output,
@@ -72,7 +72,7 @@ def run(args) -> int:
         raise CliError("-f TEXT is needed when BASE is a model")
     job = kld_job(base, model, args.file, args.ctx_size, args.chunks, args.save_base)
     first = True
-    for ev in job:
+    for ev in interruptible(job):
         if isinstance(ev, Progress) and not ev.total and ev.message:
             print(f"kl_divergence: {ev.message} ..", file=sys.stderr, flush=True)
         elif isinstance(ev, KldChunk):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from iqk_studio.cli import CliError
+from iqk_studio.cli import CliError, interruptible
 from iqk_studio.commands._checks import check_memory, check_text_file, check_threads
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
@@ -53,7 +53,7 @@ def recipe_job(model_path, args):
 def print_chunks(events, prog: str, progress: bool = False) -> Finished:
     """Print `[i]ppl,` per Chunk on stdout like llama-perplexity; returns the Finished event."""
     first = True
-    for ev in events:
+    for ev in interruptible(events):
         if isinstance(ev, Progress):
             if progress and ev.total:
                 print(f"\r{prog}: {ev.message}   ", end="", file=sys.stderr, flush=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from iqk_studio.cli import CliError
+from iqk_studio.cli import CliError, interruptible
 from iqk_studio.commands._checks import check_output, check_threads, model_files
 from iqk_studio.jobs.events import Failed, Finished, TensorDone
 
@@ -74,7 +74,7 @@ def run(args) -> int:
                              threads=args.threads, allow_requantize=recipe.allow_requantize,
                              ftype=ftype, imatrix_path=recipe.imatrix)
         try:
-            for ev in job:
+            for ev in interruptible(job):
                 if isinstance(ev, TensorDone):
                     print(_line(ev.index, ev.count, ev.name, model.tensors[ev.name],
                                 entries[ev.name], ev.bytes), flush=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from iqk_studio.cli import CliError
+from iqk_studio.cli import CliError, interruptible
 from iqk_studio.commands._checks import check_memory, check_text_file
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.jobs.events import Failed, Finished, Progress
@@ -40,7 +40,8 @@ def run(args) -> int:
     rows = []
     print(f"{'group':<28} {'MiB before':>11} {'MiB after':>10} {'mean KLD':>12} {'+/-':>10} "
           f"{'same top':>9}")
-    for ev in sensitivity_job(path, args.file, cands, args.ctx_size, args.chunks, imatrix):
+    job = sensitivity_job(path, args.file, cands, args.ctx_size, args.chunks, imatrix)
+    for ev in interruptible(job):
         if isinstance(ev, Sensitivity):
             rows.append(ev)
             print(f"{ev.label:<28} {ev.bytes_before / 2**20:>11.3f} {ev.bytes_after / 2**20:>10.3f}"
