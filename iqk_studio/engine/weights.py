@@ -8,8 +8,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from iqk_studio.gguf.types import by_id
 from iqk_studio.quant import registry
-from iqk_studio.quant.types import by_id
 
 _ROWS_PER_BLOCK = 8192  # dequantize big tensors in row blocks to bound temporary memory
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from iqk_studio.gguf.reader import GGUF_MAGIC, GGUFError, open_model
+from iqk_studio.gguf.errors import GGUFError
+from iqk_studio.gguf.reader import GGUF_MAGIC, open_model
 from iqk_studio.gguf.values import ValueType
 
 KEY_TYPE = "general.type"

@@ -16,18 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from iqk_studio.gguf import split
+from iqk_studio.gguf.errors import GGUFError
+from iqk_studio.gguf.types import BY_ID, QuantType
 from iqk_studio.gguf.values import Cursor, DecodeError, ValueType, read_value
-from iqk_studio.quant.types import BY_ID, QuantType
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4  # GGML_MAX_DIMS
 _MIN_KV_BYTES = 8 + 4 + 1  # empty key, type, smallest payload
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # empty name, n_dims = 0, type, offset
-
-
-class GGUFError(ValueError):
-    """A file that is not a readable GGUF; the message names the file, the offset and the fault."""
 
 
 @dataclass(frozen=True)
@@ -270,7 +268,34 @@ def open_file(path, file_index: int = 0) -> tuple[GGUFFile, mmap.mmap | None]:
 
 
 def open_model(path) -> GGUFModel:
-    """Open a GGUF model; a split model (`NAME-00001-of-0000N.gguf`) opens as one model."""
-    from iqk_studio.gguf.split import open_parts
-
-    return open_parts(Path(path))
+    """Open a GGUF model; a split model (`NAME-00001-of-0000N.gguf`) opens as one model, from
+    any of its parts, each part's split keys checked (gguf/split.py)."""
+    path = Path(path)
+    files, maps = [], []
+    try:
+        first, mm = open_file(path)
+        files.append(first)
+        maps.append(mm)
+        paths = split.part_paths(path, first.metadata)
+        if len(paths) == 1:
+            return GGUFModel(files, maps)
+        count = len(paths)
+        for i, p in enumerate(paths):
+            if i > 0 or p != path:
+                if i == 0:  # opened from a later part: start again from part 1
+                    files.clear()
+                    maps.pop().close()
+                f, m = open_file(p, file_index=i)
+                files.append(f)
+                maps.append(m)
+            split.check_part(p, files[i].metadata, i, count)
+        model = GGUFModel(files, maps)
+        split.check_tensor_count(path, files[0].metadata, count, len(model.tensors))
+        return model
+    except BaseException:
+        for m in maps:
+            try:
+                m.close()
+            except BufferError:
+                pass
+        raise

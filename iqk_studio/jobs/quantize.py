@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from iqk_studio.gguf.types import FTYPES, FType, QuantType, by_name, parse_ftype
 from iqk_studio.gguf.values import ValueType
 from iqk_studio.gguf.writer import KV, GGUFWriter, TensorSpec, model_kvs, set_kv
 from iqk_studio.jobs.events import Failed, Finished, Progress, TensorDone
 from iqk_studio.quant import api, registry
 from iqk_studio.quant.importance import imatrix_values, importance_for
-from iqk_studio.quant.types import FTYPES, FType, QuantType, by_name, parse_ftype
 
 QNT_VERSION = 2  # GGML_QNT_VERSION
 SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from iqk_studio.gguf.types import by_name
 from iqk_studio.quant import registry
+from iqk_studio.quant.errors import QuantError
 from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX, MODE_UNIFORM
-from iqk_studio.quant.types import by_name
-
-
-class QuantError(ValueError):
-    """Bad input for a quantizer or dequantizer (clear message, never a wrong result)."""
 
 
 def _qtype(qtype: str):

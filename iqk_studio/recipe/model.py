@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from iqk_studio.quant.types import BY_ID, QuantType
+from iqk_studio.gguf.types import BY_ID, QuantType
 
 _BLK = re.compile(r"blk\.(\d+)\.")
 
@@ -156,7 +156,7 @@ class StandIn:
 
 def stand_in(tensors, metadata: dict) -> StandIn:
     """From [(name, shape (ggml order), type name)] in file order, e.g. gguf.skeleton presets."""
-    from iqk_studio.quant.types import BY_NAME
+    from iqk_studio.gguf.types import BY_NAME
 
     infos = {}
     for name, shape, tname in tensors:

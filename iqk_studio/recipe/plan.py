@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from iqk_studio.quant.types import BY_NAME, FType, parse_ftype
+from iqk_studio.gguf.types import BY_NAME, FType, parse_ftype
 from iqk_studio.recipe import classify
 from iqk_studio.recipe.ecma import translate
 from iqk_studio.recipe.gettype import INTERLEAVED, QuantizeAbort, change_type_if_necessary, get_type

@@ -16,9 +16,9 @@ from functools import cache
 import numpy as np
 from numba import njit
 
+from iqk_studio.gguf.types import BY_NAME, QuantType
 from iqk_studio.quant import registry
 from iqk_studio.quant.kernels import _repack_fwd, _repack_fwd_iq
-from iqk_studio.quant.types import BY_NAME, QuantType
 
 # IQ2_XXS / IQ2_XS / IQ3_XXS _R4 store sign indices through ik's scrambled_sign table
 # (iqk_quantize.cpp:7631-7643); a 128-entry permutation of 7-bit values
