@@ -198,7 +198,7 @@ def test_interleaved_output_is_the_reference_repacked(shared, inputs, tmp_path, 
                                                        qtype, base):
     """Every tensor written as an _R8 type de-interleaves to ik's own base-type output; small
     row blocks and 2 threads check that groups of 8 rows are never split."""
-    from iqk_studio.quant.kernels.repacked import to_base
+    from iqk_studio.quant.kernels.repacked.layout import to_base
 
     monkeypatch.setattr(qjob, "ELEMENTS_PER_BLOCK", 1024 * 8)
     out = tmp_path / "r8.gguf"

@@ -9,7 +9,8 @@ import pytest
 from repack_refs_numpy import REFS
 
 from iqk_studio.quant import api, registry
-from iqk_studio.quant.kernels import repacked as rp
+from iqk_studio.quant.kernels.repacked import layout as rp
+from iqk_studio.quant.kernels.repacked import via_base
 from iqk_studio.quant.types import BY_NAME
 
 _GGUF_BASES = {"q2_K": "Q2_K", "q3_K": "Q3_K", "q4_K": "Q4_K", "q5_K": "Q5_K", "q6_K": "Q6_K",
@@ -59,7 +60,7 @@ def test_matches_ik_direct_dequantizer(name):
 
 
 def _interleave(base_rows, name, n):
-    """Our test interleaver: per group, row metas then each big block through _repack_fwd (sign
+    """Our test interleaver: per group, row metas then each big block through repacked.forward (sign
     scrambling for the IQ2_XXS/IQ2_XS/IQ3_XXS forms applied first)."""
     t = BY_NAME[name]
     b = BY_NAME[t.base]
@@ -161,7 +162,7 @@ def test_iq1_s_r4_matches_base_iq1_s_on_the_same_fields():
         np.testing.assert_array_equal(got[k], want)
 
 
-@pytest.mark.parametrize("name", rp.QUANT_VIA_BASE)
+@pytest.mark.parametrize("name", via_base.QUANT_VIA_BASE)
 def test_quantize_interleaved_is_base_then_repack(name):
     """ik's quantize_<type>_r4: quantize each row with the base quantizer (imatrix through
     QHelper for some types: blocks whose weights or values are ~0 get weights 1e-9), repack."""
@@ -179,9 +180,9 @@ def test_quantize_interleaved_is_base_then_repack(name):
     qw0 = qw.copy()
     qw0[32:64] = 0  # a degenerate imatrix block
     got = api.quantize(x, name, qw0)
-    if name in rp.QHELPER_BLOCK:
+    if name in via_base.QHELPER_BLOCK:
         w = qw0.copy()
-        bs = rp.QHELPER_BLOCK[name]
+        bs = via_base.QHELPER_BLOCK[name]
         w[32 // bs * bs:64] = np.float32(1e-9)
         want = api.quantize(x, base, w)
     else:
