@@ -127,7 +127,8 @@ class QuantizeControl:
 
     def start(self, out: str) -> bool:
         from iqk_studio.gguf.imatrix import load_imatrix
-        from iqk_studio.jobs.quantize import quantize_model
+        from iqk_studio.gguf.types import parse_ftype
+        from iqk_studio.jobs.quantize import plan_targets, quantize_model
         w = self.win
         r = w.recipe_panel.recipe()
         imatrix = None
@@ -140,8 +141,8 @@ class QuantizeControl:
         plan, path = w.plan, str(w.model_path)
         self._count = len(plan.entries)
         ok = self.runner.start(lambda: quantize_model(
-            path, plan, out, imatrix, allow_requantize=r.allow_requantize, ftype=r.base,
-            imatrix_path=r.imatrix))
+            path, plan_targets(plan), out, imatrix, allow_requantize=r.allow_requantize,
+            ftype=parse_ftype(r.base), imatrix_path=r.imatrix))
         if ok:
             self.bar.setRange(0, self._count)
             self.bar.setValue(0)

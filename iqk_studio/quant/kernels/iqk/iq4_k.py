@@ -193,4 +193,5 @@ def iq4_ks_dequant_rows(out, raw):
 
 
 QUANT = {"iq4_k": quantizer("iq4_k", iq4_k_rows), "iq4_ks": quantizer("iq4_ks", iq4_ks_rows)}
-DEQUANT = {"iq4_k": dequantizer("iq4_k", iq4_k_dequant_rows), "iq4_ks": dequantizer("iq4_ks", iq4_ks_dequant_rows)}
+DEQUANT = {"iq4_k": dequantizer("iq4_k", iq4_k_dequant_rows),
+           "iq4_ks": dequantizer("iq4_ks", iq4_ks_dequant_rows)}

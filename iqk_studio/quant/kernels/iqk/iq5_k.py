@@ -199,4 +199,5 @@ def iq5_ks_dequant_rows(out, raw):
 
 
 QUANT = {"iq5_k": quantizer("iq5_k", iq5_k_rows), "iq5_ks": quantizer("iq5_ks", iq5_ks_rows)}
-DEQUANT = {"iq5_k": dequantizer("iq5_k", iq5_k_dequant_rows), "iq5_ks": dequantizer("iq5_ks", iq5_ks_dequant_rows)}
+DEQUANT = {"iq5_k": dequantizer("iq5_k", iq5_k_dequant_rows),
+           "iq5_ks": dequantizer("iq5_ks", iq5_ks_dequant_rows)}
