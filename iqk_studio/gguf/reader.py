@@ -8,6 +8,7 @@ data (offsets relative to the data start, each a multiple of `general.alignment`
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from dataclasses import dataclass
@@ -43,10 +44,7 @@ class TensorInfo:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def n_rows(self) -> int:
@@ -147,10 +145,7 @@ def _check_tensors(raw, path, data_offset, alignment, size, file_index):
         qt = BY_ID.get(type_id)
         if qt is None:
             raise _err(path, at, f"tensor {name!r} has unknown ggml type id {type_id}")
-        n = 1
-        for d in shape:
-            n *= d
-        if n >= 2**62:
+        if math.prod(shape) >= 2**62:
             raise _err(path, at, f"tensor {name!r} shape {list(shape)} is absurdly large")
         if shape and shape[0] % qt.block:
             raise _err(path, at, f"tensor {name!r} of type {qt.name}: ne0 = {shape[0]} is not "

@@ -8,11 +8,12 @@ shared/docs/quant-formats.md §1-§2 for where each number comes from.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Kind", "QuantType", "QUANT_TYPES", "BY_ID", "BY_NAME", "GGML_TYPE_COUNT", "by_id",
-           "by_name", "FType", "FTYPES", "FTYPE_BY_ID", "FTYPE_BY_NAME", "parse_ftype"]
+__all__ = ["Kind", "QuantType", "QUANT_TYPES", "BY_ID", "BY_NAME", "GGML_TYPE_COUNT", "INTERLEAVED",
+           "by_id", "by_name", "FType", "FTYPES", "FTYPE_BY_ID", "FTYPE_BY_NAME", "parse_ftype"]
 
 
 class Kind(str, Enum):
@@ -34,6 +35,9 @@ class QuantType:
     kind: Kind
     base: str | None = None  # for REPACKED: the type whose rows are interleaved
     interleave: int = 1  # for REPACKED: rows interleaved together
+    # for REPACKED: what llama-quantize writes instead when ne1 % interleave != 0
+    # (interleaved_properties, src/llama-quantize.cpp:83-120); None: base; itself: no such rule
+    fallback: str | None = None
 
     @property
     def is_quantized(self) -> bool:
@@ -52,9 +56,7 @@ class QuantType:
 
     def nbytes(self, shape: tuple[int, ...]) -> int:
         """ggml_nbytes of a tensor of this type with ggml shape (ne0, ne1, ...)."""
-        rows = 1
-        for d in shape[1:]:
-            rows *= d
+        rows = math.prod(shape[1:])
         if self.block == 1:
             n = shape[0] * rows if shape else 0
             if self.name == "i2_s":
@@ -65,7 +67,7 @@ class QuantType:
 
 Q, R, F, INT, A = Kind.QUANT, Kind.REPACKED, Kind.FLOAT, Kind.INT, Kind.ACTIVATION
 
-# id, name, block, type_size, row_meta, kind, [base, interleave]
+# id, name, block, type_size, row_meta, kind, [base, interleave, fallback]
 _TYPES: tuple[tuple, ...] = (
     (0, "f32", 1, 4, 0, F),
     (1, "f16", 1, 2, 0, F),
@@ -156,15 +158,19 @@ _TYPES: tuple[tuple, ...] = (
     (344, "iq4_ks_r4", 256, 136, 4, R, "iq4_ks", 4),
     (352, "iq5_ks_r4", 256, 168, 4, R, "iq5_ks", 4),
     (353, "mxfp4_r8", 32, 17, 0, R, "mxfp4", 8),
-    (397, "q8_k_r16", 256, 258, 0, R, "q8_K", 16),
+    (397, "q8_k_r16", 256, 258, 0, R, "q8_K", 16, "q8_k_r16"),
     (398, "q8_KV_r8", 32, 32, 4, R, "q8_KV", 8),
-    (399, "q8_k_r8", 256, 258, 0, R, "q8_K", 8),
+    (399, "q8_k_r8", 256, 258, 0, R, "q8_K", 8, "q8_0"),
 )
 
 QUANT_TYPES: tuple[QuantType, ...] = tuple(QuantType(*row) for row in _TYPES)
 BY_ID: dict[int, QuantType] = {t.id: t for t in QUANT_TYPES}
 BY_NAME: dict[str, QuantType] = {t.name: t for t in QUANT_TYPES}
 GGML_TYPE_COUNT = 400
+# llama-quantize's interleaved_properties: type -> (type written when ne1 % rows != 0, rows)
+INTERLEAVED: dict[str, tuple[str, int]] = {
+    t.name: (t.fallback or t.base, t.interleave) for t in QUANT_TYPES
+    if t.kind is Kind.REPACKED and t.fallback != t.name}
 
 
 def by_id(type_id: int) -> QuantType:

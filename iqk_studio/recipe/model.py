@@ -6,6 +6,7 @@ llama_tensor_get_type reads (src/llama-hparams.cpp, src/llama-quantize.cpp:1259-
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -24,10 +25,7 @@ class TensorRef:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def n_dims(self) -> int:
