@@ -16,15 +16,15 @@ PKG = Path(iqk_studio.__file__).resolve().parent
 
 # unit -> layer; a module belongs to the longest unit its name starts with
 LAYERS: dict[str, int] = {
-    "iqk_studio": 0,  # __init__, _numba_cache, demo: leaves
-    "iqk_studio.gguf": 1,
-    "iqk_studio.quant": 2,
-    "iqk_studio.recipe": 2,
-    "iqk_studio.engine": 3,
-    "iqk_studio.jobs": 4,
-    "iqk_studio.gui": 5,
-    "iqk_studio.cli": 5,
-    "iqk_studio.commands": 5,
+    "iqk_studio": -1,  # the package root's leaves: __init__, _numba_cache, demo
+    "iqk_studio.gguf": 0,
+    "iqk_studio.quant": 1,
+    "iqk_studio.recipe": 1,
+    "iqk_studio.engine": 2,
+    "iqk_studio.jobs": 3,
+    "iqk_studio.gui": 4,
+    "iqk_studio.cli": 4,
+    "iqk_studio.commands": 4,
 }
 SAME_UNIT = {"iqk_studio.commands": "iqk_studio.cli"}  # cli.py + commands/: one headless app
 
