@@ -57,7 +57,7 @@ def _line(i: int, count: int, name: str, info, entry, nbytes: int) -> str:
 def run(args) -> int:
     from iqk_studio.demo import resolve_model_arg
     from iqk_studio.gguf.reader import open_model
-    from iqk_studio.jobs.quantize import quantize_model
+    from iqk_studio.jobs.quantize import plan_targets, quantize_model
     from iqk_studio.quant.types import parse_ftype
 
     check_threads(args.threads)
@@ -87,9 +87,10 @@ def run(args) -> int:
             imatrix = load_imatrix(recipe.imatrix)
         entries = {e.name: e for e in pl.entries}
         print(f"quantizing {args.model!r} to {args.out!r} as {ftype.name}")
-        job = quantize_model(model, pl, out, imatrix=imatrix, uniform=args.uniform,
-                             threads=args.threads, allow_requantize=recipe.allow_requantize,
-                             ftype=ftype, imatrix_path=recipe.imatrix)
+        job = quantize_model(args.model, plan_targets(pl), out, imatrix=imatrix,
+                             uniform=args.uniform, threads=args.threads,
+                             allow_requantize=recipe.allow_requantize, ftype=ftype,
+                             imatrix_path=recipe.imatrix)
         try:
             for ev in interruptible(job):
                 if isinstance(ev, TensorDone):
