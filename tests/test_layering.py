@@ -15,13 +15,15 @@ import iqk_studio
 PKG = Path(iqk_studio.__file__).resolve().parent
 
 # unit -> layer; a module belongs to the longest unit its name starts with
-LAYERS: dict[str, int] = {
+LAYERS: dict[str, float] = {
     "iqk_studio": -1,  # the package root's leaves: __init__, _numba_cache, demo
     "iqk_studio.gguf": 0,
     "iqk_studio.quant": 1,
     "iqk_studio.recipe": 1,
     "iqk_studio.engine": 2,
     "iqk_studio.jobs": 3,
+    "iqk_studio.external": 3.5,  # drives llama.cpp's tools; yields the jobs' events
+    "iqk_studio.results": 3.5,  # the results store; records any job's events
     "iqk_studio.gui": 4,
     "iqk_studio.cli": 4,
     "iqk_studio.commands": 4,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from iqk_studio.cli import CliError, interruptible
 from iqk_studio.commands._checks import check_output, check_threads, model_files
+from iqk_studio.commands._print import tensor_line as _line
 from iqk_studio.jobs.events import Failed, Finished, TensorDone
 
 PASSTHROUGH = True  # `-- EXTRA ARGS` go to llama-quantize (before the file names)
@@ -42,16 +43,6 @@ def build_plan(model, args):
     if pl.errors:
         raise CliError(pl.errors[0].message)
     return recipe, pl
-
-
-def _line(i: int, count: int, name: str, info, entry, nbytes: int) -> str:
-    ne = list(info.shape) + [1] * (4 - len(info.shape))
-    head = (f"[{i:4d}/{count:4d}] {name:>36s} - [{ne[0]:5d}, {ne[1]:5d}, {ne[2]:5d}, {ne[3]:5d}], "
-            f"type = {info.qtype.name:>6s}, ")
-    if entry.type == info.qtype.name:
-        return head + f"size = {info.nbytes / 2**20:8.3f} MB"
-    return head + (f"converting to {entry.type} .. size = {info.nbytes / 2**20:8.2f} MiB -> "
-                   f"{nbytes / 2**20:8.2f} MiB")
 
 
 def run(args) -> int:
