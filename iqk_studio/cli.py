@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kld": ("kld", "KL-divergence of a model against a base model"),
     "imatrix": ("imatrix", "compute an importance matrix over a calibration text"),
     "sensitivity": ("sensitivity", "KLD cost of quantizing each tensor group to a type"),
+    "compare-importance": ("compare_importance",
+                           "a recipe with each imatrix, default weights and w = 1, evaluated"),
     "grids": ("grids", "value grids of the quant types; per tensor: iq4k variants, fp4 fits"),
 }
 
