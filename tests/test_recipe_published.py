@@ -127,13 +127,13 @@ def test_plan_by_recipe_name(tmp_path, capsys):
     assert f"{json.loads(capsys.readouterr().out)['gib']:.3f}" == "10.389"
 
 
-DATA = __import__("pathlib").Path(__file__).parent / "data" / "plans"
+DATA = __import__("pathlib").Path(__file__).parent / "data" / "iqk-recipes"
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED) + sorted(f"{n}-KS" for n in KS))
 def test_plan_matches_llama_quantize_dry_run(name, tmp_path):
     """Every tensor's type and size and the total, against ik_llama.cpp's own dry run of the
-    exported command (tests/data/plans/README.md)."""
+    exported command (tests/data/iqk-recipes/README.md)."""
     import gzip
     import re
 
