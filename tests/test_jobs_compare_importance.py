@@ -132,3 +132,27 @@ def test_cli_errors_are_one_line(shared, tmp_path, capsys, args, msg):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert msg in err and err.count("\n") == 1
+
+
+def test_tensor_mode_errors_against_type_scores(shared):
+    """Per-tensor comparison: the default mode is type_errors' unweighted score, the imatrix mode
+    is its score with that importance, weighted by the same imatrix."""
+    from iqk_studio.jobs.compare_importance import tensor_mode_errors
+    from iqk_studio.jobs.type_errors import sample_rows, score
+
+    path = shared("refs", "quant", "inputs.gguf")
+    im = load_imatrix(shared("refs", "quant", "imatrix.dat"))
+    with open_model(path) as m:
+        name = "blk.0.ffn_up.weight"
+        x = sample_rows(m, name)
+        got = {e.label: e for e in tensor_mode_errors(m, name, "iq4_ks",
+                                                      importance_modes([("im", im)]))}
+    qw = im.values[name]
+    with_im, default = score(x, "iq4_ks", qw), score(x, "iq4_ks")
+    assert got["imatrix im"].rel_rmse == pytest.approx(with_im.rel_rmse, rel=1e-12)
+    assert got["imatrix im"].weighted_rel_rmse == pytest.approx(with_im.weighted_rel_rmse,
+                                                                rel=1e-12)
+    assert got["no imatrix (default weights)"].rel_rmse == pytest.approx(default.rel_rmse,
+                                                                         rel=1e-12)
+    w1 = got["no imatrix, w = 1"]
+    assert w1.rel_rmse != default.rel_rmse and math.isfinite(w1.weighted_rel_rmse)

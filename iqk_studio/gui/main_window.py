@@ -140,6 +140,7 @@ class MainWindow(QMainWindow):
         run = self.menuBar().addMenu("&Run")
         self._action(run, "&Quantize to GGUF...", self.quantize_control.start_dialog)
         self._action(run, "&Perplexity", lambda: self.tabs.setCurrentWidget(self.ppl_view))
+        self._action(run, "Compare &importance modes...", self.compare_importance)
 
     def _action(self, menu, text, slot, shortcut=None) -> QAction:
         a = QAction(text, self)
@@ -264,9 +265,16 @@ class MainWindow(QMainWindow):
             except OSError as e:
                 QMessageBox.critical(self, "Cannot save recipe", str(e))
 
+    def compare_importance(self) -> None:
+        from iqk_studio.gui.importance_dialog import open_dialog
+
+        dlg = open_dialog(self)
+        if dlg is not None:
+            dlg.exec()
+
     def runners(self):
         return (self.ppl_view.runner, self.quantize_control.runner, self.grids_view.runner,
-                self.sensitivity_view.runner)
+                self.grids_view.stats_view.runner, self.sensitivity_view.runner)
 
     def shutdown(self) -> None:
         """Cancel running jobs and wait for their threads (a cancelled quantize removes its

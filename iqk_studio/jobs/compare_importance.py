@@ -168,3 +168,56 @@ def compare_importance_job(model_path, plan, text_path, modes: list[ImportanceMo
             yield row
         table = ImportanceTable(recipe_label, Path(text_path).name, base_res, tuple(rows))
         yield Finished(f"{len(modes)} importance modes over {n_chunk} chunks of {n_ctx}", table)
+
+
+# ------------------------------------------------------------- one tensor, no evaluation
+
+@dataclass(frozen=True)
+class ModeError:
+    """Quantization error of one tensor's sample in one importance mode."""
+
+    label: str
+    rel_rmse: float  # sqrt(Σ(x - q)² / Σx²); nan when the type refused (see note)
+    weighted_rel_rmse: float  # the same weighted by the first imatrix's values (nan: none)
+    note: str = ""
+
+
+def tensor_mode_errors(model, name: str, qtype: str, modes: list[ImportanceMode],
+                       x=None) -> Iterator[ModeError]:
+    """The importance comparison as quantization error of (a sample of) one tensor: the first
+    rows (one expert's for 3-D tensors), each mode's imatrix slice for those rows."""
+    import numpy as np
+
+    from iqk_studio.jobs.type_errors import sample_rows
+    from iqk_studio.quant import api
+    from iqk_studio.quant.importance import imatrix_values, importance_for
+
+    if x is None:
+        x = sample_rows(model, name)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = x.shape[1]
+    info = model.tensors[name]
+    ne2 = info.shape[2] if len(info.shape) > 2 else 1
+
+    def imp(im):
+        v = importance_for(imatrix_values(im), name, n, ne2) if im is not None else None
+        return None if v is None else np.asarray(v[:n], np.float64)
+
+    ref = next((imp(m.imatrix) for m in modes if m.imatrix is not None), None)
+    x64 = x.astype(np.float64)
+    for mode in modes:
+        qw = imp(mode.imatrix)
+        try:
+            q = api.dequantize(api.quantize(x, qtype, None if qw is None else qw.astype(
+                np.float32), mode.uniform), qtype, n).astype(np.float64)
+        except ValueError as e:
+            yield ModeError(mode.label, math.nan, math.nan, str(e))
+            continue
+        d2 = (x64 - q) ** 2
+        rel = math.sqrt(d2.sum() / max((x64 * x64).sum(), 1e-300))
+        wrel = math.nan if ref is None else math.sqrt(
+            (ref * d2).sum() / max((ref * x64 * x64).sum(), 1e-300))
+        missing = mode.imatrix is not None and qw is None
+        yield ModeError(mode.label, rel, wrel,
+                        "the imatrix has no entry for this tensor: default weights" if missing
+                        else "")
