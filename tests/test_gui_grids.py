@@ -116,9 +116,10 @@ def test_variant_statistics_tensor_and_model(shared, qtbot):
             assert np.isclose(np.sum(h), 1.0) and np.all(h >= 0), q
         assert s.rows["e2m1"].text(1) and "%" in s.rows["fp4 better"].text(1)
         assert s.dist_curve.getData()[1].sum() == s.stats.n_blocks
-        with qtbot.waitSignal(s.runner.done, timeout=120000):
-            s.analyse_model()
-    assert s.model_stats is not None and s.model_stats.n_tensors >= 1
+        assert s.analyse_model()  # may wait for the tensor's job to end, then runs
+        qtbot.waitUntil(lambda: s.model_stats is not None, timeout=120000)
+        qtbot.waitUntil(lambda: not s.runner.busy, timeout=10000)
+    assert s.model_stats.n_tensors >= 1 and s.model_btn.isEnabled()
     assert s.rows["blocks"].text(2) == f"{s.model_stats.n_blocks:,}"
 
 

@@ -42,6 +42,7 @@ class GridPlot(QWidget):
         self.curves = curves()
         self.colors = {n: COLORS[i % len(COLORS)] for i, n in enumerate(self.curves)}
         self.list = QListWidget()
+        self.list.setMinimumWidth(190)
         for name in self.curves:
             it = QListWidgetItem(name)
             it.setFlags(it.flags() | Qt.ItemIsUserCheckable)

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSplitter,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -38,12 +39,16 @@ class GridStatsView(QWidget):
         self.caption.setWordWrap(True)
         self.bars = pg.PlotWidget(background="w")
         bp = self.bars.getPlotItem()
-        bp.setTitle("iq4k variant chosen per block (fraction of blocks)", color="k")
+        bp.setTitle("iq4k variant chosen per block", color="k")
         bp.setLabel("left", "fraction of blocks")
-        bp.getAxis("bottom").setTicks([[(float(x), f"{q.upper()}\n{v}")
-                                        for q in TYPES for x, v in zip(_X[q], VARIANTS)]])
+        bp.getAxis("bottom").setTicks([[(float(_X[q].mean()), q.upper()) for q in TYPES]])
         self.bars.setYRange(0, 1, padding=0.02)
         self.bars.setXRange(-0.7, 8.7, padding=0)
+        legend = bp.addLegend(offset=(-10, 10), labelTextColor="k")
+        for v, c in zip(VARIANTS, COLORS):  # legend samples: empty bars of each colour
+            sample = pg.BarGraphItem(x=[0.0], height=[0.0], width=0.0, brush=c)
+            self.bars.addItem(sample)
+            legend.addItem(sample, v)
         self.bar_items = {}
         for q in TYPES:
             item = pg.BarGraphItem(x=_X[q], height=np.zeros(4), width=0.8,
@@ -52,9 +57,10 @@ class GridStatsView(QWidget):
             self.bar_items[q] = item
         self.dist = pg.PlotWidget(background="w")
         dp = self.dist.getPlotItem()
-        dp.setTitle("per block of 32: (best fp4 fit - best iq4k fit) / \u03a3x\u00b2", color="k")
-        dp.setLabel("bottom", "< 0: an fp4 grid (e2m1, fe1m2, nf4) fits the block better")
+        dp.setTitle("fp4 fit \u2212 iq4k fit, per block of 32", color="k")
+        dp.setLabel("bottom", "(fp4 error \u2212 iq4k error) / \u03a3x\u00b2")
         dp.setLabel("left", "blocks")
+        dp.getAxis("bottom").enableAutoSIPrefix(False)
         self.dist_curve = self.dist.plot([0.0, 0.0], [0.0], stepMode="center", fillLevel=0,
                                          brush=(80, 120, 200, 120), pen="k")
         self.dist.addItem(pg.InfiniteLine(0, angle=90, pen=pg.mkPen("r", width=2)))
@@ -62,12 +68,16 @@ class GridStatsView(QWidget):
         self.table.setRootIsDecorated(False)
         self.table.setHeaderLabels(["", "this tensor", "whole model"])
         self.rows = {}
-        for key in (*FITS, "fp4 better", "mean distance", "blocks", "variants from"):
-            label = f"rel. error, best {key} fit" if key in FITS else key
+        for key in (*FITS, "fp4 better", "mean distance", "blocks", *TYPES):
+            label = {"fp4 better": "blocks an fp4 grid fits better",
+                     "mean distance": "mean (fp4 \u2212 iq4k) / \u03a3x\u00b2",
+                     **{q: f"{q.upper()} % per variant" for q in TYPES}}.get(
+                key, f"rel. error, best {key} fit" if key in FITS else key)
             it = QTreeWidgetItem([label, "", ""])
             self.table.addTopLevelItem(it)
             self.rows[key] = it
         self.table.resizeColumnToContents(0)
+        self.table.setColumnWidth(1, 120)
         self.model_btn = QPushButton("Analyse every tensor of the model")
         self.model_btn.clicked.connect(self.analyse_model)
         self.status = QLabel("")
@@ -76,21 +86,35 @@ class GridStatsView(QWidget):
         self.runner.failed.connect(lambda m: self.status.setText(f"failed: {m}"))
         self.runner.done.connect(self._job_done)
 
-        plots = QVBoxLayout()
+        plots_w = QWidget()
+        plots = QVBoxLayout(plots_w)
         plots.addWidget(self.caption)
         plots.addWidget(self.bars, 1)
         plots.addWidget(self.dist, 1)
-        side = QVBoxLayout()
+        help_ = QLabel("Each block of 32 weights is fitted with its best scale to e2m1, fe1m2 "
+                       "and nf4 and to the best of the four iq4k variants. Weights trained "
+                       "towards an fp4 format with blocks of 32 fit it almost exactly (relative "
+                       "error near 0, most blocks below the red line); ordinary weights fit the "
+                       "non-uniform iq4k rows better.")
+        help_.setWordWrap(True)
+        side_w = QWidget()
+        side = QVBoxLayout(side_w)
         side.addWidget(self.table, 1)
+        side.addWidget(help_)
         side.addWidget(self.model_btn)
         side.addWidget(self.status)
+        split = QSplitter()
+        split.addWidget(plots_w)
+        split.addWidget(side_w)
+        split.setSizes([600, 420])
         lay = QHBoxLayout(self)
-        lay.addLayout(plots, 3)
-        lay.addLayout(side, 2)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(split)
         self.model = None
         self._sample = None
         self._name = ""
         self._pending = None
+        self._model_requested = False
         self.stats: TensorGridStats | None = None
         self.model_stats = None
 
@@ -126,13 +150,17 @@ class GridStatsView(QWidget):
         self._pending = None
         self.runner.start(lambda: iter([tensor_grid_stats(model, name, x=sample)]))
 
-    def analyse_model(self) -> None:
-        if self.model is None or self.runner.busy:
-            return
+    def analyse_model(self) -> bool:
+        """Statistics of every eligible tensor, summed (starts when a running job ends)."""
+        if self.model is None:
+            return False
+        self.model_btn.setEnabled(False)
+        if self.runner.busy:
+            self._model_requested = True
+            return True
         model = self.model
         names = eligible(model)
-        self.model_btn.setEnabled(False)
-        self.runner.start(lambda: grid_stats_job(model, names))
+        return self.runner.start(lambda: grid_stats_job(model, names))
 
     # --- output ---------------------------------------------------------------------------
     def _on_event(self, ev) -> None:
@@ -148,6 +176,10 @@ class GridStatsView(QWidget):
             self.status.setText(f"whole model: {ev.message}")
 
     def _job_done(self, _stopped: bool) -> None:
+        if self._model_requested:
+            self._model_requested = False
+            self.analyse_model()
+            return
         self.model_btn.setEnabled(True)
         self._start_pending()
 
@@ -165,19 +197,19 @@ class GridStatsView(QWidget):
         self.dist_curve.setData(x, y)
         self._fill(1, s)
         src = "; ".join(f"{q.upper()} {v}" for q, v in s.variant_source.items())
-        self.caption.setText(f"{s.name}: {s.n_weights:,} weights sampled, {s.n_blocks:,} blocks")
-        self.rows["variants from"].setText(1, src)
-        self.rows["variants from"].setToolTip(1, src)
+        self.caption.setText(f"{s.name}: {s.n_weights:,} weights sampled, {s.n_blocks:,} blocks "
+                             f"of 32. Variants: {src}")
 
     def _fill(self, col: int, s) -> None:
         rel = s.rel()
         for g in FITS:
             self.rows[g].setText(col, f"{rel[g]:.5f}")
         share = s.fp4_better / s.n_blocks if s.n_blocks else 0.0
-        self.rows["fp4 better"].setText(col, f"{100 * share:.1f}% of blocks")
+        self.rows["fp4 better"].setText(col, f"{100 * share:.1f}%")
         self.rows["mean distance"].setText(col, f"{s.mean_distance:+.5f}")
         self.rows["blocks"].setText(col, f"{s.n_blocks:,}")
-        if col == 2:
-            v = "; ".join(f"{q.upper()} " + "/".join(str(int(c)) for c in s.variants[q])
-                          for q in TYPES)
-            self.rows["variants from"].setText(2, v)
+        for q in TYPES:
+            self.rows[q].setText(col, " / ".join(f"{100 * f:.0f}" for f in
+                                                 _fractions(s.variants[q])))
+            self.rows[q].setToolTip(col, ", ".join(VARIANTS))
+        self.table.resizeColumnToContents(0)
