@@ -27,7 +27,7 @@ from iqk_studio.quant.grids import curves, iq4k_variants
 STUDY = ("iq4k", "iq4k shifted", "iq4k mirrored", "iq4k shifted mirrored", "nf4", "fe1m2")
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#843c39",
-          "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"]
+          "#7b4173", "#009e73", "#e6550d", "#31a354", "#756bb1", "#636363"]
 HOVER_PX = 12  # a point within this many pixels of the mouse is read out
 
 
