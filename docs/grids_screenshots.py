@@ -47,11 +47,11 @@ def shoot(app, win, name: str) -> Path:
 
 
 def select_tensor(win, name: str) -> None:
-    proxy = win.proxy
-    for r in range(proxy.rowCount()):
-        idx = proxy.index(r, 0)
-        if win.table_model.name_at(proxy.mapToSource(idx).row()) == name:
-            win.table.setCurrentIndex(idx)
+    tv = win.tensors_view
+    for r in range(tv.proxy.rowCount()):
+        idx = tv.proxy.index(r, 0)
+        if tv.table_model.name_at(tv.proxy.mapToSource(idx).row()) == name:
+            tv.table.setCurrentIndex(idx)
             return
     raise SystemExit(f"no tensor named {name}")
 

@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kld": ("kld", "KL-divergence of a model against a base model"),
     "imatrix": ("imatrix", "compute an importance matrix over a calibration text"),
     "sensitivity": ("sensitivity", "KLD cost of quantizing each tensor group to a type"),
+    "import-log": ("import_log", "read a published llama-perplexity / KLD log (forum, card)"),
+    "results": ("results", "the results store: list, show, export runs"),
     "compare-importance": ("compare_importance",
                            "a recipe with each imatrix, default weights and w = 1, evaluated"),
     "grids": ("grids", "value grids of the quant types; per tensor: iq4k variants, fp4 fits"),
@@ -38,16 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        # PASSTHROUGH: the command takes the arguments after `--` (for an external tool)
+        p.set_defaults(_run=mod.run, _passthrough=getattr(mod, "PASSTHROUGH", False))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    extra: list[str] = []
+    if "--" in argv:  # everything after it goes to the external tool untouched
+        k = argv.index("--")
+        argv, extra = argv[:k], argv[k + 1:]
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if extra and not args._passthrough:
+        parser.error(f"{args.command} takes no arguments after `--`")
+    args.extra_args = extra
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# the results store of every run (CLI in-process or as a subprocess) goes to a throw-away folder
+_DATA = tempfile.mkdtemp(prefix="iqk-studio-test-data-")
+os.environ["IQK_STUDIO_DATA"] = _DATA
+atexit.register(shutil.rmtree, _DATA, True)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("IQK_SHARED", ROOT.parent / "shared"))

@@ -138,12 +138,42 @@ def test_importance_dialog_runs_and_gives_points(shared, qtbot, tmp_path):
     d.n_ctx.setValue(128)
     d.use_default.setChecked(False)
     got = []
-    d.points_ready.connect(got.append)
+    d.results_ready.connect(got.append)
     with qtbot.waitSignal(d.runner.done, timeout=120000):
         assert d.start()
     labels = [d.table.topLevelItem(i).text(0) for i in range(d.table.topLevelItemCount())]
     assert labels == ["unquantized (the file as stored)", "no imatrix, w = 1"]
     assert "%" in d.table.topLevelItem(1).text(3)
-    assert len(got) == 1 and [pt.label for pt in got[0]] == ["mix, no imatrix, w = 1"]
+    assert len(got) == 1 and [n for n, _ in got[0]] == ["tiny-qwen2.gguf (file)",
+                                                        "mix: no imatrix, w = 1"]
+    assert got[0][1][1].importance == "uniform"
     d.text.setText(str(tmp_path / "missing.txt"))
     assert not d.start() and "text" in d.status.text()
+
+
+def test_compare_importance_from_the_window(shared, qtbot, monkeypatch):
+    """Run > Compare importance modes: the dialog gets the session's plan, recipe name and
+    @imatrix; its runs land in the results list; a recipe with errors is refused."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from iqk_studio.gui.importance_dialog import open_dialog
+    from iqk_studio.gui.main_window import MainWindow
+    from iqk_studio.jobs.evaluate import RunResult
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    assert w.open_model(str(shared(*INPUTS)))
+    im = shared("refs", "quant", "imatrix.dat")
+    w.session.set_text(f"@base Q8_0\n@imatrix {im}\nffn=iq4_ks\n", "test")
+    dlg = open_dialog(w)
+    qtbot.addWidget(dlg)
+    assert dlg.plan is w.session.snapshot.plan and dlg.imatrix_list.item(0).text() == str(im)
+    res = RunResult("ppl", str(shared(*INPUTS)), "x", "r", "iq4_ks", "uniform", "t.txt", 128, 1,
+                    1000, 2000, 12.0, 0.5)
+    n = len(w.results.runs())
+    dlg.results_ready.emit([("r: no imatrix, w = 1", res)])
+    assert [r.name for r in w.results.runs()[n:]] == ["r: no imatrix, w = 1"]
+    shown = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a: shown.append(a[2]))
+    w.session.set_text("@base Q8_0\nno equals sign\n", "bad")
+    assert open_dialog(w) is None and shown

@@ -12,19 +12,18 @@ import pytest
 
 from iqk_studio.cli import main
 from iqk_studio.commands.compare_importance import print_table
-from iqk_studio.engine.weights import GGUFWeights
+from iqk_studio.engine.weights import GGUFWeights, QuantizedWeights
 from iqk_studio.gguf.imatrix import load_imatrix, write_imatrix_dat
 from iqk_studio.gguf.reader import open_model
 from iqk_studio.jobs.compare_importance import (
     ImportanceRow,
-    ModeWeights,
     compare_importance_job,
     importance_modes,
 )
 from iqk_studio.jobs.events import Finished
 from iqk_studio.jobs.perplexity import perplexity_job
 from iqk_studio.jobs.quantize import quantize_model
-from iqk_studio.jobs.recipe_eval import plan_types
+from iqk_studio.jobs.recipe_eval import plan_importance, plan_types
 from iqk_studio.recipe import Recipe, Rule, plan
 from iqk_studio.recipe.textfile import save
 
@@ -55,6 +54,8 @@ def _result(events):
 
 @pytest.mark.parametrize("arch", ["qwen2", "qwen3moe"])
 def test_mode_weights_are_what_the_quantize_job_writes(shared, tmp_path, arch):
+    """The in-memory path each mode is evaluated through (jobs.evaluate: QuantizedWeights with
+    the plan's imatrix slices, or uniform) gives exactly the weights the quantize job writes."""
     path = shared("refs", "ppl", "tiny", f"tiny-{arch}.gguf")
     with open_model(path) as m:
         p = plan(m, RECIPE)
@@ -64,7 +65,8 @@ def test_mode_weights_are_what_the_quantize_job_writes(shared, tmp_path, arch):
         gw = GGUFWeights(m)
         got = {}
         for mode in importance_modes([("random", im)]):
-            ws = ModeWeights(gw, m, types, mode)
+            imp = plan_importance(m, p, mode.imatrix) if mode.importance == "imatrix" else {}
+            ws = QuantizedWeights(gw, types, imp, uniform=mode.uniform)
             out = tmp_path / f"{mode.label}.gguf"
             events = list(quantize_model(m, p, out, None if mode.uniform else mode.imatrix,
                                          mode.uniform))
@@ -101,8 +103,10 @@ def test_job_table_and_cli(shared, tmp_path, capsys):
     assert (r.ppl, r.ppl_err, r.ppl_base) == (ref.ppl, ref.ppl_err, base.ppl)
     assert r.quality_loss == pytest.approx(ref.ppl / base.ppl - 1)
     assert r.total_bytes == p.total_bytes and not r.note
-    [pt] = table.points()
-    assert pt.label == "r, no imatrix, w = 1" and pt.ppl == r.ppl
+    assert r.result.importance == "uniform" and r.result.recipe_name == "r"
+    names = [n for n, _ in table.results()]
+    assert names == ["tiny-qwen2.gguf (file)", "r: no imatrix, w = 1"]
+    assert table.base.is_file and table.base.ppl == base.ppl
 
     recipe = save(RECIPE, tmp_path / "r.recipe")
     argv = ["compare-importance", str(path), "--recipe", str(recipe), "-f", str(text),

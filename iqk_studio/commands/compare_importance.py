@@ -91,8 +91,10 @@ def run(args) -> int:
           f", {len(modes)} mode(s), {args.chunks} chunk(s) of {args.ctx_size}", file=sys.stderr)
     table = None
     tty = sys.stderr.isatty()
+    from iqk_studio.recipe.textfile import dumps
+
     for ev in compare_importance_job(path, pl, args.file, modes, args.ctx_size, args.chunks,
-                                     not args.no_base, args.recipe):
+                                     not args.no_base, args.recipe, dumps(recipe)):
         if isinstance(ev, Progress) and ev.message and tty:
             print(f"\r{ev.message[:76]:<76}", end="", file=sys.stderr, flush=True)
         elif isinstance(ev, ImportanceRow) and not args.json:

@@ -10,6 +10,8 @@ from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
 from iqk_studio.jobs.imatrix import imatrix_job
 
+PASSTHROUGH = True  # `-- EXTRA ARGS` go to llama-imatrix
+
 
 def add_arguments(p) -> None:
     p.add_argument("model", help="GGUF model (first split part), or `demo`")
@@ -23,17 +25,29 @@ def add_arguments(p) -> None:
                    help="compute threads (default: all cores)")
     p.add_argument("--chunks", type=int, default=-1, help="use at most N chunks")
     p.add_argument("--progress", action="store_true", help="show per-layer progress on stderr")
+    from iqk_studio.commands.external import add_llama_option, add_store_option
+    add_llama_option(p, "llama-imatrix")
+    add_store_option(p)
 
 
 def run(args) -> int:
     if args.threads is not None:
         set_threads(args.threads)
+    from iqk_studio.commands import external
+
     model = resolve_model_arg(args.model)
+    if args.llama_imatrix is not None:
+        return external.run_imatrix(args, model)
+    external.no_extra(args, "--llama-imatrix")
     if not model.exists():
         raise CliError(f"{model}: no such model file")
     job = imatrix_job(model, args.file, args.output, args.ctx_size, args.chunks,
                       fmt=args.output_format)
-    fin = print_chunks(job, "compute_imatrix", args.progress)
+    job = external.recorded(job, args, "imatrix", model, args.file, args.ctx_size, args.chunks)
+    try:
+        fin = print_chunks(job, "compute_imatrix", args.progress)
+    finally:
+        job.close()
     *notes, final, saved = fin.message.split("\n")
     for line in notes + [saved]:
         print(line, file=sys.stderr)

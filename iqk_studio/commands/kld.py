@@ -13,6 +13,8 @@ from iqk_studio.engine.threads import set_threads
 from iqk_studio.jobs.events import Failed, Finished, KldChunk, Progress
 from iqk_studio.jobs.kld import format_chunk, format_header, is_base_file, kld_job, save_base_job
 
+PASSTHROUGH = True  # `-- EXTRA ARGS` go to llama-perplexity
+
 
 def add_arguments(p) -> None:
     p.add_argument("base", help="base model GGUF (or `demo`), or a base log-prob file")
@@ -25,12 +27,27 @@ def add_arguments(p) -> None:
     p.add_argument("--chunks", type=int, default=-1, help="evaluate at most N chunks")
     p.add_argument("--save-base", metavar="FILE", help="also write the base's log-probs to FILE "
                    "(llama-perplexity's --kl-divergence-base format) for reuse")
+    from iqk_studio.commands.external import add_llama_option, add_store_option
+    add_llama_option(p, "llama-perplexity")
+    p.add_argument("--progress", action="store_true",
+                   help="with --llama-perplexity: show the tool's last output line on stderr")
+    p.add_argument("--stop-on-nan", action="store_true",
+                   help="with --llama-perplexity: stop the run at the first NaN chunk")
+    add_store_option(p)
 
 
 def run(args) -> int:
     if args.threads is not None:
         set_threads(args.threads)
+    from iqk_studio.commands import external
+
     base = args.base if is_base_file(args.base) else resolve_model_arg(args.base)
+    if args.llama_perplexity is not None:
+        if args.model is None and not (args.save_base and args.file):
+            raise CliError("give MODEL, or --save-base FILE with -f TEXT to only save the base")
+        return external.run_kld(args, base, None if args.model is None
+                                else resolve_model_arg(args.model))
+    external.no_extra(args, "--llama-perplexity")
     if args.model is None:
         if not args.save_base or not args.file:
             raise CliError("give MODEL, or --save-base FILE with -f TEXT to only save the base")
@@ -43,6 +60,15 @@ def run(args) -> int:
     if not is_base_file(base) and not args.file:
         raise CliError("-f TEXT is needed when BASE is a model")
     job = kld_job(base, model, args.file, args.ctx_size, args.chunks, args.save_base)
+    job = external.recorded(job, args, "kld", model, args.file, args.ctx_size, args.chunks,
+                            base_model_path=None if is_base_file(base) else base)
+    try:
+        return _print(job)
+    finally:
+        job.close()
+
+
+def _print(job) -> int:
     first = True
     for ev in job:
         if isinstance(ev, Progress) and not ev.total and ev.message:

@@ -11,6 +11,8 @@ from iqk_studio.engine.threads import set_threads
 from iqk_studio.jobs.events import Chunk, Failed, Finished, Progress
 from iqk_studio.jobs.perplexity import perplexity_job
 
+PASSTHROUGH = True  # `-- EXTRA ARGS` go to llama-perplexity
+
 
 def add_arguments(p) -> None:
     p.add_argument("model", help="GGUF model (first split part), or `demo`")
@@ -20,6 +22,11 @@ def add_arguments(p) -> None:
                    help="compute threads (default: all cores)")
     p.add_argument("--chunks", type=int, default=-1, help="evaluate at most N chunks")
     p.add_argument("--progress", action="store_true", help="show per-layer progress on stderr")
+    from iqk_studio.commands.external import add_llama_option, add_store_option
+    add_llama_option(p, "llama-perplexity")
+    p.add_argument("--stop-on-nan", action="store_true",
+                   help="with --llama-perplexity: stop the run at the first NaN chunk")
+    add_store_option(p)
     g = p.add_argument_group("evaluate a recipe (quantize -> dequantize in memory, no file)")
     g.add_argument("--base", metavar="TYPE", help="llama-quantize type (Q4_K_M, IQ4_KS, ...)")
     from iqk_studio.commands.plan import add_recipe_options
@@ -31,7 +38,8 @@ def _wants_recipe(args) -> bool:
 
 
 def recipe_job(model_path, args):
-    """The evaluate_plan job for the recipe the options describe (clear errors for bad ones)."""
+    """(the evaluate_plan job, recipe, plan) for the recipe the options describe (clear errors
+    for bad ones)."""
     from iqk_studio.commands.plan import recipe_from_args
     from iqk_studio.gguf.imatrix import load_imatrix
     from iqk_studio.gguf.reader import open_model
@@ -46,7 +54,8 @@ def recipe_job(model_path, args):
     imatrix = load_imatrix(recipe.imatrix) if recipe.imatrix else None
     print(f"perplexity: evaluating the recipe in memory: {pl.total_bytes / 2**20:.2f} MiB "
           f"({pl.bpw:.4f} bpw)", file=sys.stderr)
-    return evaluate_plan(model_path, pl, args.file, args.ctx_size, args.chunks, imatrix)
+    job = evaluate_plan(model_path, pl, args.file, args.ctx_size, args.chunks, imatrix)
+    return job, recipe, pl
 
 
 def print_chunks(events, prog: str, progress: bool = False) -> Finished:
@@ -85,13 +94,28 @@ def _eta(seconds: float) -> str:
 def run(args) -> int:
     if args.threads is not None:
         set_threads(args.threads)
+    from iqk_studio.commands import external
+
     model = resolve_model_arg(args.model)
+    if args.llama_perplexity is not None:
+        if _wants_recipe(args):
+            raise CliError("--llama-perplexity evaluates a GGUF file: quantize the recipe first "
+                           "(quantize --llama-quantize), then measure the file")
+        return external.run_perplexity(args, model)
+    external.no_extra(args, "--llama-perplexity")
     if not model.exists():
         raise CliError(f"{model}: no such model file")
+    recipe = plan = None
     if _wants_recipe(args):
-        job = recipe_job(model, args)
+        job, recipe, plan = recipe_job(model, args)
     else:
         job = perplexity_job(model, args.file, n_ctx=args.ctx_size, chunks=args.chunks)
-    fin = print_chunks(job, "perplexity", args.progress)
+    job = external.recorded(job, args, "perplexity", model, args.file, args.ctx_size,
+                            args.chunks, recipe=recipe, plan=plan)
+    try:
+        fin = print_chunks(job, "perplexity", args.progress)
+    finally:
+        if hasattr(job, "close"):
+            job.close()
     print(fin.message, flush=True)
     return 0

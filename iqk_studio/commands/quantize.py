@@ -10,6 +10,8 @@ from pathlib import Path
 from iqk_studio.cli import CliError
 from iqk_studio.jobs.events import Failed, Finished, TensorDone
 
+PASSTHROUGH = True  # `-- EXTRA ARGS` go to llama-quantize (before the file names)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from iqk_studio.commands.plan import add_recipe_options
@@ -22,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uniform", action="store_true",
                    help="quantize with weights 1 (no default weighting, imatrix ignored)")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    from iqk_studio.commands.external import add_llama_option
+    add_llama_option(p, "llama-quantize")
 
 
 def build_plan(model, args):
@@ -59,6 +63,16 @@ def run(args) -> int:
     if not out.parent.is_dir():
         raise CliError(f"output directory {str(out.parent)!r} does not exist")
     args.model = str(resolve_model_arg(args.model))
+    from iqk_studio.commands import external
+
+    if args.llama_quantize is not None:
+        from iqk_studio.commands.plan import recipe_from_args
+
+        if args.uniform:
+            raise CliError("--uniform is for the built-in quantizer")
+        return external.run_quantize(args, Path(args.model), out,
+                                     recipe_from_args(args, args.base_type))
+    external.no_extra(args, "--llama-quantize")
     with open_model(args.model) as model:
         recipe, pl = build_plan(model, args)
         try:

@@ -20,6 +20,8 @@ def add_arguments(p) -> None:
     p.add_argument("-c", "--ctx-size", type=int, default=512)
     p.add_argument("--chunks", type=int, default=2)
     p.add_argument("--imatrix", help="imatrix file (.dat or GGUF)")
+    from iqk_studio.commands.external import add_store_option
+    add_store_option(p)
 
 
 def run(args) -> int:
@@ -37,7 +39,20 @@ def run(args) -> int:
     rows = []
     print(f"{'group':<28} {'MiB before':>11} {'MiB after':>10} {'mean KLD':>12} {'+/-':>10} "
           f"{'same top':>9}")
-    for ev in sensitivity_job(path, args.file, cands, args.ctx_size, args.chunks, imatrix):
+    from iqk_studio.commands.external import recorded
+
+    job = recorded(sensitivity_job(path, args.file, cands, args.ctx_size, args.chunks, imatrix),
+                   args, "sensitivity", path, args.file, args.ctx_size, args.chunks,
+                   facts={"type": args.type, "by": args.by, "only": args.only,
+                          "imatrix": args.imatrix})
+    try:
+        return _print(job, rows)
+    finally:
+        job.close()
+
+
+def _print(job, rows) -> int:
+    for ev in job:
         if isinstance(ev, Sensitivity):
             rows.append(ev)
             print(f"{ev.label:<28} {ev.bytes_before / 2**20:>11.3f} {ev.bytes_after / 2**20:>10.3f}"

@@ -134,11 +134,13 @@ class QuantizedWeights:
     """A recipe evaluated without writing a file: tensors named in `types` are quantized to that
     ggml type (llama-quantize spelling) from the base source's float32 values and dequantized
     back, lazily on first use; `importance` maps names to imatrix vectors (n_in, or
-    n_in * n_expert for 3-D expert tensors, already divided by ncall)."""
+    n_in * n_expert for 3-D expert tensors, already divided by ncall); uniform=True quantizes
+    with w = 1 instead (importance ignored)."""
 
     def __init__(self, base, types: Mapping[str, str], importance: Mapping | None = None,
-                 keep: bool = True):
+                 keep: bool = True, uniform: bool = False):
         self.base = base
+        self.uniform = uniform
         self.types = dict(types)
         self.importance = dict(importance or {})
         self.keep = keep
@@ -178,5 +180,5 @@ class QuantizedWeights:
         out = np.empty(mats.shape, np.float32)
         for e in range(mats.shape[0]):
             qw = None if imp is None else imp[min(e, imp.shape[0] - 1)]
-            out[e] = dequantize(quantize(mats[e], qtype, qw), qtype, n).reshape(mats.shape[1:])
+            out[e] = dequantize(quantize(mats[e], qtype, qw, self.uniform), qtype, n).reshape(mats.shape[1:])
         return out.reshape(x.shape)

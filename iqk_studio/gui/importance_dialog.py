@@ -1,6 +1,6 @@
 """Run > Compare importance modes: the recipe quantized in memory with each imatrix, with the default
-weights and with w = 1, evaluated over the same chunks -- the table of ik_llama.cpp discussion #359,
-and its rows as points for the size-vs-quality chart."""
+weights and with w = 1, evaluated over the same chunks -- the table of ik_llama.cpp discussion #359;
+the runs go to the results list (and so to the size-vs-quality chart)."""
 
 from __future__ import annotations
 
@@ -37,14 +37,15 @@ from iqk_studio.jobs.events import Failed, Finished, Progress
 
 
 class ImportanceDialog(QDialog):
-    points_ready = Signal(object)  # list of RecipePoint
+    results_ready = Signal(object)  # list of (name, RunResult): the base and each mode
 
     def __init__(self, model_path, plan, label: str, text: str = "", imatrix_paths=(),
-                 parent=None):
+                 recipe_text: str = "", parent=None):
         super().__init__(parent)
         self.setWindowTitle(f"Compare importance modes \u2014 {label}")
         self.resize(760, 520)
         self.model_path, self.plan, self.label = model_path, plan, label
+        self.recipe_text = recipe_text
         self.text = QLineEdit(text)
         browse = QPushButton("...")
         browse.clicked.connect(self._browse_text)
@@ -140,7 +141,7 @@ class ImportanceDialog(QDialog):
         self.table.clear()
         self.result = None
         args = (self.model_path, self.plan, text, modes, self.n_ctx.value(), self.chunks.value(),
-                self.use_base.isChecked(), self.label)
+                self.use_base.isChecked(), self.label, self.recipe_text)
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         return self.runner.start(lambda: compare_importance_job(*args))
@@ -162,7 +163,7 @@ class ImportanceDialog(QDialog):
                 self._add_row("unquantized (the file as stored)", b.ppl, b.ppl_err, math.nan,
                               b.seconds, "", top=True)
             self.status.setText(ev.message)
-            self.points_ready.emit(ev.result.points())
+            self.results_ready.emit(ev.result.results())
 
     def _add_row(self, label, ppl, err, loss, seconds, note, top=False) -> None:
         f = lambda v, spec: "-" if v != v else format(v, spec)  # noqa: E731 - nan -> "-"
@@ -187,18 +188,18 @@ class ImportanceDialog(QDialog):
 
 
 def open_dialog(win) -> ImportanceDialog | None:
-    """The dialog for the main window's current recipe; its points go to the chart."""
-    plan, _, label = win.current_plan()
-    if win.model_path is None or plan is None:
-        win.statusBar().showMessage("open a model and write a recipe first", 5000)
+    """The dialog for the main window's current recipe; its runs go to the results list."""
+    s = win.session
+    snap = s.flush()
+    why = snap.refusal()
+    if why:
+        QMessageBox.warning(win, "Cannot compare importance modes", why)
         return None
-    if plan.errors:
-        QMessageBox.warning(win, "The recipe has errors", plan.errors[0].message)
-        return None
-    r = win.recipe_panel.recipe()
-    ppl = getattr(win, "ppl_view", None)
-    text = ppl.text.text().strip() if ppl is not None and hasattr(ppl, "text") else ""
-    dlg = ImportanceDialog(win.model_path, plan, label or "recipe", text,
-                           [r.imatrix] if r is not None and r.imatrix else [], win)
-    dlg.points_ready.connect(lambda pts: [win.compare_view.add(p) for p in pts])
+    r = snap.recipe
+    ev = getattr(win, "eval_view", None)
+    text = ev.settings.text.text().strip() if ev is not None else ""
+    dlg = ImportanceDialog(s.model_path, snap.plan, s.recipe_name or "recipe", text,
+                           [r.imatrix] if r.imatrix else [], snap.text, win)
+    dlg.results_ready.connect(lambda runs: [win.results.add_result(res, name)
+                                            for name, res in runs])
     return dlg

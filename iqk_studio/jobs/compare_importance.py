@@ -1,36 +1,30 @@
 """One recipe quantized in memory with each importance weighting -- each imatrix given, no imatrix
 (the quantizers' default weights, w = x² for IQ4_KS), uniform w = 1 -- and evaluated with the
-built-in engine: the table of ik_llama.cpp discussion #359. A job of Progress / ImportanceRow
-events, then Finished(result=ImportanceTable)."""
+built-in engine over the same chunks (jobs.evaluate, one run per mode): the table of ik_llama.cpp
+discussion #359. A job of Progress / ImportanceRow events, then Finished(result=ImportanceTable)."""
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from iqk_studio.engine.forward import Forward
-from iqk_studio.engine.weights import GGUFWeights
+from iqk_studio.jobs.evaluate import EvalSpec, RunResult, evaluate
 from iqk_studio.jobs.events import Failed, Finished, Progress
-from iqk_studio.jobs.perplexity import (
-    PerplexityResult,
-    TextTooShort,
-    n_chunks_for,
-    run_perplexity,
-    tokenize_file,
-)
-from iqk_studio.jobs.quantize import quantize_dequantize_tensor
-from iqk_studio.jobs.recipe_eval import RecipePoint, plan_types
 from iqk_studio.quant.api import QuantError
 
 
 @dataclass(frozen=True)
 class ImportanceMode:
-    label: str  # e.g. "imatrix wiki8.dat", "no imatrix (default weights)", "w = 1"
+    label: str  # e.g. "imatrix wiki8.dat", "no imatrix (default weights)", "no imatrix, w = 1"
     imatrix: object | None = None  # an Imatrix record (or dict name -> values)
     uniform: bool = False
+
+    @property
+    def importance(self) -> str:
+        """jobs.evaluate's name of the weighting: imatrix / default / uniform."""
+        return "uniform" if self.uniform else "imatrix" if self.imatrix is not None else "default"
 
 
 def importance_modes(imatrices=(), default: bool = True, uniform: bool = True) -> list:
@@ -57,6 +51,7 @@ class ImportanceRow:
     n_ctx: int
     seconds: float
     note: str = ""
+    result: RunResult | None = None  # the run, for the results list and the chart
 
     @property
     def quality_loss(self) -> float:
@@ -68,106 +63,70 @@ class ImportanceRow:
 class ImportanceTable:
     recipe: str
     text: str
-    base: PerplexityResult | None
+    base: RunResult | None  # the file as it is
     rows: tuple[ImportanceRow, ...]
 
-    def points(self) -> list[RecipePoint]:
-        """The evaluated rows as points of the size-vs-quality chart."""
-        return [RecipePoint(f"{self.recipe}, {r.label}", r.total_bytes, r.bpw, r.ppl, r.ppl_err,
-                            r.n_chunks, r.n_ctx, self.text)
-                for r in self.rows if not math.isnan(r.ppl)]
+    def results(self) -> list[tuple[str, RunResult]]:
+        """(name, run) of the base and of every evaluated mode, for the results list."""
+        out = [(f"{Path(self.base.model_path).name} (file)", self.base)] if self.base else []
+        return out + [(f"{self.recipe}: {r.label}", r.result) for r in self.rows
+                      if r.result is not None]
 
 
-class ModeWeights:
-    """The model's tensors with the plan's ones quantized -> dequantized in one importance mode,
-    each once, on first use (the same path as the quantize job: imatrix slices per expert)."""
-
-    def __init__(self, base: GGUFWeights, model, types: dict, mode: ImportanceMode):
-        self.base, self.model, self.types, self.mode = base, model, dict(types), mode
-        self._cache: dict = {}
-
-    def names(self):
-        return self.base.names()
-
-    def shape(self, name: str):
-        return self.base.shape(name)
-
-    def get(self, name: str):
-        qtype = self.types.get(name)
-        if qtype is None or qtype.lower() == "f32":
-            return self.base.get(name)
-        w = self._cache.get(name)
-        if w is None:
-            w = quantize_dequantize_tensor(self.model, name, qtype, self.mode.imatrix,
-                                           self.mode.uniform)
-            self._cache[name] = w
-        return w
-
-
-def _run(fw, tokens, n_ctx, n_chunk, add_bos, bos_id, step0, total, label):
-    """Drive run_perplexity, re-numbering its progress; returns its result or raises."""
+def _run(spec: EvalSpec, step0: int, total: int, label: str):
+    """Drive one evaluate() run, re-numbering its progress; returns its RunResult, or raises
+    ValueError with the reason it failed."""
     result = None
-    for ev in run_perplexity(fw, tokens, n_ctx, n_chunk, add_bos, bos_id):
-        if isinstance(ev, Progress) and ev.total:
-            yield Progress(step0 + ev.done, total, f"{label}: {ev.message}")
+    for ev in evaluate(spec):
+        if isinstance(ev, Progress) and ev.total and ev.message.startswith("chunk"):
+            yield Progress(step0 + ev.done * 100 // ev.total, total, f"{label}: {ev.message}")
+        elif isinstance(ev, Progress):
+            yield Progress(step0, total, f"{label}: {ev.message}")
         elif isinstance(ev, Failed):
             raise ValueError(ev.message)
         elif isinstance(ev, Finished):
             result = ev.result
+    if result is None:
+        raise ValueError("the run ended without a result")
     return result
 
 
 def compare_importance_job(model_path, plan, text_path, modes: list[ImportanceMode],
                            n_ctx: int = 512, chunks: int = 4, base: bool = True,
-                           recipe_label: str = "recipe") -> Iterator[object]:
-    """Perplexity of the unquantized model (when `base`) and of the plan quantized in each mode,
-    over the same chunks of the text."""
-    from iqk_studio.gguf.reader import open_model
-
+                           recipe_label: str = "recipe", recipe_text: str = ""
+                           ) -> Iterator[object]:
+    """Perplexity of the file as it is (when `base`) and of the plan quantized in each mode,
+    over the same chunks of the text. Progress counts 100 steps per run."""
     if not modes:
         yield Failed("no importance mode to compare")
         return
-    with open_model(model_path) as model:
-        yield Progress(0, 0, "tokenizing the input")
-        tokens, add_bos, bos_id = tokenize_file(model, text_path)
+    total = 100 * (len(modes) + base)
+    base_res = None
+    common = dict(model_path=str(model_path), text_path=str(text_path), n_ctx=n_ctx,
+                  chunks=chunks)
+    if base:
         try:
-            n_chunk = n_chunks_for(len(tokens), n_ctx, chunks)
-        except TextTooShort as e:
-            yield Failed(str(e))
+            base_res = yield from _run(EvalSpec(**common), 0, total, "unquantized")
+        except ValueError as e:
+            yield Failed(f"unquantized model: {e}")
             return
-        gw = GGUFWeights(model)
-        steps = Forward.from_model(model, weights=gw).cfg.n_layer + 1
-        total = (len(modes) + base) * n_chunk * steps
-        base_res = None
-        if base:
-            fw = Forward.from_model(model, weights=gw)
-            try:
-                base_res = yield from _run(fw, tokens, n_ctx, n_chunk, add_bos, bos_id, 0, total,
-                                           "unquantized")
-            except ValueError as e:
-                yield Failed(f"unquantized model: {e}")
-                return
-        ppl_base = base_res.ppl if base_res else math.nan
-        types = plan_types(plan)
-        rows = []
-        for k, mode in enumerate(modes):
-            t0 = time.perf_counter()
-            fw = Forward.from_model(model, weights=ModeWeights(gw, model, types, mode))
-            step0 = (k + base) * n_chunk * steps
-            try:
-                res = yield from _run(fw, tokens, n_ctx, n_chunk, add_bos, bos_id, step0, total,
-                                      mode.label)
-                row = ImportanceRow(k + 1, len(modes), mode.label, res.ppl, res.ppl_err, ppl_base,
-                                    plan.total_bytes, plan.bpw, n_chunk, n_ctx,
-                                    time.perf_counter() - t0)
-            except (QuantError, ValueError) as e:  # e.g. a type that needs an imatrix
-                row = ImportanceRow(k + 1, len(modes), mode.label, math.nan, math.nan, ppl_base,
-                                    plan.total_bytes, plan.bpw, n_chunk, n_ctx,
-                                    time.perf_counter() - t0, str(e))
-            rows.append(row)
-            yield row
-        table = ImportanceTable(recipe_label, Path(text_path).name, base_res, tuple(rows))
-        yield Finished(f"{len(modes)} importance modes over {n_chunk} chunks of {n_ctx}", table)
+    ppl_base = base_res.ppl if base_res else math.nan
+    rows = []
+    for k, mode in enumerate(modes):
+        spec = EvalSpec(**common, plan=plan, importance=mode.importance, imatrix=mode.imatrix,
+                        recipe_text=recipe_text or recipe_label, recipe_name=recipe_label)
+        try:
+            r = yield from _run(spec, 100 * (k + base), total, mode.label)
+            row = ImportanceRow(k + 1, len(modes), mode.label, r.ppl, r.ppl_err, ppl_base,
+                                r.total_bytes, r.bpw, r.n_chunks, r.n_ctx, r.seconds, "", r)
+        except (QuantError, ValueError) as e:  # e.g. a type that needs an imatrix
+            row = ImportanceRow(k + 1, len(modes), mode.label, math.nan, math.nan, ppl_base,
+                                plan.total_bytes, plan.bpw, 0, n_ctx, 0.0, str(e))
+        rows.append(row)
+        yield row
+    n = base_res.n_chunks if base_res else max((r.n_chunks for r in rows), default=0)
+    yield Finished(f"{len(modes)} importance modes over {n} chunks of {n_ctx}",
+                   ImportanceTable(recipe_label, Path(text_path).name, base_res, tuple(rows)))
 
 
 # ------------------------------------------------------------- one tensor, no evaluation

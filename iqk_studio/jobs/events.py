@@ -64,3 +64,16 @@ class KldChunk:
     same_top_err: float
     tokens_per_second: float
     eta_seconds: float
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run states about itself, for the results store: yielded once by an external run
+    when the tool's log header has been read (before its first chunk), and again with more facts
+    if the tool states them later. `facts` keys: flavour, build, commit, model_path, model_name,
+    kv_k, kv_v, n_ctx, n_chunks, n_seq, threads, ... (whatever the log said)."""
+
+    engine: str  # "ik_llama.cpp" | "llama.cpp" | "iqk-studio"
+    version: str  # "build 4840 (8337e4cd3)"
+    command: tuple[str, ...]  # the argv as run
+    facts: dict
