@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +161,44 @@ def test_tensor_mode_errors_against_type_scores(shared):
                                                                          rel=1e-12)
     w1 = got["no imatrix, w = 1"]
     assert w1.rel_rmse != default.rel_rmse and math.isfinite(w1.weighted_rel_rmse)
+
+
+def test_cli_through_llama_perplexity(shared, tmp_path, monkeypatch, capsys):
+    """--llama-perplexity: each mode is written by our quantizer into --workdir, evaluated by
+    the tool (the stand-in replays a real log), and removed; `--` arguments reach the tool."""
+    from test_external_runs import make_fake_bin
+
+    root = make_fake_bin(tmp_path / "llama")
+    monkeypatch.setenv("FAKE_DELAY", "0")
+    monkeypatch.setenv("FAKE_LOG", str(shared("refs", "ppl", "tiny",
+                                              "tiny-qwen2.wiki.c512.4chunks.log")))
+    seen = []
+    real_unlink = Path.unlink
+
+    def spy(self, *a, **k):  # the mode's file exists until its run has been evaluated
+        if self.name.startswith(".iqk-compare-"):
+            seen.append((self.name, self.exists()))
+        return real_unlink(self, *a, **k)
+
+    monkeypatch.setattr(Path, "unlink", spy)
+    monkeypatch.setenv("FAKE_ARGV", str(tmp_path / "argv.json"))
+    path = shared("refs", "ppl", "tiny", "tiny-qwen2.gguf")
+    recipe = save(RECIPE, tmp_path / "r.recipe")
+    work = tmp_path / "work"
+    work.mkdir()
+    assert main(["compare-importance", str(path), "--recipe", str(recipe), "-f",
+                 str(_text(shared, tmp_path)), "--chunks", "4", "--json", "--llama-perplexity",
+                 str(root), "--workdir", str(work), "--", "-t", "2"]) == 0
+    j = json.loads(capsys.readouterr().out)
+    final = 1551375.1756  # the replayed log's final estimate
+    assert j["base"]["ppl"] == pytest.approx(final)
+    assert [r["label"] for r in j["rows"]] == ["no imatrix (default weights)",
+                                               "no imatrix, w = 1"]
+    assert all(r["ppl"] == pytest.approx(final) for r in j["rows"])
+    assert seen == [(".iqk-compare-1.gguf", True), (".iqk-compare-2.gguf", True)]
+    assert list(work.iterdir()) == []
+    argv = json.loads((tmp_path / "argv.json").read_text())
+    assert argv[:2] == ["-m", str(work / ".iqk-compare-2.gguf")] and argv[-2:] == ["-t", "2"]
+    assert main(["compare-importance", str(path), "--recipe", str(recipe), "-f",
+                 str(_text(shared, tmp_path)), "--", "-t", "2"]) == 1
+    assert "--llama-perplexity" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """`iqk-studio-cli compare-importance MODEL --recipe R -f TEXT [--imatrix A.dat ...] [--chunks N]`:
-one recipe quantized in memory with each imatrix, with no imatrix (default weights) and with w = 1,
-each evaluated with the built-in engine, as the table of ik_llama.cpp discussion #359."""
+one recipe quantized with each imatrix, with no imatrix (default weights) and with w = 1, each
+evaluated, as the table of ik_llama.cpp discussion #359. Built-in: in memory. With
+--llama-perplexity (big models): each mode is written to a GGUF by our quantizer (bit-exact with
+llama-quantize, which has no w = 1) in --workdir, evaluated by your llama-perplexity, deleted."""
 
 from __future__ import annotations
 
@@ -28,6 +30,15 @@ def add_arguments(p) -> None:
     p.add_argument("--no-default", action="store_true", help="skip the default weighting")
     p.add_argument("--no-uniform", action="store_true", help="skip w = 1")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    from iqk_studio.commands.external import add_llama_option
+
+    add_llama_option(p, "llama-perplexity")
+    p.add_argument("--workdir", metavar="DIR",
+                   help="with --llama-perplexity: where each mode's GGUF is written and deleted "
+                   "after its run (default: the model's folder)")
+
+
+PASSTHROUGH = True  # arguments after `--` go to llama-perplexity
 
 
 def _plan(path, args):
@@ -89,12 +100,22 @@ def run(args) -> int:
     modes = _modes(recipe, args)
     print(f"compare-importance: {args.recipe} ({pl.total_bytes / 2**20:.2f} MiB, {pl.bpw:.4f} bpw)"
           f", {len(modes)} mode(s), {args.chunks} chunk(s) of {args.ctx_size}", file=sys.stderr)
+    if args.llama_perplexity is not None:
+        from iqk_studio.commands.external import binary
+
+        job = external_job(binary(args, "llama-perplexity"), path, pl, args.file, modes,
+                           args.ctx_size, args.chunks, not args.no_base, args.recipe,
+                           Path(args.workdir or path.parent), args.extra_args, args.threads)
+    else:
+        from iqk_studio.commands.external import no_extra
+        from iqk_studio.recipe.textfile import dumps
+
+        no_extra(args, "--llama-perplexity")
+        job = compare_importance_job(path, pl, args.file, modes, args.ctx_size, args.chunks,
+                                     not args.no_base, args.recipe, dumps(recipe))
     table = None
     tty = sys.stderr.isatty()
-    from iqk_studio.recipe.textfile import dumps
-
-    for ev in compare_importance_job(path, pl, args.file, modes, args.ctx_size, args.chunks,
-                                     not args.no_base, args.recipe, dumps(recipe)):
+    for ev in job:
         if isinstance(ev, Progress) and ev.message and tty:
             print(f"\r{ev.message[:76]:<76}", end="", file=sys.stderr, flush=True)
         elif isinstance(ev, ImportanceRow) and not args.json:
@@ -124,3 +145,66 @@ def table_json(table) -> dict:
                       "quality_loss": nan(r.quality_loss), "total_bytes": r.total_bytes,
                       "bpw": r.bpw, "n_chunks": r.n_chunks, "n_ctx": r.n_ctx, "note": r.note}
                      for r in table.rows]}
+
+
+def _external_ppl(binary, model, text, n_ctx, chunks, extra, label):
+    """Drive perplexity_run; returns its PerplexityResult, or raises ValueError."""
+    from iqk_studio.external.runs import perplexity_run
+    from iqk_studio.jobs.events import Failed, Finished, Progress
+
+    for ev in perplexity_run(binary, model, text, n_ctx, chunks, extra):
+        if isinstance(ev, Progress):
+            yield Progress(ev.done, ev.total, f"{label}: {ev.message}")
+        elif isinstance(ev, Failed):
+            raise ValueError(ev.message)
+        elif isinstance(ev, Finished):
+            return ev.result
+    raise ValueError("llama-perplexity ended without a result")
+
+
+def external_job(binary, model_path, plan, text, modes, n_ctx, chunks, base, label, workdir,
+                 extra=(), threads=None):
+    """The comparison through the user's llama-perplexity: the file as it is, then per mode our
+    quantize job writes workdir/.iqk-compare-N.gguf (removed after its run, also on failure or
+    cancel), which llama-perplexity evaluates. Events as compare_importance_job; rows carry no
+    RunResult and the base is a PerplexityResult (the runs are external)."""
+    from iqk_studio.jobs.compare_importance import ImportanceRow, ImportanceTable
+    from iqk_studio.jobs.events import Failed, Finished, Progress
+    from iqk_studio.jobs.quantize import quantize_model
+
+    if not workdir.is_dir():
+        yield Failed(f"{workdir}: no such folder (--workdir)")
+        return
+    base_res = None
+    if base:
+        try:
+            base_res = yield from _external_ppl(binary, model_path, text, n_ctx, chunks, extra,
+                                                "unquantized")
+        except ValueError as e:
+            yield Failed(f"unquantized model: {e}")
+            return
+    ppl_base = base_res.ppl if base_res else math.nan
+    rows = []
+    for k, mode in enumerate(modes):
+        out = workdir / f".iqk-compare-{k + 1}.gguf"
+        note, res = "", None
+        try:
+            for ev in quantize_model(str(model_path), plan, out, mode.imatrix, mode.uniform,
+                                     threads, allow_requantize=True):
+                if isinstance(ev, Failed):
+                    raise ValueError(ev.message)
+                if isinstance(ev, Progress) and ev.message:
+                    yield Progress(ev.done, ev.total, f"{mode.label}: quantizing {ev.message}")
+            res = yield from _external_ppl(binary, out, text, n_ctx, chunks, extra, mode.label)
+        except ValueError as e:
+            note = str(e)
+        finally:
+            out.unlink(missing_ok=True)
+        row = ImportanceRow(k + 1, len(modes), mode.label, res.ppl if res else math.nan,
+                            res.ppl_err if res else math.nan, ppl_base, plan.total_bytes,
+                            plan.bpw, res.n_chunks if res else 0, n_ctx,
+                            res.seconds if res else 0.0, note)
+        rows.append(row)
+        yield row
+    yield Finished(f"{len(modes)} importance modes through {binary.path.name}",
+                   ImportanceTable(label, Path(text).name, base_res, tuple(rows)))
