@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sensitivity": ("sensitivity", "KLD cost of quantizing each tensor group to a type"),
     "import-log": ("import_log", "read a published llama-perplexity / KLD log (forum, card)"),
     "results": ("results", "the results store: list, show, export runs"),
+    "compare-importance": ("compare_importance",
+                           "a recipe with each imatrix, default weights and w = 1, evaluated"),
+    "grids": ("grids", "value grids of the quant types; per tensor: iq4k variants, fp4 fits"),
 }
 
 

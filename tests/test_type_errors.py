@@ -37,3 +37,20 @@ def test_types_needing_an_imatrix_are_reported_not_fatal():
     got = list(type_errors(x, types=["iq2_xxs", "q8_0"]))
     assert got[0].note and np.isnan(got[0].rel_rmse)
     assert got[-1].qtype == "q8_0" and not got[-1].note
+
+
+def test_default_list_has_no_interleaved_duplicates():
+    """_R4/_R8 forms dequantize to their base type's values, so they are not listed twice."""
+    from iqk_studio.jobs.type_errors import default_types
+    from iqk_studio.quant.types import by_name
+
+    names = default_types()
+    assert names and all(by_name(n).interleave == 1 for n in names)
+    assert len(names) == len(set(names))
+    x = _x()[:8, :256]
+    for rep in ("iq4_ks_r4", "q4_k_r4"):
+        base = by_name(rep).base
+        assert base in names and rep not in names
+        a = api.dequantize(api.quantize(x, rep), rep, 256)
+        b = api.dequantize(api.quantize(x, base), base, 256)
+        assert np.array_equal(a, b)

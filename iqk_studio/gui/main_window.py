@@ -120,6 +120,7 @@ class MainWindow(QMainWindow):
         self._action(run, "&Evaluate", self.run_evaluation, "F5")
         self._action(run, "&Cancel running jobs", self.cancel_jobs, "Shift+F5")
         self._action(run, "&Quantize to GGUF...", self.quantize_control.start_dialog, "Ctrl+Shift+Q")
+        self._action(run, "Compare &importance modes...", self.compare_importance)
         h = self.menuBar().addMenu("&Help")
         self._action(h, "&About iqk-studio", lambda: desktop.about(self))
 
@@ -245,9 +246,18 @@ class MainWindow(QMainWindow):
         for r in self.runners():
             r.cancel()
 
+    def compare_importance(self) -> None:
+        """The recipe with each imatrix, default weights and w = 1 (a dialog; runs to the list)."""
+        from iqk_studio.gui.importance_dialog import open_dialog
+
+        dlg = open_dialog(self)
+        if dlg is not None:
+            dlg.exec()
+
     def runners(self):
         return (self.eval_view.panel.runner, self.quantize_control.runner,
-                self.grids_view.runner, self.sensitivity_view.panel.runner)
+                self.grids_view.runner, self.grids_view.stats_view.runner,
+                self.sensitivity_view.panel.runner)
 
     def shutdown(self) -> None:
         """Cancel running jobs and wait for their threads (a cancelled quantize removes its
