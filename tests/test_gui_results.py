@@ -10,29 +10,31 @@ from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtTest import QAbstractItemModelTester  # noqa: E402
 
 from iqk_studio.gui.chart_view import ChartView  # noqa: E402
-from iqk_studio.gui.results import Run, SessionRuns, pareto_front, ppl_ratio_pct  # noqa: E402
+from iqk_studio.gui.results import Run, pareto_front, ppl_ratio_pct  # noqa: E402
 from iqk_studio.gui.results_model import RCol, ResultsModel  # noqa: E402
+from iqk_studio.gui.store_source import StoreSource  # noqa: E402
 from iqk_studio.jobs.evaluate import RunResult  # noqa: E402
+from iqk_studio.results import ResultsStore  # noqa: E402
 
 TEXT = "/data/wiki.test.raw"
 
 
 def result(ppl, err, nbytes, recipe="", name="", importance="default", kind="ppl", **kw):
     return RunResult(kind, "/m/model.gguf", recipe, name, "q4_0+q8_0", importance if recipe
-                     else "", TEXT, 512, 8, nbytes, 2 * nbytes, ppl, err, curve=(ppl + 1, ppl),
+                     else "", TEXT, 512, 2, nbytes, 2 * nbytes, ppl, err, curve=(ppl + 1, ppl),
                      curve_err=(err, err), **kw)
 
 
-class LoggingSource(SessionRuns):
-    """Another RunSource (as a store would be): the model only talks through the protocol."""
+class LoggingSource(StoreSource):
+    """A RunSource that logs its calls: the model only talks through the protocol."""
 
     def __init__(self):
-        super().__init__()
+        super().__init__(ResultsStore(":memory:"), persistent=False)
         self.calls = []
 
-    def add(self, r, name):
+    def add(self, r, name, recorded_id=None):
         self.calls.append(("add", name))
-        return super().add(r, name)
+        return super().add(r, name, recorded_id)
 
     def rename(self, run_id, name):
         self.calls.append(("rename", run_id, name))
@@ -65,10 +67,12 @@ def test_names_baseline_and_ratios(model):
     again = m.add_result(result(11.0, 0.2, 2**30, "@base Q4_0\n", "mix"))
     assert again.name == "mix: q4_0+q8_0, no imatrix #2"  # never two identical labels
     assert m.baseline_id == base.id
-    v, e = m.vs_base(m.run(a.id))
+    v, e, how = m.vs_base(m.run(a.id))  # no per-chunk NLL: combined as if independent
     assert v == pytest.approx(10.0) and e == pytest.approx(110 * math.hypot(0.2 / 11, 0.1 / 10))
-    assert m.vs_base(m.run(k.id)) == pytest.approx((20.0, 1.0))  # KLD runs: their own ratio
-    assert m.vs_base(m.run(base.id)) == (0.0, 0.0)
+    assert how == "independent"
+    k_ratio = m.vs_base(m.run(k.id))  # KLD runs: their own ratio
+    assert k_ratio[:2] == pytest.approx((20.0, 1.0)) and k_ratio.how == "kld"
+    assert m.vs_base(m.run(base.id)) == (0.0, 0.0, "baseline")
     shown = m.data(m.index(1, RCol.VS_BASE))
     assert shown.startswith("+10.000 %")
     other = result(9.0, 0.1, 2**30, "x", "y")
@@ -115,7 +119,7 @@ def test_chart_axes_front_hover_click_export(model, qtbot, tmp_path):
     (x0, x1), _ = c.plot.viewRange()
     assert x0 < 0.5 and x1 > 2.0 and (x1 - x0) < 4
     tip = c._tip(1.0, 10.0, a.id)
-    assert "@base Q4_0" in tip and "8 chunks of 512" in tip and "no imatrix" in tip
+    assert "@base Q4_0" in tip and "2 chunks of 512" in tip and "no imatrix" in tip
     opened = []
     c.open_run.connect(opened.append)
 

@@ -21,14 +21,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from iqk_studio.gui.results import mean_kld, pareto_front
+from iqk_studio.gui.results import ERROR_KINDS, mean_kld, pareto_front
 from iqk_studio.gui.results_model import ResultsModel
 from iqk_studio.jobs.evaluate import IMPORTANCE_LABELS
 
 Y_MODES = (("ratio", "PPL(Q)/PPL(base) \u2212 1  (%)"), ("kld", "mean KLD"), ("ppl", "PPL"))
 CSV_FIELDS = ("id", "name", "kind", "model", "recipe_name", "types", "weights", "text", "n_ctx",
               "n_chunks", "total_bytes", "gib", "bpw", "ppl", "ppl_err", "ppl_vs_base_pct",
-              "ppl_vs_base_err_pct", "kld", "kld_err", "same_top", "base_model", "recipe")
+              "ppl_vs_base_err_pct", "ppl_vs_base_err_kind", "kld", "kld_err", "same_top",
+              "base_model", "recipe", "engine", "status")
 
 
 def _check_written(path) -> None:
@@ -90,22 +91,37 @@ class ChartView(QWidget):
     def mode(self) -> str:
         return self.y_mode.currentData()
 
-    def points(self) -> tuple[list, list[str]]:
-        """(run, x GiB, y, err) of the runs the mode can place, and why others are left out."""
-        mode, out, left = self.mode(), [], []
+    def points(self) -> tuple[list, dict[str, list[str]]]:
+        """(run, x GiB, y, err) of the runs the mode can place, and the names of the others by
+        why they are left out; self.error_kinds: how each ratio's error was obtained."""
+        mode, out = self.mode(), []
+        left: dict[str, list[str]] = {}
+        self.error_kinds: dict[str, list[str]] = {}
         for run in self.results.runs():
             r = run.result
+            if not run.complete:
+                left.setdefault("not finished", []).append(run.name)
+                continue
+            if not r.total_bytes:
+                left.setdefault("size unknown", []).append(run.name)
+                continue
             if mode == "ratio":
                 v = self.results.vs_base(run)
+                if v is not None:
+                    self.error_kinds.setdefault(v.how, []).append(run.name)
             elif mode == "kld":
                 v = mean_kld(r)
             else:
-                v = (r.ppl, r.ppl_err)
+                v = (r.ppl, r.ppl_err) if math.isfinite(r.ppl) else None
             if v is None:
-                left.append(run.name)
+                left.setdefault(self.WHY[mode], []).append(run.name)
             else:
                 out.append((run, r.gib, v[0], v[1] if math.isfinite(v[1]) else 0.0))
         return out, left
+
+    WHY = {"ratio": "no baseline with the same text, n_ctx and chunks (pick one with 'Use as "
+                    "baseline' in the Evaluate tab, or run KLD)",
+           "kld": "not KLD runs", "ppl": "no PPL"}
 
     # --- drawing -------------------------------------------------------------------------------
     def redraw(self) -> None:
@@ -137,18 +153,22 @@ class ChartView(QWidget):
         for item in self._labels[len(pts):]:
             item.setVisible(False)
         self._ranges(x, y, err)
-        why = {"ratio": "no baseline with the same text, n_ctx and chunks (pick one with 'Use "
-                        "as baseline' in the Evaluate tab, or run KLD)",
-               "kld": "not KLD runs", "ppl": ""}[mode]
-        notes = [f"{len(left)} run(s) not shown: {why}"] if left else []
+        notes = [f"{len(names)} run(s) not shown: {why}" for why, names in left.items()]
         if not pts:
-            notes.append("no finished runs yet: evaluate in the Evaluate tab")
-        elif mode == "ratio" and any(run.result.kind == "ppl" and run.id != base_id
-                                     for run, *_ in pts):
-            notes.append("error bars of perplexity runs combine both runs' errors as if "
-                         "independent (an over-estimate: same text); KLD runs give the paired "
-                         "error")
+            notes.append("no finished runs yet: evaluate in the Evaluate tab, or import a log")
+        elif mode == "ratio":
+            kinds = [f"{ERROR_KINDS[how]}: {len(names)}" for how, names in
+                     self.error_kinds.items() if how != "baseline"]
+            if kinds:
+                notes.append("error bars (1σ) — " + "; ".join(kinds))
+            if any(not run.result.text_path for run, *_ in pts):
+                notes.append("logs that name no text are taken to be on the baseline's text "
+                             "when n_ctx and chunks agree")
         self.note.setText("\n".join(notes))
+        self.note.setToolTip("\n".join(f"{why}: {', '.join(names)}" for why, names in
+                                       list(left.items()) + [
+                                           (ERROR_KINDS[h], n) for h, n in
+                                           getattr(self, "error_kinds", {}).items()]))
 
     def _ranges(self, x, y, err) -> None:
         """A sane x axis: at least 2 % of the largest size wide, never a sub-MiB sliver."""
@@ -171,7 +191,8 @@ class ChartView(QWidget):
             return ""
         from iqk_studio.gui.results_model import run_tooltip
 
-        return run_tooltip(run) + "\n(click: open this recipe)"
+        tip = run_tooltip(run, self.results.vs_base(run))
+        return tip + ("\n(click: open this recipe)" if run.result.recipe_text else "")
 
     def _clicked(self, _item, points, *_):
         if len(points):
@@ -215,13 +236,14 @@ class ChartView(QWidget):
             w.writerow(CSV_FIELDS)
             for run in self.results.runs():
                 r = run.result
-                v = self.results.vs_base(run) or ("", "")
+                v = tuple(self.results.vs_base(run) or ("", "", ""))
                 w.writerow([run.id, run.name, r.kind, r.model_path, r.recipe_name, r.types,
                             IMPORTANCE_LABELS.get(r.importance, r.importance), r.text_path,
                             r.n_ctx, r.n_chunks, r.total_bytes, f"{r.gib:.6f}", f"{r.bpw:.4f}",
                             r.ppl, r.ppl_err, *v, *(("", "") if r.kind != "kld" else
                                                     (r.kld, r.kld_err)),
-                            "" if r.kind != "kld" else r.same_top, r.base_path, r.recipe_text])
+                            "" if r.kind != "kld" else r.same_top, r.base_path, r.recipe_text,
+                            run.engine, run.status])
 
     def _export_dialog(self, kind: str) -> None:
         path, _ = QFileDialog.getSaveFileName(self, f"Export {kind.upper()}",
