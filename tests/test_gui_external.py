@@ -4,6 +4,8 @@ store; extra arguments untouched; cancel kills the process group; a failure show
 lines; a NaN chunk is flagged with the choice to stop; KLD saves the base's log-probs first."""
 
 import json
+import os
+import signal
 
 import pytest
 
@@ -43,7 +45,10 @@ def ext(tmp_path, monkeypatch, qtbot):
     st.external.where.setText(str(root))
     st.external.detect()
     qtbot.waitUntil(lambda: st.external.binary is not None, timeout=10000)
-    return w, tmp_path, store
+    yield w, tmp_path, store
+    pid = tmp_path / "pid"
+    if pid.exists() and _alive(int(pid.read_text())):  # a failed test leaves no stalled tool
+        os.killpg(int(pid.read_text()), signal.SIGKILL)
 
 
 def _run(qtbot, w, timeout=30000):

@@ -31,7 +31,7 @@ METRICS = ("perplexity", "KL-divergence vs a base model")
 WEIGHTS = (("imatrix", "imatrix (@imatrix)"), ("default", "no imatrix (default)"),
            ("uniform", "w = 1 (uniform)"))
 DEFAULT_CHUNKS = 8
-ENGINES = ("built-in engine", "my llama-perplexity (llama.cpp / ik_llama.cpp)")
+ENGINES = ("built-in", "your llama-perplexity")
 TEXT_NAMES = ("wiki.test.raw", "wikitext-2-raw/wiki.test.raw")
 
 
@@ -108,10 +108,10 @@ class EvalSettings(QWidget):
         ctx.addWidget(QLabel("chunks"))
         ctx.addWidget(self.chunks)
         ctx.addWidget(self.estimate, 1)
-        g.addLayout(ctx, 3, 1, 1, 3)
-        g.addWidget(QLabel("engine"), 4, 0)
-        g.addWidget(self.engine, 4, 1, 1, 3)
-        g.addWidget(self.external, 5, 0, 1, 4)
+        g.addLayout(ctx, 3, 1)
+        g.addWidget(QLabel("engine"), 3, 2)
+        g.addWidget(self.engine, 3, 3)
+        g.addWidget(self.external, 4, 0, 1, 4)
         g.setColumnStretch(1, 1)
         g.setColumnStretch(3, 1)
         self._speed: dict[str, float] = {}  # model path -> tokens/s measured this session
