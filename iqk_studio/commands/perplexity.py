@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from iqk_studio.cli import CliError
+from iqk_studio.cli import CliError, interruptible
+from iqk_studio.commands._checks import check_memory, check_text_file, check_threads
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
 from iqk_studio.jobs.events import Chunk, Failed, Finished, Progress
@@ -61,7 +62,7 @@ def recipe_job(model_path, args):
 def print_chunks(events, prog: str, progress: bool = False) -> Finished:
     """Print `[i]ppl,` per Chunk on stdout like llama-perplexity; returns the Finished event."""
     first = True
-    for ev in events:
+    for ev in interruptible(events):
         if isinstance(ev, Progress):
             if progress and ev.total:
                 print(f"\r{prog}: {ev.message}   ", end="", file=sys.stderr, flush=True)
@@ -92,8 +93,8 @@ def _eta(seconds: float) -> str:
 
 
 def run(args) -> int:
-    if args.threads is not None:
-        set_threads(args.threads)
+    check_threads(args.threads, "-t")
+    check_text_file(args.file)
     from iqk_studio.commands import external
 
     model = resolve_model_arg(args.model)
@@ -106,6 +107,9 @@ def run(args) -> int:
     if not model.exists():
         raise CliError(f"{model}: no such model file")
     recipe = plan = None
+    check_memory([model], args.ctx_size, copies=2 if _wants_recipe(args) else 1)
+    if args.threads is not None:
+        set_threads(args.threads)
     if _wants_recipe(args):
         job, recipe, plan = recipe_job(model, args)
     else:

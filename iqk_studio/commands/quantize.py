@@ -7,7 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from iqk_studio.cli import CliError
+from iqk_studio.cli import CliError, interruptible
+from iqk_studio.commands._checks import check_output, check_threads, model_files
 from iqk_studio.jobs.events import Failed, Finished, TensorDone
 
 PASSTHROUGH = True  # `-- EXTRA ARGS` go to llama-quantize (before the file names)
@@ -59,9 +60,7 @@ def run(args) -> int:
     from iqk_studio.jobs.quantize import quantize_model
     from iqk_studio.quant.types import parse_ftype
 
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise CliError(f"output directory {str(out.parent)!r} does not exist")
+    check_threads(args.threads)
     args.model = str(resolve_model_arg(args.model))
     from iqk_studio.commands import external
 
@@ -70,11 +69,14 @@ def run(args) -> int:
 
         if args.uniform:
             raise CliError("--uniform is for the built-in quantizer")
-        return external.run_quantize(args, Path(args.model), out,
-                                     recipe_from_args(args, args.base_type))
+        recipe = recipe_from_args(args, args.base_type)
+        with open_model(args.model) as model:
+            out = check_output(args.out, {**model_files(model), "imatrix file": recipe.imatrix})
+        return external.run_quantize(args, Path(args.model), out, recipe)
     external.no_extra(args, "--llama-quantize")
     with open_model(args.model) as model:
         recipe, pl = build_plan(model, args)
+        out = check_output(args.out, {**model_files(model), "imatrix file": recipe.imatrix})
         try:
             ftype = parse_ftype(recipe.base)
         except KeyError as e:
@@ -89,7 +91,7 @@ def run(args) -> int:
                              threads=args.threads, allow_requantize=recipe.allow_requantize,
                              ftype=ftype, imatrix_path=recipe.imatrix)
         try:
-            for ev in job:
+            for ev in interruptible(job):
                 if isinstance(ev, TensorDone):
                     print(_line(ev.index, ev.count, ev.name, model.tensors[ev.name],
                                 entries[ev.name], ev.bytes), flush=True)

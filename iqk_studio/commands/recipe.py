@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from iqk_studio.cli import CliError
+from iqk_studio.commands._checks import check_output, check_text_file
 from iqk_studio.commands.plan import add_recipe_options, recipe_from_args
 from iqk_studio.recipe import library
 from iqk_studio.recipe.cmdline import export_ik, export_mainline, import_text, placement_args
@@ -58,7 +60,14 @@ def _export(args) -> int:
 
 
 def _import(args) -> int:
-    text = sys.stdin.read() if args.source == "-" else Path(args.source).read_text()
+    if args.source != "-":
+        check_text_file(args.source, "recipe import")
+        if args.output:
+            check_output(args.output, {"source text": args.source})
+    try:
+        text = sys.stdin.read() if args.source == "-" else Path(args.source).read_text()
+    except UnicodeDecodeError as e:
+        raise CliError(f"{args.source}: not UTF-8 text (byte {e.start})") from None
     recipe, lints = import_text(text, args.base)
     for lint in lints + lint_rules(recipe) + lint_options(recipe):
         print(f"# {lint}", file=sys.stderr)

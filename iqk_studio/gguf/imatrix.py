@@ -73,8 +73,8 @@ def load_imatrix_dat(path) -> Imatrix:
 
     n_entries = i32("entry count")
     if n_entries < 0 or n_entries > size // 12:
-        raise GGUFError(f"{path}: entry count {n_entries} is not a valid imatrix count "
-                        "(is this an imatrix file?)")
+        raise GGUFError(f"{path}: entry count {n_entries} cannot fit in a {size}-byte file "
+                        "(a truncated file, or not an imatrix)")
     values, ncall = {}, {}
     for i in range(n_entries):
         n = nbytes(i32(f"name length of entry {i}"), f"name length of entry {i}")
@@ -121,8 +121,11 @@ def save_imatrix_dat(path, imatrix: Imatrix) -> Path:
 
 
 def _write_atomic(path, data: bytes) -> Path:
+    from iqk_studio.gguf.writer import remove_stale_temps, temp_path
+
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    remove_stale_temps(path)
+    tmp = temp_path(path)
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from iqk_studio.gguf.reader import GGUFError, GGUFModel, open_file
+from iqk_studio.gguf.values import short
 
 KEY_NO, KEY_COUNT, KEY_TENSORS = "split.no", "split.count", "split.tensors.count"
 _SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
@@ -29,7 +30,7 @@ def _int_key(f, key: str) -> int | None:
     if v is None:
         return None
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise GGUFError(f"{f.path}: {key} must be a non-negative integer, got {v!r}")
+        raise GGUFError(f"{f.path}: {key} must be a non-negative integer, got {short(v)}")
     return v
 
 
@@ -66,8 +67,8 @@ def open_parts(path: Path) -> GGUFModel:
             maps.append(m)
             if _int_key(f, KEY_NO) != i or _int_key(f, KEY_COUNT) != count:
                 raise GGUFError(f"{p}: expected split.no = {i} and split.count = {count}, "
-                                f"found {f.metadata.get(KEY_NO)!r} and "
-                                f"{f.metadata.get(KEY_COUNT)!r}")
+                                f"found {short(f.metadata.get(KEY_NO))} and "
+                                f"{short(f.metadata.get(KEY_COUNT))}")
         model = GGUFModel(files, maps)
         total = _int_key(files[0], KEY_TENSORS)
         if total is not None and total != len(model.tensors):
