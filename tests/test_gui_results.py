@@ -160,3 +160,49 @@ def test_sub_mib_differences_keep_a_sane_axis(qtbot):
 def test_run_record_is_what_the_list_shows():
     r = Run("s1", "n", result(1.0, 0.1, 8))
     assert r.result.bpw == 4.0 and r.result.gib == 8 / 2**30
+
+
+def test_published_points_layer(qtbot, monkeypatch):
+    """Published points of library recipes (recipe.published, when the build has it) are drawn
+    for the open model by name, as hollow squares with their own y (PPL / base PPL - 1)."""
+    import importlib.util
+    from dataclasses import dataclass
+
+    from iqk_studio.gui import chart_view
+    from iqk_studio.gui.results import model_names, published_points_for
+
+    has_module = importlib.util.find_spec("iqk_studio.recipe.published") is not None
+    assert (published_points_for({}) is None) == (not has_module)
+
+    @dataclass(frozen=True)
+    class Point:  # the fields of recipe.published.PublishedPoint the chart reads
+        recipe: str
+        size_gib: float
+        ppl: float | None
+        base_ppl: float | None
+        importance: str = ""
+        model: str = "Qwen3-30B-A3B"
+        text: str = ""
+        source: str = ""
+
+        @property
+        def quality_loss(self):
+            return None if self.ppl is None or not self.base_ppl else self.ppl / self.base_ppl - 1
+
+        @property
+        def label(self):
+            return self.recipe
+
+    pts = [Point("IQK-3", 10.389, 9.5, 9.0), Point("IQK-1", 8.0, None, None)]
+    monkeypatch.setattr(chart_view, "published_points_for", lambda md: pts)
+    assert model_names({"general.name": "Qwen3 30B A3B"}) == {"qwen330ba3b"}
+    c = ChartView(ResultsModel())
+    qtbot.addWidget(c)
+    c.set_model({"general.name": "Qwen3 30B A3B"})
+    assert not c.show_published.isHidden() and c.show_published.isEnabled()
+    (p, x, y), = c.published_points()  # IQK-1 has no PPL: not placed
+    assert (p.recipe, x, y) == ("IQK-3", 10.389, pytest.approx(100 * (9.5 / 9.0 - 1)))
+    assert len(c.published.data) == 1 and "1 published point" in c.note.text()
+    assert "IQK-3 (published)" in c._published_tip(0, 0, p)
+    c.show_published.setChecked(False)
+    assert c.published_points() == [] and len(c.published.data) == 0

@@ -10,7 +10,9 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
@@ -21,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from iqk_studio.gui.results import ERROR_KINDS, mean_kld, pareto_front
+from iqk_studio.gui.results import ERROR_KINDS, mean_kld, pareto_front, published_points_for
 from iqk_studio.gui.results_model import ResultsModel
 from iqk_studio.jobs.evaluate import IMPORTANCE_LABELS
 
@@ -64,12 +66,24 @@ class ChartView(QWidget):
         self.scatter = pg.ScatterPlotItem(hoverable=True, tip=self._tip, size=11,
                                           hoverSize=15, pen=pg.mkPen("w"))
         self.plot.addItem(self.scatter)
+        # published points of library recipes: hollow squares, not runs (no curve, no recipe run)
+        self.published = pg.ScatterPlotItem(hoverable=True, tip=self._published_tip, size=10,
+                                            symbol="s", brush=None,
+                                            pen=pg.mkPen((120, 60, 0), width=2))
+        self.plot.addItem(self.published)
+        self.show_published = QCheckBox("published")
+        self.show_published.setChecked(True)
+        self.show_published.setToolTip("the published size and PPL of the library recipes "
+                                       "written for this model (their @note published: lines)")
+        self._published_pts: list = []
+        self.set_model(None)
         self._labels: list[pg.TextItem] = []  # a pool: reused, never removed
         self.note = QLabel("")
         self.note.setWordWrap(True)
         top = QHBoxLayout()
         top.addWidget(QLabel("y"))
         top.addWidget(self.y_mode, 1)
+        top.addWidget(self.show_published)
         for text, slot in (("PNG...", lambda: self._export_dialog("png")),
                            ("SVG...", lambda: self._export_dialog("svg")),
                            ("CSV...", lambda: self._export_dialog("csv"))):
@@ -83,6 +97,7 @@ class ChartView(QWidget):
         lay.addWidget(self.note)
         self.scatter.sigClicked.connect(self._clicked)
         self.y_mode.currentIndexChanged.connect(self.redraw)
+        self.show_published.toggled.connect(self.redraw)
         results.changed.connect(self.redraw)
         self.shown: list = []  # (run, x, y, err) as drawn
         self.redraw()
@@ -123,6 +138,35 @@ class ChartView(QWidget):
                     "baseline' in the Evaluate tab, or run KLD)",
            "kld": "not KLD runs", "ppl": "no PPL"}
 
+    def set_model(self, metadata: dict | None) -> None:
+        """Published points follow the open model (hidden when the library has none)."""
+        pts = published_points_for(metadata)
+        self.show_published.setVisible(pts is not None)
+        self._published_pts = pts or []
+        self.show_published.setEnabled(bool(pts))
+        if hasattr(self, "shown"):
+            self.redraw()
+
+    def published_points(self) -> list[tuple[object, float, float]]:
+        """(point, GiB, y) of the published points the mode can place."""
+        if not self.show_published.isChecked():
+            return []
+        out, mode = [], self.mode()
+        for p in self._published_pts:
+            y = (100 * p.quality_loss if p.quality_loss is not None else None) if mode == \
+                "ratio" else p.ppl if mode == "ppl" else None
+            if y is not None:
+                out.append((p, p.size_gib, y))
+        return out
+
+    def _published_tip(self, x, y, data) -> str:
+        p = data
+        lines = [f"{p.label} (published)", f"model: {p.model or '?'}", f"size: {p.size_gib} GiB"]
+        if p.ppl is not None:
+            lines.append(f"PPL {p.ppl}" + (f", base PPL {p.base_ppl}" if p.base_ppl else ""))
+        return "\n".join(lines + ([f"text: {p.text}"] if p.text else []) +
+                         ([p.source] if p.source else []))
+
     # --- drawing -------------------------------------------------------------------------------
     def redraw(self) -> None:
         pts, left = self.points()
@@ -139,23 +183,31 @@ class ChartView(QWidget):
         y = np.array([p[2] for p in pts], dtype=float)
         err = np.array([p[3] for p in pts], dtype=float)
         self._bars.setData(x=x, y=y, height=2 * err)
+        pub = self.published_points()
+        self.published.setData(spots=[{"pos": (px, py), "data": p} for p, px, py in pub])
+        self._published_shown = pub
         front = pareto_front(list(x), list(y))
         self._front.setData(x[front], y[front]) if len(front) > 1 else self._front.setData([], [])
-        while len(self._labels) < len(pts):
+        labels = [(run.name, self.results.color(run.id), px, py) for run, px, py, _ in pts] + [
+            (p.label, QColor(120, 60, 0), px, py) for p, px, py in pub]
+        while len(self._labels) < len(labels):
             item = pg.TextItem(anchor=(0, 1))
             self.plot.addItem(item)
             self._labels.append(item)
-        for item, (run, px, py, _) in zip(self._labels, pts):
-            item.setText(run.name if len(run.name) <= 28 else run.name[:27] + "\u2026",
-                         color=self.results.color(run.id))
+        for item, (name, color, px, py) in zip(self._labels, labels):
+            item.setText(name if len(name) <= 28 else name[:27] + "\u2026", color=color)
             item.setPos(px, py)
             item.setVisible(True)
-        for item in self._labels[len(pts):]:
+        for item in self._labels[len(labels):]:
             item.setVisible(False)
-        self._ranges(x, y, err)
+        self._ranges(np.concatenate([x, [p[1] for p in pub]]),
+                     np.concatenate([y, [p[2] for p in pub]]),
+                     np.concatenate([err, np.zeros(len(pub))]))
         notes = [f"{len(names)} run(s) not shown: {why}" for why, names in left.items()]
-        if not pts:
+        if not pts and not pub:
             notes.append("no finished runs yet: evaluate in the Evaluate tab, or import a log")
+        if pub:
+            notes.append(f"{len(pub)} published point(s) of library recipes (hollow squares)")
         elif mode == "ratio":
             kinds = [f"{ERROR_KINDS[how]}: {len(names)}" for how, names in
                      self.error_kinds.items() if how != "baseline"]

@@ -84,6 +84,8 @@ class MainWindow(QMainWindow):
         self.recipe_panel.editor.files_dropped.connect(self.open_files)
         self.tensors_view.table.selectionModel().currentRowChanged.connect(self._tensor_selected)
         self.chart_view.open_run.connect(self.eval_view.open_recipe)
+        s.model_changed.connect(lambda m: self.chart_view.set_model(
+            m.metadata if m is not None else None))
         for panel in (self.eval_view.panel, self.sensitivity_view.panel):
             panel.compiling.connect(lambda m: self.statusBar().showMessage(m, 0))
             panel.done.connect(lambda _: self.statusBar().clearMessage())

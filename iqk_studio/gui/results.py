@@ -156,3 +156,32 @@ def pareto_front(xs: Sequence[float], ys: Sequence[float]) -> list[int]:
             front.append(i)
             best = ys[i]
     return front
+
+
+def _norm(name: str | None) -> str:
+    return "".join(ch for ch in (name or "").lower() if ch.isalnum())
+
+
+def model_names(metadata: dict) -> set[str]:
+    """The names a model goes by, normalised: general.name, and basename + size_label
+    ("Qwen3 30B A3B", "Qwen3-30B-A3B" and "qwen3 + 30B-A3B" all read qwen330ba3b)."""
+    names = {_norm(metadata.get("general.name"))}
+    base, size = metadata.get("general.basename"), metadata.get("general.size_label")
+    if base and size:
+        names.add(_norm(f"{base}{size}"))
+    return names - {""}
+
+
+def published_points_for(metadata: dict | None) -> list | None:
+    """Published (size, PPL) points of the library recipes written for the open model
+    (recipe.published, the recipes library of issue 12), or None when this build has no such
+    module. Points without a model name are kept; with no model open, all of them."""
+    try:
+        from iqk_studio.recipe import published
+    except ImportError:
+        return None
+    pts = published.published_points()
+    if not metadata:
+        return pts
+    names = model_names(metadata)
+    return [p for p in pts if not p.model or _norm(p.model) in names]
