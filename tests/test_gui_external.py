@@ -83,6 +83,7 @@ def test_external_ppl_run_looks_like_a_builtin_one(ext, qtbot):
     assert v.panel.progress.value() == v.panel.progress.maximum()
     (run,) = w.results.runs()
     assert run.source == "external" and run.engine == "ik_llama.cpp build 4840 (8337e4cd3)"
+    assert run.name == "tiny-qwen2.gguf (ik_llama.cpp)"  # not the built-in run's "(file)"
     assert run.result.curve == log.chunks and run.result.ppl == log.final[0]
     assert w.results.data(w.results.index(0, RCol.SOURCE)) == run.engine
     assert w.results.baseline_id == run.id  # the file as it is: the baseline, as built-in

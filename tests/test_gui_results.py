@@ -206,3 +206,11 @@ def test_published_points_layer(qtbot, monkeypatch):
     assert "IQK-3 (published)" in c._published_tip(0, 0, p)
     c.show_published.setChecked(False)
     assert c.published_points() == [] and len(c.published.data) == 0
+
+
+def test_labels_at_the_same_place_are_stacked():
+    from iqk_studio.gui.chart_view import _stack
+
+    labels = [("a", None, 0.23, 0.0), ("b", None, 10.0, 40.0), ("c", None, 0.23, -0.1),
+              ("d", None, 0.2301, 0.05)]
+    assert _stack(labels) == [0, 0, 1, 2] and _stack([]) == []

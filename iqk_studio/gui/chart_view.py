@@ -41,6 +41,22 @@ def _check_written(path) -> None:
         raise OSError(f"cannot write {path}")
 
 
+def _stack(labels) -> list[int]:
+    """For each label, how many earlier labels sit at about the same place (1 % of the x span,
+    2 % of the y span): that many lines up."""
+    if not labels:
+        return []
+    xs = [lb[2] for lb in labels]
+    ys = [lb[3] for lb in labels]
+    dx = max(max(xs) - min(xs), 1e-9) * 0.01
+    dy = max(max(ys) - min(ys), 1e-9) * 0.02
+    out = []
+    for i, (_, _, x, y) in enumerate(labels):
+        out.append(sum(abs(x - labels[j][2]) <= dx and abs(y - labels[j][3]) <= dy
+                       for j in range(i)))
+    return out
+
+
 class ChartView(QWidget):
     open_run = Signal(object)  # Run whose point was clicked
 
@@ -134,8 +150,8 @@ class ChartView(QWidget):
                 out.append((run, r.gib, v[0], v[1] if math.isfinite(v[1]) else 0.0))
         return out, left
 
-    WHY = {"ratio": "no baseline with the same text, n_ctx and chunks (pick one with 'Use as "
-                    "baseline' in the Evaluate tab, or run KLD)",
+    WHY = {"ratio": "no baseline with the same text, n_ctx and chunks (select one in the "
+                    "Evaluate tab's list and press 'Baseline', or run KLD)",
            "kld": "not KLD runs", "ppl": "no PPL"}
 
     def set_model(self, metadata: dict | None) -> None:
@@ -194,8 +210,9 @@ class ChartView(QWidget):
             item = pg.TextItem(anchor=(0, 1))
             self.plot.addItem(item)
             self._labels.append(item)
-        for item, (name, color, px, py) in zip(self._labels, labels):
+        for item, (name, color, px, py), k in zip(self._labels, labels, _stack(labels)):
             item.setText(name if len(name) <= 28 else name[:27] + "\u2026", color=color)
+            item.setAnchor((0, 1 + k))  # points at (almost) the same place: labels stacked
             item.setPos(px, py)
             item.setVisible(True)
         for item in self._labels[len(labels):]:
@@ -213,7 +230,8 @@ class ChartView(QWidget):
                      self.error_kinds.items() if how != "baseline"]
             if kinds:
                 notes.append("error bars (1σ) — " + "; ".join(kinds))
-            if any(not run.result.text_path for run, *_ in pts):
+            if any(not run.result.text_path and run.result.kind == "ppl" and run.id != base_id
+                   for run, *_ in pts):
                 notes.append("logs that name no text are taken to be on the baseline's text "
                              "when n_ctx and chunks agree")
         self.note.setText("\n".join(notes))

@@ -25,9 +25,9 @@ from iqk_studio.gui.job_panel import JobPanel, fmt_seconds
 from iqk_studio.gui.results_model import ResultsModel
 from iqk_studio.gui.results_panel import ResultsPanel
 from iqk_studio.gui.session import Session
-from iqk_studio.gui.store_source import StoreSource, builtin_spec
+from iqk_studio.gui.store_source import StoreSource, builtin_spec, run_name
 from iqk_studio.jobs.evaluate import evaluate
-from iqk_studio.jobs.events import Chunk, KldChunk
+from iqk_studio.jobs.events import Chunk, KldChunk, RunInfo
 
 REDRAW_MS = 33  # at most ~30 redraws a second
 LIVE = (30, 30, 30)
@@ -129,6 +129,7 @@ class EvalView(QWidget):
         self._t_chunks: list[float] = []
         self._recording = None  # the recorded job of the run going on (its store id)
         self._external = False
+        self._engine = ""  # as the external tool stated it (RunInfo)
         self._nan_seen = False
         self._store_warned = False
 
@@ -146,6 +147,7 @@ class EvalView(QWidget):
         self._t_chunks = []
         self._recording = None
         self._nan_seen = False
+        self._engine = ""
         self.nan_bar.hide()
         self.details.hide()
         for line in self._nan_lines:
@@ -186,6 +188,8 @@ class EvalView(QWidget):
         self.panel.cancel()
 
     def _on_event(self, ev) -> None:
+        if isinstance(ev, RunInfo):
+            self._engine = ev.engine
         if not isinstance(ev, (Chunk, KldChunk)):
             return
         if not math.isfinite(ev.ppl):
@@ -235,7 +239,8 @@ class EvalView(QWidget):
         if result is None:
             return
         rid = StoreSource.recorded_id(self._recording) if self._recording is not None else None
-        run = self.results.add_result(result, recorded_id=rid)
+        name = run_name(result, "external", self._engine) if self._external else None
+        run = self.results.add_result(result, name, recorded_id=rid)
         r = result
         if r.kind == "kld":
             self.panel.set_status(

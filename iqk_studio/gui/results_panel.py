@@ -5,7 +5,7 @@ runs of other processes appear as they go."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -46,7 +46,8 @@ class ResultsPanel(QWidget):
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeToContents)
         hh.setSectionResizeMode(RCol.NAME, QHeaderView.Interactive)
-        hh.resizeSection(RCol.NAME, 230)
+        hh.resizeSection(RCol.NAME, 260)
+        self.table.setTextElideMode(Qt.ElideMiddle)  # "long-model-na…gguf (KLD log)"
         hh.setStretchLastSection(True)
         self.models = QComboBox()
         self.models.addItems(MODEL_FILTERS)
@@ -56,8 +57,9 @@ class ResultsPanel(QWidget):
         self.kinds = QComboBox()
         for label, _ in KIND_FILTERS:
             self.kinds.addItem(label)
-        base_btn = QPushButton("Use as baseline")
-        base_btn.setToolTip("PPL vs base and the chart's y axis divide by this run's PPL")
+        base_btn = QPushButton("Baseline")
+        base_btn.setToolTip("use the selected run as the baseline: PPL vs base and the chart's "
+                            "y axis divide by its PPL")
         open_btn = QPushButton("Open recipe")
         remove_btn = QPushButton("Delete")
         self.import_btn = QToolButton()
@@ -68,7 +70,6 @@ class ResultsPanel(QWidget):
         self.where = QLabel("")  # the store's file, or why runs are kept in memory only
         self.where.setWordWrap(False)
         top = QHBoxLayout()
-        top.addWidget(QLabel("runs of"))
         top.addWidget(self.models)
         top.addWidget(self.kinds)
         top.addWidget(self.where, 1)

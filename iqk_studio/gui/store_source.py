@@ -91,10 +91,19 @@ def result_of(run: StoredRun) -> RunResult:
 
 
 def _default_name(s: RunSummary, r: RunResult) -> str:
-    if s.source == "imported":
-        return f"{s.label} (log)"
+    return run_name(r, s.source, s.engine, s.label)
+
+
+def run_name(r: RunResult, source: str, engine: str = "", label: str = "") -> str:
+    """The name a run gets unless the user gives one: recipe + types + weighting, the file's
+    name with the engine that measured it, or the log's model."""
+    kld = " KLD" if r.kind == "kld" else ""
+    if source == "imported":
+        return f"{label} (log)"
+    if source == "external" and r.is_file:
+        return f"{Path(r.model_path).name} ({engine.split()[0] if engine else 'llama.cpp'}){kld}"
     if r.recipe_text and not r.types:  # recorded by the CLI: no type mix known
-        return f"{Path(r.model_path).name} + recipe" + (" KLD" if r.kind == "kld" else "")
+        return f"{Path(r.model_path).name} + recipe{kld}"
     return r.default_name()
 
 
