@@ -223,3 +223,27 @@ def test_a_killed_app_keeps_its_finished_chunks(qtbot, tmp_path):
 
     assert run.result.curve == read_log(shared_path(*TINY_LOG)).chunks[:2]
     assert w.results.data(w.results.index(0, RCol.CHUNKS)) == "2/4 \u00d7 512 (interrupted)"
+
+
+def test_ticks_baseline_and_filters_are_remembered_with_the_store(qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+    from test_gui_results import result
+
+    db, ini = tmp_path / "results.sqlite3", str(tmp_path / "settings.ini")
+
+    def win():
+        w = MainWindow(settings=QSettings(ini, QSettings.IniFormat),
+                       results=ResultsModel(StoreSource(ResultsStore(db))))
+        qtbot.addWidget(w)
+        return w
+
+    w = win()
+    a = w.results.add_result(result(10.0, 0.1, 2**30, "x", "a"))
+    b = w.results.add_result(result(11.0, 0.1, 2**29, "y", "b"))
+    w.results.set_baseline(b.id)
+    w.results.set_shown(a.id, False)
+    w.eval_view.list.kinds.setCurrentIndex(1)
+    w.close()
+    w2 = win()
+    assert w2.results.baseline_id == b.id and w2.eval_view.list.kinds.currentIndex() == 1
+    assert [r.id for r in w2.results.shown_runs()] == [b.id]

@@ -211,7 +211,8 @@ class ChartView(QWidget):
             self.plot.addItem(item)
             self._labels.append(item)
         for item, (name, color, px, py), k in zip(self._labels, labels, _stack(labels)):
-            item.setText(name if len(name) <= 28 else name[:27] + "\u2026", color=color)
+            item.setText(name if len(name) <= 30 else name[:13] + "\u2026" + name[-16:],
+                         color=color)  # the end tells runs of one file apart: kept
             item.setAnchor((0, 1 + k))  # points at (almost) the same place: labels stacked
             item.setPos(px, py)
             item.setVisible(True)

@@ -251,6 +251,7 @@ class EvalView(QWidget):
             pm = f" \u00b1 {r.ppl_err:.4f}" if math.isfinite(r.ppl_err) else ""
             self.panel.set_status(f"{run.name}: PPL = {r.ppl:.4f}{pm} over {r.n_chunks} chunks "
                                   f"of {r.n_ctx}")
+        self.panel.progress.setFormat(f"chunk {r.n_chunks}/{r.n_chunks}")  # not the tool's line
         self.buf = ChunkBuffers()  # the run is now an overlay of its own colour
         self._redraw()
         self.finished.emit(result)
