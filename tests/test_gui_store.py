@@ -247,3 +247,32 @@ def test_ticks_baseline_and_filters_are_remembered_with_the_store(qtbot, tmp_pat
     w2 = win()
     assert w2.results.baseline_id == b.id and w2.eval_view.list.kinds.currentIndex() == 1
     assert [r.id for r in w2.results.shown_runs()] == [b.id]
+
+
+def test_a_store_failing_mid_session_keeps_the_run_in_memory(qtbot, tmp_path):
+    from test_gui_results import result
+
+    model = ResultsModel(StoreSource(ResultsStore(tmp_path / "results.sqlite3")))
+    said = []
+    model.message.connect(said.append)
+    model.source.store.close()  # as a disk that went away
+    run = model.add_result(result(10.0, 0.1, 2**30))
+    assert run.id.startswith("m") and [r.id for r in model.runs()] == [run.id]
+    assert said and "could not be written to the results store" in said[0]
+    assert model.rename(run.id, "kept anyway") and model.run(run.id).name == "kept anyway"
+    assert not model.refresh()  # listing fails: said, the rows stay
+    assert [r.name for r in model.runs()] == ["kept anyway"] and len(said) == 2
+
+
+def test_an_imported_log_of_another_model_is_shown(qtbot, tmp_path, monkeypatch):
+    from iqk_studio.gui import import_dialogs
+    from iqk_studio.gui.import_dialogs import LogImportDialog
+
+    w = window(qtbot, tmp_path / "results.sqlite3")
+    w.open_model(str(shared_path(*TINY)))
+    assert w.eval_view.list.models.currentIndex() == 0  # this model
+    monkeypatch.setattr(LogImportDialog, "exec", lambda self: pytest.fail("the log has a size"))
+    run = import_dialogs.import_log_file(
+        w, shared_path("refs", "ppl", "gemma3-270m-q4_k_m.wiki.c512.log"))
+    assert w.eval_view.list.models.currentIndex() == 1  # switched to all models, and said so
+    assert [r.id for r in w.results.runs()] == [run.id]
