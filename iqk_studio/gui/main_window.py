@@ -56,6 +56,8 @@ class MainWindow(QMainWindow):
         self.chart_view = ChartView(self.results)
         self.sensitivity_view = SensitivityView(s)
         self.sensitivity_view.text_source = lambda: self.eval_view.settings.text.text().strip()
+        self.sensitivity_view.record = lambda job, spec: self.results.source.record(
+            job, spec, on_error=self.eval_view.store_problem.emit)
         self.summary = SummaryPanel()
         self.tabs = QTabWidget()
         for w, name in ((self.tensors_view, "Tensors"), (self.grids_view, "Grids"),
