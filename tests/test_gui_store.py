@@ -48,7 +48,7 @@ def test_runs_are_recorded_and_listed_in_the_next_session(qtbot, tmp_path, monke
     st = w.eval_view.settings
     st.text.setText(str(shared_path("data", "wiki.test.raw")))
     st.n_ctx.setValue(64)
-    st.chunks.setValue(3)
+    st.chunks.setValue(2)
     st.target.setCurrentIndex(0)
     _run(qtbot, w)  # the file as it is: the baseline
     w.session.set_text("# mine\n@base Q8_0\nffn_down=q4_0\n", "edit", name="mix")
@@ -59,7 +59,7 @@ def test_runs_are_recorded_and_listed_in_the_next_session(qtbot, tmp_path, monke
     with ResultsStore(db) as s:  # recorded as they ran, under the names the list shows
         rows = s.list_runs()
         assert sorted((r.name, r.status, r.n_done, r.source) for r in rows) == sorted(
-            (r.name, "finished", 3, "builtin") for r in before)
+            (r.name, "finished", 2, "builtin") for r in before)
     # two runs over the same chunks: the ratio's error is paired over them
     ratio = w.results.vs_base(before[1])
     assert ratio.how == "paired" and 0 < ratio.err
@@ -75,7 +75,7 @@ def test_runs_are_recorded_and_listed_in_the_next_session(qtbot, tmp_path, monke
     monkeypatch.setenv("IQK_STUDIO_DATA", str(tmp_path))
     assert cli(["perplexity", str(shared_path(*TINY)), "-f", str(shared_path("data",
                                                                              "wiki.test.raw")),
-                "-c", "64", "--chunks", "2"]) == 0
+                "-c", "64", "--chunks", "1"]) == 0
 
     w2 = window(qtbot, db)
     w2.eval_view.list.restore(state)
@@ -93,8 +93,8 @@ def test_runs_are_recorded_and_listed_in_the_next_session(qtbot, tmp_path, monke
     assert w2.results.baseline_id == after[0].id  # remembered, as the ticks
     assert not w2.results.is_shown(after[0].id) and w2.results.is_shown(after[1].id)
     cli_run = after[2]
-    assert cli_run.result.n_chunks == 2 and cli_run.source == "builtin"
-    assert w2.results.vs_base(cli_run) is None  # 2 chunks, not 3: not comparable
+    assert cli_run.result.n_chunks == 1 and cli_run.source == "builtin"
+    assert w2.results.vs_base(cli_run) is None  # 1 chunk, not 2: not comparable
 
     # delete asks first
     answers = iter([QMessageBox.No, QMessageBox.Yes])

@@ -24,7 +24,6 @@ NAN = math.nan
 RESULT_KIND = {"perplexity": "ppl", "kld": "kld", "imatrix": "imatrix"}
 STORE_KIND = {v: k for k, v in RESULT_KIND.items()}
 LISTED_KINDS = ("perplexity", "kld")  # the default filter; imatrix runs on request
-GUI_FACTS = ("importance", "recipe_name", "types", "n_elements", "base_bytes", "seconds")
 
 
 @dataclass(frozen=True)
