@@ -12,7 +12,7 @@ from iqk_studio.commands._checks import (
     check_threads,
     model_files,
 )
-from iqk_studio.commands.perplexity import print_chunks
+from iqk_studio.commands._print import print_chunks
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
 from iqk_studio.gguf.reader import open_model

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import sys
 
-from iqk_studio.cli import CliError, interruptible
+from iqk_studio.cli import CliError
 from iqk_studio.commands._checks import check_memory, check_text_file, check_threads
+from iqk_studio.commands._print import print_chunks
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
-from iqk_studio.jobs.events import Chunk, Failed, Finished, Progress
 from iqk_studio.jobs.perplexity import perplexity_job
 
 PASSTHROUGH = True  # `-- EXTRA ARGS` go to llama-perplexity
@@ -57,39 +57,6 @@ def recipe_job(model_path, args):
           f"({pl.bpw:.4f} bpw)", file=sys.stderr)
     job = evaluate_plan(model_path, pl, args.file, args.ctx_size, args.chunks, imatrix)
     return job, recipe, pl
-
-
-def print_chunks(events, prog: str, progress: bool = False) -> Finished:
-    """Print `[i]ppl,` per Chunk on stdout like llama-perplexity; returns the Finished event."""
-    first = True
-    for ev in interruptible(events):
-        if isinstance(ev, Progress):
-            if progress and ev.total:
-                print(f"\r{prog}: {ev.message}   ", end="", file=sys.stderr, flush=True)
-            elif not ev.total and ev.message:
-                print(f"{prog}: {ev.message} ..", file=sys.stderr, flush=True)
-        elif isinstance(ev, Chunk):
-            if first:
-                if progress:
-                    print(file=sys.stderr)
-                print(f"{prog}: {ev.tokens_per_second:.1f} tokens/s - ETA "
-                      f"{_eta(ev.eta_seconds)}", file=sys.stderr, flush=True)
-                first = False
-            print(f"[{ev.index}]{ev.ppl:.4f},", end="", flush=True)
-        elif isinstance(ev, Failed):
-            if not first:
-                print()
-            raise CliError(ev.message)
-        elif isinstance(ev, Finished):
-            print()
-            return ev
-    raise CliError("the job ended without a result")
-
-
-def _eta(seconds: float) -> str:
-    s = int(seconds)
-    head = f"{s // 3600} hours " if s >= 3600 else ""
-    return f"{head}{(s % 3600) / 60:.2f} minutes"
 
 
 def run(args) -> int:

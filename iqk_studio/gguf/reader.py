@@ -8,6 +8,7 @@ data (offsets relative to the data start, each a multiple of `general.alignment`
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from iqk_studio.gguf import split
+from iqk_studio.gguf.errors import GGUFError
+from iqk_studio.gguf.types import BY_ID, QuantType
 from iqk_studio.gguf.values import (
     MAX_NAME_BYTES,
     Cursor,
@@ -24,7 +28,6 @@ from iqk_studio.gguf.values import (
     read_value,
     short,
 )
-from iqk_studio.quant.types import BY_ID, QuantType
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -33,10 +36,6 @@ _MIN_KV_BYTES = 8 + 4 + 1  # empty key, type, smallest payload
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # empty name, n_dims = 0, type, offset
 MAX_KV = 1 << 20  # metadata pairs (real files: tens)
 MAX_TENSORS = 1 << 20  # tensor infos (real files: up to a few thousand)
-
-
-class GGUFError(ValueError):
-    """A file that is not a readable GGUF; the message names the file, the offset and the fault."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +53,7 @@ class TensorInfo:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def n_rows(self) -> int:
@@ -165,12 +161,9 @@ def _check_tensors(raw, path, data_offset, alignment, size, file_index):
             raise _err(path, at, f"{what} has unknown ggml type id {type_id}")
         if 0 in shape:  # ggml asserts every ne > 0 (gguf_tensor_info_sanitize)
             raise _err(path, at, f"{what} has a zero dimension: shape {list(shape)}")
-        n = 1
-        for d in shape:
-            n *= d
-        if n >= 2**62:
+        if math.prod(shape) >= 2**62:
             raise _err(path, at, f"{what} shape {list(shape)} is absurdly large")
-        if shape[0] % qt.block:
+        if shape and shape[0] % qt.block:
             raise _err(path, at, f"{what} of type {qt.name}: ne0 = {shape[0]} is not a multiple "
                        f"of the block size {qt.block}")
         nbytes = qt.nbytes(shape)
@@ -286,7 +279,34 @@ def open_file(path, file_index: int = 0) -> tuple[GGUFFile, mmap.mmap | None]:
 
 
 def open_model(path) -> GGUFModel:
-    """Open a GGUF model; a split model (`NAME-00001-of-0000N.gguf`) opens as one model."""
-    from iqk_studio.gguf.split import open_parts
-
-    return open_parts(Path(path))
+    """Open a GGUF model; a split model (`NAME-00001-of-0000N.gguf`) opens as one model, from
+    any of its parts, each part's split keys checked (gguf/split.py)."""
+    path = Path(path)
+    files, maps = [], []
+    try:
+        first, mm = open_file(path)
+        files.append(first)
+        maps.append(mm)
+        paths = split.part_paths(path, first.metadata)
+        if len(paths) == 1:
+            return GGUFModel(files, maps)
+        count = len(paths)
+        for i, p in enumerate(paths):
+            if i > 0 or p != path:
+                if i == 0:  # opened from a later part: start again from part 1
+                    files.clear()
+                    maps.pop().close()
+                f, m = open_file(p, file_index=i)
+                files.append(f)
+                maps.append(m)
+            split.check_part(p, files[i].metadata, i, count)
+        model = GGUFModel(files, maps)
+        split.check_tensor_count(path, files[0].metadata, count, len(model.tensors))
+        return model
+    except BaseException:
+        for m in maps:
+            try:
+                m.close()
+            except BufferError:
+                pass
+        raise

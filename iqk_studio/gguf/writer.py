@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from iqk_studio.gguf.types import QuantType, by_id
 from iqk_studio.gguf.values import ValueType, encode_kv, encode_string
-from iqk_studio.quant.types import QuantType, by_id
 
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSION = 3

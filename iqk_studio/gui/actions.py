@@ -103,11 +103,13 @@ def _load_library(win, name: str) -> None:
 
 def quantize_job(path, plan, out, imatrix, recipe):
     """Compile the plan's types on first use (announced), then quantize."""
-    from iqk_studio.jobs.quantize import quantize_model
+    from iqk_studio.gguf.types import parse_ftype
+    from iqk_studio.jobs.quantize import plan_targets, quantize_model
 
     yield from warm_types({e.type for e in plan.entries if e.type != e.source_type})
-    yield from quantize_model(path, plan, out, imatrix, allow_requantize=recipe.allow_requantize,
-                              ftype=recipe.base, imatrix_path=recipe.imatrix)
+    yield from quantize_model(path, plan_targets(plan), out, imatrix,
+                              allow_requantize=recipe.allow_requantize,
+                              ftype=parse_ftype(recipe.base), imatrix_path=recipe.imatrix)
 
 
 class QuantizeControl:

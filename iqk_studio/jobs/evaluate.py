@@ -110,11 +110,14 @@ def type_mix(entries, limit: int = 3) -> str:
 
 def _preload(ws, model, changed: dict) -> Iterator[Progress]:
     """Quantize (or dequantize) the weights before the first chunk, with progress and cancel
-    between tensors, so chunk times (and the ETA) measure evaluation only."""
-    names = [n for n, t in model.tensors.items() if len(t.shape) >= 2]
+    within one row block of a quantized tensor (between tensors for the others), so chunk times
+    (and the ETA) measure evaluation only."""
+    if isinstance(ws, QuantizedWeights):
+        for done, total, name in ws.prepare():
+            yield Progress(done, total, f"quantizing {name} to {changed[name]}")
+    names = [n for n, t in model.tensors.items() if len(t.shape) >= 2 and n not in changed]
     for i, name in enumerate(names):
-        what = f"quantizing {name} to {changed[name]}" if name in changed else f"loading {name}"
-        yield Progress(i, len(names), what)
+        yield Progress(i, len(names), f"loading {name}")
         ws.get(name)
 
 

@@ -63,6 +63,8 @@ def evaluate_plan(model_path, plan, text_path, n_ctx: int = 512, chunks: int = -
         tokens, add_bos, bos_id = tokenize_file(model, text_path)
         ws = QuantizedWeights(GGUFWeights(model), plan_types(plan),
                               plan_importance(model, plan, imatrix))
+        for done, total, name in ws.prepare():
+            yield Progress(done, total, f"quantizing {name}")
         fw = Forward.from_model(model, weights=ws)
         for ev in run_perplexity(fw, tokens, n_ctx, chunks, add_bos, bos_id):
             if isinstance(ev, Finished) and ev.result is not None:

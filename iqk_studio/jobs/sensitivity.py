@@ -117,9 +117,11 @@ def sensitivity_job(model_path, text_path, cands: list[Candidate], n_ctx: int = 
         for k, cand in enumerate(cands):
             t0 = time.perf_counter()
             imp = tensor_importance(model, cand.types, imatrix)
-            fw = Forward.from_model(model, weights=QuantizedWeights(base_ws, cand.types, imp,
-                                                                    keep=False))
+            ws = QuantizedWeights(base_ws, cand.types, imp)
             offset = (k + 1) * n_chunk * steps
+            for _, _, name in ws.prepare():  # a cancel lands within one row block
+                yield Progress(offset, total, f"{cand.label}: quantizing {name}")
+            fw = Forward.from_model(model, weights=ws)
             result = None
             for ev in run_kld(fw, tokens, cached, n_ctx, n_chunk, add_bos, bos_id):
                 if isinstance(ev, Failed):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from iqk_studio.gguf.types import by_name
 from iqk_studio.quant import api, registry
-from iqk_studio.quant.types import by_name
 
 MAX_SAMPLE = 1 << 18  # weights: enough for stable error figures, fast for every type
 

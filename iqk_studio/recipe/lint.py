@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from iqk_studio.quant.types import BY_NAME, by_name, parse_ftype
+from iqk_studio.gguf.types import BY_NAME, by_name, parse_ftype
 from iqk_studio.recipe.ecma import translate
 from iqk_studio.recipe.mixes import IQ2_FAMILY
 from iqk_studio.recipe.records import CLASS_OPTIONS, Lint, Plan, Recipe

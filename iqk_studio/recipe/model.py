@@ -6,11 +6,12 @@ llama_tensor_get_type reads (src/llama-hparams.cpp, src/llama-quantize.cpp:1259-
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
+from iqk_studio.gguf.types import BY_ID, QuantType
 from iqk_studio.gguf.values import meta_int, meta_len, meta_str
-from iqk_studio.quant.types import BY_ID, QuantType
 
 _BLK = re.compile(r"blk\.(\d+)\.")
 
@@ -25,10 +26,7 @@ class TensorRef:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def n_dims(self) -> int:
@@ -150,7 +148,7 @@ class StandIn:
 
 def stand_in(tensors, metadata: dict) -> StandIn:
     """From [(name, shape (ggml order), type name)] in file order, e.g. gguf.skeleton presets."""
-    from iqk_studio.quant.types import BY_NAME
+    from iqk_studio.gguf.types import BY_NAME
 
     infos = {}
     for name, shape, tname in tensors:
