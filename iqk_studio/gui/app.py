@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from iqk_studio.gui import desktop
     from iqk_studio.gui.main_window import MainWindow
+    from iqk_studio.gui.results_model import ResultsModel
+    from iqk_studio.gui.store_source import StoreSource
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("iqk-studio")
@@ -29,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = QSettings()
     if args.fresh:
         settings.clear()
-    win = MainWindow(settings=settings, ask_to_save=True)
+    # every run is kept in the results store (or in memory, saying why, when it cannot be opened)
+    win = MainWindow(settings=settings, ask_to_save=True,
+                     results=ResultsModel(StoreSource.open()))
     app.aboutToQuit.connect(win.shutdown)
     win.show()
     if args.model:

@@ -10,7 +10,9 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
@@ -21,14 +23,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from iqk_studio.gui.results import mean_kld, pareto_front
+from iqk_studio.gui.results import ERROR_KINDS, mean_kld, pareto_front, published_points_for
 from iqk_studio.gui.results_model import ResultsModel
 from iqk_studio.jobs.evaluate import IMPORTANCE_LABELS
 
 Y_MODES = (("ratio", "PPL(Q)/PPL(base) \u2212 1  (%)"), ("kld", "mean KLD"), ("ppl", "PPL"))
 CSV_FIELDS = ("id", "name", "kind", "model", "recipe_name", "types", "weights", "text", "n_ctx",
               "n_chunks", "total_bytes", "gib", "bpw", "ppl", "ppl_err", "ppl_vs_base_pct",
-              "ppl_vs_base_err_pct", "kld", "kld_err", "same_top", "base_model", "recipe")
+              "ppl_vs_base_err_pct", "ppl_vs_base_err_kind", "kld", "kld_err", "same_top",
+              "base_model", "recipe", "engine", "status")
 
 
 def _check_written(path) -> None:
@@ -36,6 +39,22 @@ def _check_written(path) -> None:
 
     if not os.path.isfile(path) or not os.path.getsize(path):
         raise OSError(f"cannot write {path}")
+
+
+def _stack(labels) -> list[int]:
+    """For each label, how many earlier labels sit at about the same place (1 % of the x span,
+    2 % of the y span): that many lines up."""
+    if not labels:
+        return []
+    xs = [lb[2] for lb in labels]
+    ys = [lb[3] for lb in labels]
+    dx = max(max(xs) - min(xs), 1e-9) * 0.01
+    dy = max(max(ys) - min(ys), 1e-9) * 0.02
+    out = []
+    for i, (_, _, x, y) in enumerate(labels):
+        out.append(sum(abs(x - labels[j][2]) <= dx and abs(y - labels[j][3]) <= dy
+                       for j in range(i)))
+    return out
 
 
 class ChartView(QWidget):
@@ -63,12 +82,24 @@ class ChartView(QWidget):
         self.scatter = pg.ScatterPlotItem(hoverable=True, tip=self._tip, size=11,
                                           hoverSize=15, pen=pg.mkPen("w"))
         self.plot.addItem(self.scatter)
+        # published points of library recipes: hollow squares, not runs (no curve, no recipe run)
+        self.published = pg.ScatterPlotItem(hoverable=True, tip=self._published_tip, size=10,
+                                            symbol="s", brush=None,
+                                            pen=pg.mkPen((120, 60, 0), width=2))
+        self.plot.addItem(self.published)
+        self.show_published = QCheckBox("published")
+        self.show_published.setChecked(True)
+        self.show_published.setToolTip("the published size and PPL of the library recipes "
+                                       "written for this model (their @note published: lines)")
+        self._published_pts: list = []
+        self.set_model(None)
         self._labels: list[pg.TextItem] = []  # a pool: reused, never removed
         self.note = QLabel("")
         self.note.setWordWrap(True)
         top = QHBoxLayout()
         top.addWidget(QLabel("y"))
         top.addWidget(self.y_mode, 1)
+        top.addWidget(self.show_published)
         for text, slot in (("PNG...", lambda: self._export_dialog("png")),
                            ("SVG...", lambda: self._export_dialog("svg")),
                            ("CSV...", lambda: self._export_dialog("csv"))):
@@ -82,6 +113,7 @@ class ChartView(QWidget):
         lay.addWidget(self.note)
         self.scatter.sigClicked.connect(self._clicked)
         self.y_mode.currentIndexChanged.connect(self.redraw)
+        self.show_published.toggled.connect(self.redraw)
         results.changed.connect(self.redraw)
         self.shown: list = []  # (run, x, y, err) as drawn
         self.redraw()
@@ -90,22 +122,66 @@ class ChartView(QWidget):
     def mode(self) -> str:
         return self.y_mode.currentData()
 
-    def points(self) -> tuple[list, list[str]]:
-        """(run, x GiB, y, err) of the runs the mode can place, and why others are left out."""
-        mode, out, left = self.mode(), [], []
+    def points(self) -> tuple[list, dict[str, list[str]]]:
+        """(run, x GiB, y, err) of the runs the mode can place, and the names of the others by
+        why they are left out; self.error_kinds: how each ratio's error was obtained."""
+        mode, out = self.mode(), []
+        left: dict[str, list[str]] = {}
+        self.error_kinds: dict[str, list[str]] = {}
         for run in self.results.runs():
             r = run.result
+            if not run.complete:
+                left.setdefault("not finished", []).append(run.name)
+                continue
+            if not r.total_bytes:
+                left.setdefault("size unknown", []).append(run.name)
+                continue
             if mode == "ratio":
                 v = self.results.vs_base(run)
+                if v is not None:
+                    self.error_kinds.setdefault(v.how, []).append(run.name)
             elif mode == "kld":
                 v = mean_kld(r)
             else:
-                v = (r.ppl, r.ppl_err)
+                v = (r.ppl, r.ppl_err) if math.isfinite(r.ppl) else None
             if v is None:
-                left.append(run.name)
+                left.setdefault(self.WHY[mode], []).append(run.name)
             else:
                 out.append((run, r.gib, v[0], v[1] if math.isfinite(v[1]) else 0.0))
         return out, left
+
+    WHY = {"ratio": "no baseline with the same text, n_ctx and chunks (select one in the "
+                    "Evaluate tab's list and press 'Baseline', or run KLD)",
+           "kld": "not KLD runs", "ppl": "no PPL"}
+
+    def set_model(self, metadata: dict | None) -> None:
+        """Published points follow the open model (the toggle is disabled when the library has
+        none for it)."""
+        pts = published_points_for(metadata)
+        self._published_pts = pts
+        self.show_published.setEnabled(bool(pts))
+        if hasattr(self, "shown"):
+            self.redraw()
+
+    def published_points(self) -> list[tuple[object, float, float]]:
+        """(point, GiB, y) of the published points the mode can place."""
+        if not self.show_published.isChecked():
+            return []
+        out, mode = [], self.mode()
+        for p in self._published_pts:
+            y = (100 * p.quality_loss if p.quality_loss is not None else None) if mode == \
+                "ratio" else p.ppl if mode == "ppl" else None
+            if y is not None:
+                out.append((p, p.size_gib, y))
+        return out
+
+    def _published_tip(self, x, y, data) -> str:
+        p = data
+        lines = [f"{p.label} (published)", f"model: {p.model or '?'}", f"size: {p.size_gib} GiB"]
+        if p.ppl is not None:
+            lines.append(f"PPL {p.ppl}" + (f", base PPL {p.base_ppl}" if p.base_ppl else ""))
+        return "\n".join(lines + ([f"text: {p.text}"] if p.text else []) +
+                         ([p.source] if p.source else []))
 
     # --- drawing -------------------------------------------------------------------------------
     def redraw(self) -> None:
@@ -123,32 +199,47 @@ class ChartView(QWidget):
         y = np.array([p[2] for p in pts], dtype=float)
         err = np.array([p[3] for p in pts], dtype=float)
         self._bars.setData(x=x, y=y, height=2 * err)
+        pub = self.published_points()
+        self.published.setData(spots=[{"pos": (px, py), "data": p} for p, px, py in pub])
+        self._published_shown = pub
         front = pareto_front(list(x), list(y))
         self._front.setData(x[front], y[front]) if len(front) > 1 else self._front.setData([], [])
-        while len(self._labels) < len(pts):
+        labels = [(run.name, self.results.color(run.id), px, py) for run, px, py, _ in pts] + [
+            (p.label, QColor(120, 60, 0), px, py) for p, px, py in pub]
+        while len(self._labels) < len(labels):
             item = pg.TextItem(anchor=(0, 1))
             self.plot.addItem(item)
             self._labels.append(item)
-        for item, (run, px, py, _) in zip(self._labels, pts):
-            item.setText(run.name if len(run.name) <= 28 else run.name[:27] + "\u2026",
-                         color=self.results.color(run.id))
+        for item, (name, color, px, py), k in zip(self._labels, labels, _stack(labels)):
+            item.setText(name if len(name) <= 30 else name[:13] + "\u2026" + name[-16:],
+                         color=color)  # the end tells runs of one file apart: kept
+            item.setAnchor((0, 1 + k))  # points at (almost) the same place: labels stacked
             item.setPos(px, py)
             item.setVisible(True)
-        for item in self._labels[len(pts):]:
+        for item in self._labels[len(labels):]:
             item.setVisible(False)
-        self._ranges(x, y, err)
-        why = {"ratio": "no baseline with the same text, n_ctx and chunks (pick one with 'Use "
-                        "as baseline' in the Evaluate tab, or run KLD)",
-               "kld": "not KLD runs", "ppl": ""}[mode]
-        notes = [f"{len(left)} run(s) not shown: {why}"] if left else []
-        if not pts:
-            notes.append("no finished runs yet: evaluate in the Evaluate tab")
-        elif mode == "ratio" and any(run.result.kind == "ppl" and run.id != base_id
-                                     for run, *_ in pts):
-            notes.append("error bars of perplexity runs combine both runs' errors as if "
-                         "independent (an over-estimate: same text); KLD runs give the paired "
-                         "error")
+        self._ranges(np.concatenate([x, [p[1] for p in pub]]),
+                     np.concatenate([y, [p[2] for p in pub]]),
+                     np.concatenate([err, np.zeros(len(pub))]))
+        notes = [f"{len(names)} run(s) not shown: {why}" for why, names in left.items()]
+        if not pts and not pub:
+            notes.append("no finished runs yet: evaluate in the Evaluate tab, or import a log")
+        if pub:
+            notes.append(f"{len(pub)} published point(s) of library recipes (hollow squares)")
+        elif mode == "ratio":
+            kinds = [f"{ERROR_KINDS[how]}: {len(names)}" for how, names in
+                     self.error_kinds.items() if how != "baseline"]
+            if kinds:
+                notes.append("error bars (1σ) — " + "; ".join(kinds))
+            if any(not run.result.text_path and run.result.kind == "ppl" and run.id != base_id
+                   for run, *_ in pts):
+                notes.append("logs that name no text are taken to be on the baseline's text "
+                             "when n_ctx and chunks agree")
         self.note.setText("\n".join(notes))
+        self.note.setToolTip("\n".join(f"{why}: {', '.join(names)}" for why, names in
+                                       list(left.items()) + [
+                                           (ERROR_KINDS[h], n) for h, n in
+                                           getattr(self, "error_kinds", {}).items()]))
 
     def _ranges(self, x, y, err) -> None:
         """A sane x axis: at least 2 % of the largest size wide, never a sub-MiB sliver."""
@@ -171,7 +262,8 @@ class ChartView(QWidget):
             return ""
         from iqk_studio.gui.results_model import run_tooltip
 
-        return run_tooltip(run) + "\n(click: open this recipe)"
+        tip = run_tooltip(run, self.results.vs_base(run))
+        return tip + ("\n(click: open this recipe)" if run.result.recipe_text else "")
 
     def _clicked(self, _item, points, *_):
         if len(points):
@@ -215,13 +307,14 @@ class ChartView(QWidget):
             w.writerow(CSV_FIELDS)
             for run in self.results.runs():
                 r = run.result
-                v = self.results.vs_base(run) or ("", "")
+                v = tuple(self.results.vs_base(run) or ("", "", ""))
                 w.writerow([run.id, run.name, r.kind, r.model_path, r.recipe_name, r.types,
                             IMPORTANCE_LABELS.get(r.importance, r.importance), r.text_path,
                             r.n_ctx, r.n_chunks, r.total_bytes, f"{r.gib:.6f}", f"{r.bpw:.4f}",
                             r.ppl, r.ppl_err, *v, *(("", "") if r.kind != "kld" else
                                                     (r.kld, r.kld_err)),
-                            "" if r.kind != "kld" else r.same_top, r.base_path, r.recipe_text])
+                            "" if r.kind != "kld" else r.same_top, r.base_path, r.recipe_text,
+                            run.engine, run.status])
 
     def _export_dialog(self, kind: str) -> None:
         path, _ = QFileDialog.getSaveFileName(self, f"Export {kind.upper()}",

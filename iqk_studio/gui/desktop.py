@@ -62,6 +62,9 @@ def save(win, settings) -> None:
     for k, v in win.eval_view.settings.state().items():
         settings.setValue(f"eval/{k}", v)
     settings.setValue("tab", win.tabs.currentIndex())
+    if getattr(win.results.source, "persistent", False):  # ids of this store's runs
+        for k, v in win.eval_view.list.state().items():
+            settings.setValue(f"results/{k}", v)
     settings.sync()
 
 
@@ -75,11 +78,16 @@ def restore(win, settings) -> None:
         if isinstance(v, QByteArray) and not v.isEmpty():
             fn(v)
     st = {}
-    for k in ("text", "n_ctx", "chunks", "metric", "weights", "base"):
+    for k in ("text", "n_ctx", "chunks", "metric", "weights", "base", "engine", "llama_bin",
+              "llama_args", "stop_nan"):
         v = settings.value(f"eval/{k}")
         if v is not None:
             st[k] = v
     win.eval_view.settings.restore(st)
+    if getattr(win.results.source, "persistent", False):
+        rs = {k: settings.value(f"results/{k}") for k in ("models", "kinds", "baseline")}
+        rs["shown"] = _list(settings.value("results/shown"))
+        win.eval_view.list.restore(rs)
     tab = settings.value("tab")
     if tab is not None and 0 <= int(tab) < win.tabs.count():
         win.tabs.setCurrentIndex(int(tab))

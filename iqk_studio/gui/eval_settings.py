@@ -1,6 +1,7 @@
 """What an evaluation runs on: the text (wiki.test.raw found when it is nearby), the file as it is
 or the recipe, perplexity or KLD against a base model, the weighting, n_ctx and chunks — with an
-estimate of the chunks available and the time they take."""
+estimate of the chunks available and the time they take — and which engine runs it: the built-in
+one or the user's llama-perplexity (build folder or file, flavour detected, extra arguments)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from iqk_studio.gui.external_settings import ExternalSettings
 from iqk_studio.gui.job_panel import fmt_seconds
 from iqk_studio.gui.session import Session
 from iqk_studio.jobs import token_cache
@@ -29,6 +31,7 @@ METRICS = ("perplexity", "KL-divergence vs a base model")
 WEIGHTS = (("imatrix", "imatrix (@imatrix)"), ("default", "no imatrix (default)"),
            ("uniform", "w = 1 (uniform)"))
 DEFAULT_CHUNKS = 8
+ENGINES = ("built-in", "your llama-perplexity")
 TEXT_NAMES = ("wiki.test.raw", "wikitext-2-raw/wiki.test.raw")
 
 
@@ -62,6 +65,11 @@ class EvalSettings(QWidget):
     def __init__(self, session: Session, parent=None):
         super().__init__(parent)
         self.session = session
+        self.engine = QComboBox()
+        self.engine.addItems(ENGINES)
+        self.engine.setToolTip("the built-in engine (small models, recipes in memory), or your "
+                               "own llama-perplexity build for a GGUF file (big models, GPU)")
+        self.external = ExternalSettings()
         self.text = QLineEdit()
         self.text.setPlaceholderText("evaluation text, e.g. wiki.test.raw")
         self.target = QComboBox()
@@ -100,7 +108,10 @@ class EvalSettings(QWidget):
         ctx.addWidget(QLabel("chunks"))
         ctx.addWidget(self.chunks)
         ctx.addWidget(self.estimate, 1)
-        g.addLayout(ctx, 3, 1, 1, 3)
+        g.addLayout(ctx, 3, 1)
+        g.addWidget(QLabel("engine"), 3, 2)
+        g.addWidget(self.engine, 3, 3)
+        g.addWidget(self.external, 4, 0, 1, 4)
         g.setColumnStretch(1, 1)
         g.setColumnStretch(3, 1)
         self._speed: dict[str, float] = {}  # model path -> tokens/s measured this session
@@ -110,11 +121,13 @@ class EvalSettings(QWidget):
             w.connect(self.update_estimate)
         self.metric.currentIndexChanged.connect(self._metric_changed)
         self.target.currentIndexChanged.connect(self._metric_changed)
+        self.engine.currentIndexChanged.connect(self._engine_changed)
         session.model_changed.connect(self._model_changed)
         session.plan_changed.connect(self._follow_imatrix)
         self._had_imatrix = False
         self.weights.setCurrentIndex(1)
         self._metric_changed()
+        self._engine_changed()
 
     # --- what to run ---------------------------------------------------------------------------
     def spec(self) -> tuple[EvalSpec | None, str]:
@@ -147,16 +160,33 @@ class EvalSettings(QWidget):
         if self.metric.currentIndex() == 1:
             base = self.base.text().strip() or (s.model_path if plan is not None else "")
             if not base:
-                return None, "choose the base model to compare the file with"
+                return None, ("choose the base model (or a base log-prob file saved by "
+                              "llama-perplexity --kl-divergence-base) to compare the file with")
             if not Path(base).is_file():
                 return None, f"{base}: no such base model"
+        if self.is_external() and plan is not None:
+            return None, ("llama-perplexity evaluates a GGUF file as it is: quantize the recipe "
+                          "first (Run > Quantize), then open and measure the file")
         return EvalSpec(s.model_path, text, self.n_ctx.value(), self.chunks.value() or -1,
                         plan, mode, imatrix, base, snap.text, s.recipe_name), ""
+
+    def is_external(self) -> bool:
+        return self.engine.currentIndex() == 1
 
     def _metric_changed(self) -> None:
         kld = self.metric.currentIndex() == 1
         self.base.setEnabled(kld)
         self.weights.setEnabled(self.target.currentIndex() == 1)
+
+    def _engine_changed(self) -> None:
+        """An external tool measures the file as it is: the recipe target is put aside."""
+        ext = self.is_external()
+        self.external.setVisible(ext)
+        if ext:
+            self.target.setCurrentIndex(0)
+            self.external.detect()
+        self.target.setEnabled(not ext)
+        self._metric_changed()
 
     def _follow_imatrix(self, snap) -> None:
         """Weights follow the recipe's @imatrix as it comes and goes (w = 1 stays as chosen)."""
@@ -169,7 +199,7 @@ class EvalSettings(QWidget):
         """Evaluate the recipe by default on a float model, the file itself on a quantized one
         (re-quantizing a quantized file is rarely what is meant)."""
         quantized = any(t.qtype.is_quantized for t in model.tensors.values()) if model else True
-        self.target.setCurrentIndex(0 if quantized else 1)
+        self.target.setCurrentIndex(0 if quantized or self.is_external() else 1)
         if not self.text.text().strip():
             self.text.setText(find_text(self.session.model_path))
         self.update_estimate()
@@ -225,9 +255,12 @@ class EvalSettings(QWidget):
         self.update_estimate()
 
     def state(self) -> dict:
+        x = self.external
         return {"text": self.text.text(), "n_ctx": self.n_ctx.value(),
                 "chunks": self.chunks.value(), "metric": self.metric.currentIndex(),
-                "weights": self.weights.currentIndex(), "base": self.base.text()}
+                "weights": self.weights.currentIndex(), "base": self.base.text(),
+                "engine": self.engine.currentIndex(), "llama_bin": x.where.text(),
+                "llama_args": x.args.text(), "stop_nan": int(x.stop_nan.isChecked())}
 
     def restore(self, st: dict) -> None:
         if st.get("text") and Path(str(st["text"])).is_file():
@@ -235,7 +268,12 @@ class EvalSettings(QWidget):
         for key, w in (("n_ctx", self.n_ctx), ("chunks", self.chunks)):
             if key in st:
                 w.setValue(int(st[key]))
-        for key, w in (("metric", self.metric), ("weights", self.weights)):
+        x = self.external
+        x.where.setText(str(st.get("llama_bin") or ""))
+        x.args.setText(str(st.get("llama_args") or ""))
+        x.stop_nan.setChecked(str(st.get("stop_nan", "0")) in ("1", "true", "True"))
+        for key, w in (("metric", self.metric), ("weights", self.weights),
+                       ("engine", self.engine)):
             if key in st and 0 <= int(st[key]) < w.count():
                 w.setCurrentIndex(int(st[key]))
         self.base.setText(str(st.get("base") or ""))

@@ -1,32 +1,37 @@
 """The Evaluate tab: perplexity or KL-divergence of the open file or of the recipe quantized in
-memory, a live per-chunk plot with any finished run overlaid, and the results list."""
+memory, with the built-in engine or the user's llama-perplexity (one look and feel for both); a
+live per-chunk plot with any listed run overlaid, and the results list of the store."""
 
 from __future__ import annotations
+
+import math
+import time
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
+    QPlainTextEdit,
     QPushButton,
     QSplitter,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from iqk_studio.gui.eval_settings import EvalSettings
 from iqk_studio.gui.job_panel import JobPanel, fmt_seconds
-from iqk_studio.gui.results_model import RCol, ResultsModel
+from iqk_studio.gui.results_model import ResultsModel
+from iqk_studio.gui.results_panel import ResultsPanel
 from iqk_studio.gui.session import Session
+from iqk_studio.gui.store_source import StoreSource, builtin_spec, run_name
 from iqk_studio.jobs.evaluate import evaluate
-from iqk_studio.jobs.events import Chunk, KldChunk
+from iqk_studio.jobs.events import Chunk, KldChunk, RunInfo
 
 REDRAW_MS = 33  # at most ~30 redraws a second
 LIVE = (30, 30, 30)
+EXTERNAL_GRACE = None  # seconds between SIGTERM and SIGKILL on cancel (None: the runner's)
 
 
 class ChunkBuffers:
@@ -50,8 +55,26 @@ class ChunkBuffers:
         self.n += 1
 
 
+class NanBar(QWidget):
+    """Shown at the first NaN chunk of a run that goes on: stop it, or let it go on."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.label = QLabel("")
+        self.stop_btn = QPushButton("Stop the run")
+        self.go_btn = QPushButton("Let it go on")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.label, 1)
+        lay.addWidget(self.stop_btn)
+        lay.addWidget(self.go_btn)
+        self.go_btn.clicked.connect(self.hide)
+        self.hide()
+
+
 class EvalView(QWidget):
     finished = Signal(object)  # RunResult
+    store_problem = Signal(str)  # the results store failed during a run (any thread)
 
     def __init__(self, session: Session, results: ResultsModel, parent=None):
         super().__init__(parent)
@@ -71,54 +94,44 @@ class EvalView(QWidget):
         self._chunks = self.plot.plot([], [], pen=None, symbol="o", symbolSize=4,
                                       symbolBrush=(*LIVE, 120), symbolPen=None)
         self._overlays: list[pg.PlotDataItem] = []  # a pool: items are reused, never removed
-        self.table = QTableView()
-        self.table.setModel(results)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(20)
-        self.table.setWordWrap(False)
-        hh = self.table.horizontalHeader()
-        hh.setSectionResizeMode(QHeaderView.ResizeToContents)
-        hh.setSectionResizeMode(RCol.NAME, QHeaderView.Interactive)
-        hh.resizeSection(RCol.NAME, 230)
-        hh.setStretchLastSection(True)
-        base_btn = QPushButton("Use as baseline")
-        base_btn.setToolTip("PPL vs base and the chart's y axis divide by this run's PPL")
-        open_btn = QPushButton("Open recipe")
-        remove_btn = QPushButton("Remove")
-        buttons = QHBoxLayout()
-        buttons.addWidget(QLabel("finished runs (tick: draw on the plot)"), 1)
-        for b in (base_btn, open_btn, remove_btn):
-            buttons.addWidget(b)
-        lower = QWidget()
-        ll = QVBoxLayout(lower)
-        ll.setContentsMargins(0, 0, 0, 0)
-        ll.addLayout(buttons)
-        ll.addWidget(self.table)
+        self._nan_lines: list[pg.InfiniteLine] = []
+        self.list = ResultsPanel(session, results)
+        self.table = self.list.table
+        self.nan_bar = NanBar()
+        self.details = QPlainTextEdit()  # a failed tool's last lines
+        self.details.setReadOnly(True)
+        self.details.setMaximumHeight(130)
+        self.details.hide()
         self.split = QSplitter(Qt.Vertical)
         self.split.addWidget(self.plot)
-        self.split.addWidget(lower)
+        self.split.addWidget(self.list)
         self.split.setSizes([300, 160])
         lay = QVBoxLayout(self)
         lay.addWidget(self.settings)
         lay.addWidget(self.panel)
+        lay.addWidget(self.nan_bar)
+        lay.addWidget(self.details)
         lay.addWidget(self.split, 1)
 
         self.panel.run_clicked.connect(self.start)
         self.panel.event.connect(self._on_event)
         self.panel.finished.connect(self._on_finished)
-        self.panel.done.connect(lambda _: (self._timer.stop(), self._redraw()))
+        self.panel.failed.connect(self._on_failed)
+        self.panel.done.connect(self._on_done)
+        self.nan_bar.stop_btn.clicked.connect(self.cancel)
+        self.store_problem.connect(self._on_store_problem)
         results.changed.connect(self._draw_overlays)
-        base_btn.clicked.connect(lambda: self._with_selected(
-            lambda r: results.set_baseline(r.id)))
-        remove_btn.clicked.connect(lambda: self._with_selected(lambda r: results.remove(r.id)))
-        open_btn.clicked.connect(lambda: self._with_selected(self.open_recipe))
+        self.list.open_run.connect(self.open_recipe)
         self._timer = QTimer(self)
         self._timer.setInterval(REDRAW_MS)
         self._timer.timeout.connect(self._redraw)
         self.buf = ChunkBuffers()
         self._t_chunks: list[float] = []
+        self._recording = None  # the recorded job of the run going on (its store id)
+        self._external = False
+        self._engine = ""  # as the external tool stated it (RunInfo)
+        self._nan_seen = False
+        self._store_warned = False
 
     # --- running -------------------------------------------------------------------------------
     def start(self) -> bool:
@@ -126,41 +139,98 @@ class EvalView(QWidget):
         if spec is None:
             self.panel.set_status(why, error=True)
             return False
+        make_job, why = self._job_factory(spec)
+        if make_job is None:
+            self.panel.set_status(why, error=True)
+            return False
         self.buf = ChunkBuffers()
         self._t_chunks = []
+        self._recording = None
+        self._nan_seen = False
+        self._engine = ""
+        self.nan_bar.hide()
+        self.details.hide()
+        for line in self._nan_lines:
+            line.hide()
         self._redraw()
         what = "the recipe" if spec.plan is not None else "the file"
         metric = "KL-divergence" if spec.base_path else "perplexity"
-        if not self.panel.start(lambda: evaluate(spec), f"{metric} of {what}: starting..."):
+        how = " with llama-perplexity" if self._external else ""
+        if not self.panel.start(make_job, f"{metric} of {what}{how}: starting..."):
             return False
         self.settings.remember()
         self._timer.start()
         return True
 
+    def _job_factory(self, spec):
+        """(make_job, "") to run on the worker thread, or (None, why not)."""
+        source = self.results.source
+
+        def record(job, run_spec):
+            rec = source.record(job, run_spec, on_error=self.store_problem.emit)
+            self._recording = rec
+            return rec
+
+        self._external = self.settings.is_external()
+        if not self._external:
+            return (lambda: record(evaluate(spec), builtin_spec(spec))), ""
+        from iqk_studio.gui.external_eval import run_external
+
+        x = self.settings.external
+        extra, why = x.extra_args()
+        if extra is None:
+            return None, why
+        where, binary, stop = x.where.text().strip(), x.binary, x.stop_nan.isChecked()
+        return (lambda: run_external(spec, where, binary, extra, stop, record,
+                                     EXTERNAL_GRACE)), ""
+
     def cancel(self) -> None:
         self.panel.cancel()
 
     def _on_event(self, ev) -> None:
+        if isinstance(ev, RunInfo):
+            self._engine = ev.engine
         if not isinstance(ev, (Chunk, KldChunk)):
             return
-        import time
-
+        if not math.isfinite(ev.ppl):
+            self._flag_nan(ev)
+            return
         self.buf.append(ev)
         self._t_chunks.append(time.monotonic())
         self.settings.note_speed(ev.tokens_per_second)
-        head = f"[{ev.index}/{ev.count}] PPL = {ev.ppl:.4f} \u00b1 {ev.ppl_err:.4f}"
+        pm = f" \u00b1 {ev.ppl_err:.4f}" if math.isfinite(ev.ppl_err) else ""
+        head = f"[{ev.index}/{ev.count}] PPL = {ev.ppl:.4f}{pm}"
         if isinstance(ev, KldChunk):
             head += (f", vs base {100 * (np.exp(ev.ln_ratio) - 1):+.2f} %, KLD = {ev.kld:.5f} "
                      f"\u00b1 {ev.kld_err:.5f}, same top {100 * ev.same_top:.1f} %")
         self.panel.set_status(f"{head}   {ev.tokens_per_second:.0f} tokens/s, "
                               f"{self._eta(ev)} left")
 
+    def _flag_nan(self, ev) -> None:
+        """A NaN / Inf chunk: marked on the plot, and (when the run goes on) the choice to stop."""
+        line = next((ln for ln in self._nan_lines if not ln.isVisible()), None)
+        if line is None:
+            line = pg.InfiniteLine(angle=90, pen=pg.mkPen((200, 0, 0), style=Qt.DashLine))
+            self.plot.addItem(line, ignoreBounds=True)
+            self._nan_lines.append(line)
+        line.setPos(ev.index)
+        line.show()
+        msg = (f"chunk {ev.index}: the perplexity is {ev.ppl} \u2014 the model produced NaN or Inf "
+               "(a broken tensor, or an unsupported type or option)")
+        self.panel.set_status(msg, error=True)
+        goes_on = self._external and not self.settings.external.stop_nan.isChecked()
+        if goes_on and self.panel.busy and not self._nan_seen:
+            self._nan_seen = True
+            self.nan_bar.label.setText(f"<span style='color:#c00'>{msg}</span>")
+            self.nan_bar.show()
+
     def _eta(self, ev) -> str:
         """From the time between chunks once two have arrived (the first also carries warm-up
-        work); before that, the job's own estimate."""
+        work); before that, and for external tools (which evaluate several chunks per pass and
+        time their passes), the job's own estimate."""
         t = self._t_chunks
         left = ev.count - ev.index
-        if len(t) >= 2:
+        if len(t) >= 2 and not self._external:
             per = (t[-1] - t[0]) / (len(t) - 1)
             return fmt_seconds(per * left)
         return "about " + fmt_seconds(ev.eta_seconds)
@@ -168,7 +238,9 @@ class EvalView(QWidget):
     def _on_finished(self, result) -> None:
         if result is None:
             return
-        run = self.results.add_result(result)
+        rid = StoreSource.recorded_id(self._recording) if self._recording is not None else None
+        name = run_name(result, "external", self._engine) if self._external else None
+        run = self.results.add_result(result, name, recorded_id=rid)
         r = result
         if r.kind == "kld":
             self.panel.set_status(
@@ -176,11 +248,30 @@ class EvalView(QWidget):
                 f"{r.ppl_ratio:.4f} \u00b1 {r.ppl_ratio_err:.4f}, same top "
                 f"{100 * r.same_top:.1f} % over {r.n_chunks} chunks of {r.n_ctx}")
         else:
-            self.panel.set_status(f"{run.name}: PPL = {r.ppl:.4f} \u00b1 {r.ppl_err:.4f} over "
-                                  f"{r.n_chunks} chunks of {r.n_ctx}")
+            pm = f" \u00b1 {r.ppl_err:.4f}" if math.isfinite(r.ppl_err) else ""
+            self.panel.set_status(f"{run.name}: PPL = {r.ppl:.4f}{pm} over {r.n_chunks} chunks "
+                                  f"of {r.n_ctx}")
+        self.panel.progress.setFormat(f"chunk {r.n_chunks}/{r.n_chunks}")  # not the tool's line
         self.buf = ChunkBuffers()  # the run is now an overlay of its own colour
         self._redraw()
         self.finished.emit(result)
+
+    def _on_failed(self, message: str) -> None:
+        """A tool's failure carries its last output lines: shown below the status line."""
+        if "\n" in message.strip():
+            self.details.setPlainText(message.strip())
+            self.details.show()
+
+    def _on_done(self, _stopped: bool) -> None:
+        self._timer.stop()
+        self._redraw()
+        self.nan_bar.hide()
+        self.results.refresh()  # cancelled / failed runs keep their chunks in the store
+
+    def _on_store_problem(self, message: str) -> None:
+        if not self._store_warned:
+            self._store_warned = True
+            self.session.say(f"the run is not recorded in the results store: {message}", 15000)
 
     # --- plot ----------------------------------------------------------------------------------
     def _redraw(self) -> None:
@@ -202,7 +293,7 @@ class EvalView(QWidget):
             item.setData(np.arange(1, y.size + 1, dtype=float), y,
                          pen=pg.mkPen(self.results.color(run.id), width=2),
                          symbol="o", symbolSize=5, symbolBrush=self.results.color(run.id),
-                         symbolPen=None)
+                         symbolPen=None, connect="finite")
             item.setToolTip(run.name)
             item.setVisible(True)
         for item in self._overlays[len(runs):]:
@@ -211,15 +302,7 @@ class EvalView(QWidget):
 
     # --- results list --------------------------------------------------------------------------
     def selected_run(self):
-        rows = self.table.selectionModel().selectedRows()
-        return self.results.run_at(rows[0].row()) if rows else None
-
-    def _with_selected(self, fn) -> None:
-        run = self.selected_run()
-        if run is None:
-            self.session.say("select a run in the list first")
-            return
-        fn(run)
+        return self.list.selected_run()
 
     def open_recipe(self, run) -> bool:
         """Put a run's recipe in the editor (one undoable step)."""

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
     QTabWidget,
 )
 
-from iqk_studio.gui import desktop
+from iqk_studio.gui import desktop, import_dialogs
 from iqk_studio.gui.actions import (
     QuantizeControl,
     export_command,
@@ -38,7 +38,8 @@ RECIPE_FILTER = "Recipe (*.recipe);;Text (*.txt);;All (*)"
 class MainWindow(QMainWindow):
     def __init__(self, settings=None, ask_to_save: bool = False, results: ResultsModel = None):
         """settings: a QSettings to restore from and save to (None: nothing is remembered);
-        ask_to_save: ask before closing with unsaved recipe changes (the app does; tests not)."""
+        ask_to_save: ask before closing with unsaved recipe changes (the app does; tests not);
+        results: the results list (the app's is over the results store; default: in memory)."""
         super().__init__()
         pg.setConfigOptions(background="w", foreground="k", antialias=True)
         self.setWindowTitle("iqk-studio")
@@ -55,6 +56,8 @@ class MainWindow(QMainWindow):
         self.chart_view = ChartView(self.results)
         self.sensitivity_view = SensitivityView(s)
         self.sensitivity_view.text_source = lambda: self.eval_view.settings.text.text().strip()
+        self.sensitivity_view.record = lambda job, spec: self.results.source.record(
+            job, spec, on_error=self.eval_view.store_problem.emit)
         self.summary = SummaryPanel()
         self.tabs = QTabWidget()
         for w, name in ((self.tensors_view, "Tensors"), (self.grids_view, "Grids"),
@@ -76,12 +79,15 @@ class MainWindow(QMainWindow):
         s.plan_changed.connect(self._plan_changed)
         s.stale_changed.connect(self._stale)
         s.message.connect(self.statusBar().showMessage)
+        self.results.message.connect(lambda m: self.statusBar().showMessage(m, 15000))
         s.undo_stack.cleanChanged.connect(self._title)
         self.recipe_panel.lint_clicked.connect(
             lambda lint: lint is not None and self.tensors_view.show_tensors(lint.tensors))
         self.recipe_panel.editor.files_dropped.connect(self.open_files)
         self.tensors_view.table.selectionModel().currentRowChanged.connect(self._tensor_selected)
         self.chart_view.open_run.connect(self.eval_view.open_recipe)
+        s.model_changed.connect(lambda m: self.chart_view.set_model(
+            m.metadata if m is not None else None))
         for panel in (self.eval_view.panel, self.sensitivity_view.panel):
             panel.compiling.connect(lambda m: self.statusBar().showMessage(m, 0))
             panel.done.connect(lambda _: self.statusBar().clearMessage())
@@ -90,6 +96,9 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("open a GGUF model (File > Open, or drop it on the window)")
         if settings is not None:
             desktop.restore(self, settings)
+        warning = getattr(self.results.source, "warning", "")
+        if warning:  # said once here; the results list keeps a red "not saved" with the reason
+            self.statusBar().showMessage(warning, 30000)
 
     # --- menus -------------------------------------------------------------------------------
     def _menus(self) -> None:
@@ -102,6 +111,9 @@ class MainWindow(QMainWindow):
         self._action(m, "&Save recipe", self.save_recipe, QKeySequence.Save)
         self._action(m, "Save recipe &as...", self.save_recipe_dialog, QKeySequence.SaveAs)
         m.addSeparator()
+        self._action(m, "Import &log file...", self.import_log_dialog)
+        self._action(m, "Import &points (CSV)...", self.import_points_dialog)
+        m.addSeparator()
         self._action(m, "&Quit", self.close, QKeySequence.Quit)
         e = self.menuBar().addMenu("&Edit")
         undo = self.session.undo_stack.createUndoAction(self, "&Undo")
@@ -111,6 +123,12 @@ class MainWindow(QMainWindow):
         e.addAction(undo)
         e.addAction(redo)
         self.undo_action, self.redo_action = undo, redo
+        e.addSeparator()
+        self._action(e, "&Paste log...", lambda: import_dialogs.paste_log(self), "Ctrl+Shift+V")
+        im = self.eval_view.list.import_menu
+        im.addAction("Paste a log...", lambda: import_dialogs.paste_log(self))
+        im.addAction("Log file...", self.import_log_dialog)
+        im.addAction("Points from CSV (name, GiB, PPL[, err])...", self.import_points_dialog)
         r = self.menuBar().addMenu("&Recipe")
         self._action(r, "Export &ik_llama.cpp command...", lambda: export_command(self, False))
         self._action(r, "Export &mainline llama.cpp command...", lambda: export_command(self, True))
@@ -160,14 +178,46 @@ class MainWindow(QMainWindow):
         return True
 
     def open_files(self, paths) -> None:
-        """Dropped files: a .gguf opens as the model, anything else loads as a recipe."""
+        """Dropped files: a .gguf opens as the model, a .csv adds third-party points, a
+        llama-perplexity log is imported, anything else loads as a recipe."""
+        from iqk_studio.external.logimport import parse_log
+
         for p in paths:
-            if str(p).lower().endswith(".gguf"):
+            low = str(p).lower()
+            if not p:
+                continue
+            if low.endswith(".gguf"):
                 self.open_model(p)
-            elif p:
-                err = self.session.load_recipe_file(p)
-                if err:
-                    self.statusBar().showMessage(f"not a recipe: {err}", 10000)
+            elif low.endswith(".csv"):
+                import_dialogs.import_points_csv(self, p)
+            elif low.endswith(".recipe"):
+                self._load_recipe_or_say(p)
+            else:
+                try:
+                    text = import_dialogs.read_text(p)
+                    parse_log(text)
+                except (OSError, ValueError):
+                    self._load_recipe_or_say(p)
+                else:
+                    import_dialogs.import_log_file(self, p, text)
+
+    def _load_recipe_or_say(self, path) -> None:
+        err = self.session.load_recipe_file(path)
+        if err:
+            self.statusBar().showMessage(f"not a recipe or a llama-perplexity log: {err}", 10000)
+
+    def import_log_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import a llama-perplexity log",
+                                              desktop.last_dir(self),
+                                              "Logs (*.log *.txt *.md);;All (*)")
+        if path:
+            import_dialogs.import_log_file(self, path)
+
+    def import_points_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import points: name, GiB, PPL[, PPL err]",
+                                              desktop.last_dir(self), "CSV (*.csv);;All (*)")
+        if path:
+            import_dialogs.import_points_csv(self, path)
 
     def dragEnterEvent(self, e) -> None:  # noqa: N802 (Qt API)
         if e.mimeData().hasUrls():
@@ -267,6 +317,7 @@ class MainWindow(QMainWindow):
         for r in self.runners():
             r.wait(60000)
         self.session.close_model()
+        self.eval_view.list.timer.stop()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
         if self.ask_to_save and not self.session.undo_stack.isClean():

@@ -122,6 +122,7 @@ class SensitivityView(QWidget):
         self._qtype = ""
         self._t0 = 0.0
         self._results: dict[str, float] = {}
+        self.record = None  # (job, RunSpec) -> the job recorded in the results store
 
     def start(self) -> bool:
         text = self.text_source() if self.text_source else ""
@@ -139,8 +140,19 @@ class SensitivityView(QWidget):
             self.panel.set_status(f"cannot start: {msg}", error=True)
             return False
         path, n_ctx, chunks = self.session.model_path, self.n_ctx.value(), self.chunks.value()
-        if not self.panel.start(lambda: _job(path, text, cands, n_ctx, chunks, qtype),
-                                f"{len(cands)} groups to test"):
+        record, facts = self.record, {"type": qtype, "by": self.by.currentText(),
+                                      "only": self.only.text().strip() or None}
+
+        def make_job():  # on the worker thread (the spec hashes the model and the text)
+            job = _job(path, text, cands, n_ctx, chunks, qtype)
+            if record is None:
+                return job
+            from iqk_studio.results import evaluation_spec
+
+            return record(job, evaluation_spec("sensitivity", path, text, n_ctx, chunks,
+                                               facts=facts))
+
+        if not self.panel.start(make_job, f"{len(cands)} groups to test"):
             return False
         self.table.clear()
         self._cands = {c.label: c for c in cands}

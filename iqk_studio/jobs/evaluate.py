@@ -58,6 +58,7 @@ class RunResult:
     ppl_err: float
     curve: tuple[float, ...] = ()  # running PPL after each chunk
     curve_err: tuple[float, ...] = ()
+    chunk_nll: tuple[float, ...] = ()  # each chunk's mean NLL (nan when unknown): paired errors
     base_path: str = ""
     base_bytes: int = 0
     ppl_base: float = NAN
@@ -69,6 +70,7 @@ class RunResult:
     same_top: float = NAN
     seconds: float = 0.0
     finished_at: float = field(default_factory=time.time)
+    text_id: str = ""  # sha256 of the text when known (results store); "" compares by path
 
     @property
     def is_file(self) -> bool:
@@ -159,20 +161,36 @@ def evaluate(spec: EvalSpec) -> Iterator[object]:
                 bmodel.close()
 
 
+def collect(events, spec: EvalSpec, model, base_bytes: int | None,
+            t_start: float) -> Iterator[object]:
+    """Pass events through, turning the Finished result (PerplexityResult or KldResult) into a
+    RunResult built with the curve of running values; base_bytes: the base model's tensor bytes
+    (None for perplexity)."""
+    curve, err, nll = [], [], []
+    try:
+        for ev in events:
+            if isinstance(ev, (Chunk, KldChunk)):
+                curve.append(ev.ppl)
+                err.append(ev.ppl_err)
+                nll.append(ev.nll if isinstance(ev, Chunk) else NAN)
+            if isinstance(ev, Finished) and ev.result is not None:
+                yield Finished(ev.message, run_result(spec, model, base_bytes, ev.result, curve,
+                                                      err, nll, time.perf_counter() - t_start))
+            else:
+                yield ev
+    finally:  # a cancel reaches the job now (an external tool is stopped), not at its collection
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+
 def _collect(events, spec: EvalSpec, model, bmodel, t_start: float) -> Iterator[object]:
-    curve, err = [], []
-    for ev in events:
-        if isinstance(ev, (Chunk, KldChunk)):
-            curve.append(ev.ppl)
-            err.append(ev.ppl_err)
-        if isinstance(ev, Finished) and ev.result is not None:
-            yield Finished(ev.message, _result(spec, model, bmodel, ev.result, curve, err,
-                                               time.perf_counter() - t_start))
-        else:
-            yield ev
+    base_bytes = None if bmodel is None else int(sum(t.nbytes for t in bmodel.tensors.values()))
+    yield from collect(events, spec, model, base_bytes, t_start)
 
 
-def _result(spec, model, bmodel, r, curve, err, seconds) -> RunResult:
+def run_result(spec, model, base_bytes, r, curve, err, nll, seconds) -> RunResult:
+    """The RunResult of a finished run of `spec` on `model` (an open GGUF, header enough)."""
     p = spec.plan
     entries = p.entries if p is not None else ()
     total = p.total_bytes if p is not None else sum(t.nbytes for t in model.tensors.values())
@@ -187,15 +205,14 @@ def _result(spec, model, bmodel, r, curve, err, seconds) -> RunResult:
                   importance=spec.importance if p else "", text_path=str(spec.text_path),
                   n_ctx=r.n_ctx, n_chunks=r.n_chunks, total_bytes=int(total),
                   n_elements=int(n_el), curve=tuple(curve), curve_err=tuple(err),
-                  seconds=seconds)
-    if bmodel is None:
+                  chunk_nll=tuple(float(v) for v in nll), seconds=seconds)
+    if not hasattr(r, "stats"):  # PerplexityResult
         return RunResult("ppl", ppl=float(r.ppl), ppl_err=float(r.ppl_err), **common)
     s = r.stats
     stats = {k: float(getattr(s, k)) for k in ("ppl", "ppl_err", "ppl_base", "ppl_base_err",
                                                "ppl_ratio", "ppl_ratio_err", "kld", "kld_err",
                                                "same_top")}
-    return RunResult("kld", base_path=str(spec.base_path),
-                     base_bytes=int(sum(t.nbytes for t in bmodel.tensors.values())),
+    return RunResult("kld", base_path=str(spec.base_path), base_bytes=int(base_bytes or 0),
                      **stats, **common)
 
 
