@@ -23,7 +23,7 @@ from iqk_studio.jobs.compare_importance import (
 )
 from iqk_studio.jobs.events import Finished
 from iqk_studio.jobs.perplexity import perplexity_job
-from iqk_studio.jobs.quantize import quantize_model
+from iqk_studio.jobs.quantize import plan_targets, quantize_model
 from iqk_studio.jobs.recipe_eval import plan_importance, plan_types
 from iqk_studio.recipe import Recipe, Rule, plan
 from iqk_studio.recipe.textfile import save
@@ -71,7 +71,8 @@ def test_mode_weights_are_what_the_quantize_job_writes(shared, tmp_path, arch):
             imp = plan_importance(m, p, mode.imatrix) if mode.importance == "imatrix" else {}
             ws = QuantizedWeights(gw, types, imp, uniform=mode.uniform)
             out = tmp_path / f"{mode.label}.gguf"
-            events = list(quantize_model(m, p, out, None if mode.uniform else mode.imatrix,
+            events = list(quantize_model(path, plan_targets(p), out,
+                                         None if mode.uniform else mode.imatrix,
                                          mode.uniform))
             assert isinstance(events[-1], Finished), events[-1]
             with open_model(out) as q:
@@ -100,7 +101,7 @@ def test_job_table_and_cli(shared, tmp_path, capsys):
     base = _result(perplexity_job(path, text, n_ctx=128, chunks=1))
     assert table.base.ppl == base.ppl
     out = tmp_path / "u.gguf"
-    list(quantize_model(str(path), p, str(out), uniform=True))
+    list(quantize_model(str(path), plan_targets(p), str(out), uniform=True))
     ref = _result(perplexity_job(out, text, n_ctx=128, chunks=1))
     r = rows[0]
     assert (r.ppl, r.ppl_err, r.ppl_base) == (ref.ppl, ref.ppl_err, base.ppl)

@@ -131,23 +131,19 @@ DATA = __import__("pathlib").Path(__file__).parent / "data" / "iqk-recipes"
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED) + sorted(f"{n}-KS" for n in KS))
-def test_plan_matches_llama_quantize_dry_run(name, tmp_path):
+def test_plan_matches_llama_quantize_dry_run(name):
     """Every tensor's type and size and the total, against ik_llama.cpp's own dry run of the
     exported command (tests/data/iqk-recipes/README.md)."""
-    import gzip
     import re
 
-    from test_recipe_oracle import parse_log
+    from dry_run_logs import assert_plan_matches, parse_log, read_text
 
-    text = gzip.decompress((DATA / f"qwen3moe-skeleton_{name}.log.gz").read_bytes()).decode()
-    (tmp_path / "log").write_text(text)
-    model, logged, total = parse_log(tmp_path / "log")
+    log = DATA / f"qwen3moe-skeleton_{name}.log.gz"
+    run = parse_log(log)
     r = library.resolve(name)
-    added = re.findall(r"Adding custom rule (\S+) -> (\S+)", text)
+    added = re.findall(r"Adding custom rule (\S+) -> (\S+)", read_text(log))
     assert added == [(x.pattern, x.type_name) for x in r.rules]
-    p = plan(model, r)
-    assert [(e.name, e.type) for e in p.entries] == [(x.name, x.type) for x in logged]
-    for e, x in zip(p.entries, logged):
-        assert f"{e.bytes / 2**20:{'.2f' if x.converted else '.3f'}}" == x.size_mib, e.name
-    assert f"{p.total_bytes / 2**20:.2f}" == total
-    assert f"{float(total) / 1024:.3f}" == f"{points_of(r)[0].size_gib:.3f}"
+    assert run.abort is None and len(run.logged) == len(run.model.tensors)
+    p = plan(run.model, r)
+    assert_plan_matches(p, run)
+    assert f"{float(run.total) / 1024:.3f}" == f"{points_of(r)[0].size_gib:.3f}"

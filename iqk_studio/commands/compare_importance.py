@@ -170,7 +170,7 @@ def external_job(binary, model_path, plan, text, modes, n_ctx, chunks, base, lab
     RunResult and the base is a PerplexityResult (the runs are external)."""
     from iqk_studio.jobs.compare_importance import ImportanceRow, ImportanceTable
     from iqk_studio.jobs.events import Failed, Finished, Progress
-    from iqk_studio.jobs.quantize import quantize_model
+    from iqk_studio.jobs.quantize import plan_targets, quantize_model
 
     if not workdir.is_dir():
         yield Failed(f"{workdir}: no such folder (--workdir)")
@@ -189,7 +189,7 @@ def external_job(binary, model_path, plan, text, modes, n_ctx, chunks, base, lab
         out = workdir / f".iqk-compare-{k + 1}.gguf"
         note, res = "", None
         try:
-            for ev in quantize_model(str(model_path), plan, out, mode.imatrix, mode.uniform,
+            for ev in quantize_model(str(model_path), plan_targets(plan), out, mode.imatrix, mode.uniform,
                                      threads, allow_requantize=True):
                 if isinstance(ev, Failed):
                     raise ValueError(ev.message)
