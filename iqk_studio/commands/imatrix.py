@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from iqk_studio.cli import CliError
-from iqk_studio.commands.perplexity import print_chunks
+from iqk_studio.commands.perplexity import act_options, add_act_quant, print_chunks
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
 from iqk_studio.jobs.imatrix import imatrix_job
@@ -23,6 +23,7 @@ def add_arguments(p) -> None:
                    help="compute threads (default: all cores)")
     p.add_argument("--chunks", type=int, default=-1, help="use at most N chunks")
     p.add_argument("--progress", action="store_true", help="show per-layer progress on stderr")
+    add_act_quant(p)
 
 
 def run(args) -> int:
@@ -32,7 +33,7 @@ def run(args) -> int:
     if not model.exists():
         raise CliError(f"{model}: no such model file")
     job = imatrix_job(model, args.file, args.output, args.ctx_size, args.chunks,
-                      fmt=args.output_format)
+                      fmt=args.output_format, **act_options(args))
     fin = print_chunks(job, "compute_imatrix", args.progress)
     *notes, final, saved = fin.message.split("\n")
     for line in notes + [saved]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from iqk_studio.cli import CliError
-from iqk_studio.commands.perplexity import print_chunks
+from iqk_studio.commands.perplexity import act_options, add_act_quant, print_chunks
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
 from iqk_studio.jobs.events import Failed, Finished, KldChunk, Progress
@@ -25,6 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--chunks", type=int, default=-1, help="evaluate at most N chunks")
     p.add_argument("--save-base", metavar="FILE", help="also write the base's log-probs to FILE "
                    "(llama-perplexity's --kl-divergence-base format) for reuse")
+    add_act_quant(p)
 
 
 def run(args) -> int:
@@ -35,14 +36,15 @@ def run(args) -> int:
         if not args.save_base or not args.file:
             raise CliError("give MODEL, or --save-base FILE with -f TEXT to only save the base")
         fin = print_chunks(save_base_job(base, args.file, args.save_base, args.ctx_size,
-                                         args.chunks), "perplexity")
+                                         args.chunks, **act_options(args)), "perplexity")
         print(fin.message)
         print(f"saved base log-probs to {args.save_base}", file=sys.stderr)
         return 0
     model = resolve_model_arg(args.model)
     if not is_base_file(base) and not args.file:
         raise CliError("-f TEXT is needed when BASE is a model")
-    job = kld_job(base, model, args.file, args.ctx_size, args.chunks, args.save_base)
+    job = kld_job(base, model, args.file, args.ctx_size, args.chunks, args.save_base,
+                  **act_options(args))
     first = True
     for ev in job:
         if isinstance(ev, Progress) and not ev.total and ev.message:

@@ -20,10 +20,23 @@ def add_arguments(p) -> None:
                    help="compute threads (default: all cores)")
     p.add_argument("--chunks", type=int, default=-1, help="evaluate at most N chunks")
     p.add_argument("--progress", action="store_true", help="show per-layer progress on stderr")
+    add_act_quant(p)
     g = p.add_argument_group("evaluate a recipe (quantize -> dequantize in memory, no file)")
     g.add_argument("--base", metavar="TYPE", help="llama-quantize type (Q4_K_M, IQ4_KS, ...)")
     from iqk_studio.commands.plan import add_recipe_options
     add_recipe_options(g)
+
+
+def add_act_quant(p) -> None:
+    p.add_argument("--act-quant", choices=("ik", "none"), default="ik",
+                   help="ik (default): multiply quantized weights as ik_llama.cpp's CPU backend "
+                   "does, activations quantized to the weight type's q8 format; none: float32 "
+                   "activations")
+
+
+def act_options(args) -> dict:
+    """act_quant and the llama-perplexity thread count it emulates (-t, else all cores)."""
+    return {"act_quant": args.act_quant, "ik_threads": args.threads}
 
 
 def _wants_recipe(args) -> bool:
@@ -46,7 +59,8 @@ def recipe_job(model_path, args):
     imatrix = load_imatrix(recipe.imatrix) if recipe.imatrix else None
     print(f"perplexity: evaluating the recipe in memory: {pl.total_bytes / 2**20:.2f} MiB "
           f"({pl.bpw:.4f} bpw)", file=sys.stderr)
-    return evaluate_plan(model_path, pl, args.file, args.ctx_size, args.chunks, imatrix)
+    return evaluate_plan(model_path, pl, args.file, args.ctx_size, args.chunks, imatrix,
+                         **act_options(args))
 
 
 def print_chunks(events, prog: str, progress: bool = False) -> Finished:
@@ -91,7 +105,8 @@ def run(args) -> int:
     if _wants_recipe(args):
         job = recipe_job(model, args)
     else:
-        job = perplexity_job(model, args.file, n_ctx=args.ctx_size, chunks=args.chunks)
+        job = perplexity_job(model, args.file, n_ctx=args.ctx_size, chunks=args.chunks,
+                             **act_options(args))
     fin = print_chunks(job, "perplexity", args.progress)
     print(fin.message, flush=True)
     return 0

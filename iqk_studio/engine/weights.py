@@ -103,6 +103,13 @@ class GGUFWeights:
                 self._cache[name] = w
         return w
 
+    def quantized(self, name: str) -> tuple[str, np.ndarray]:
+        """(type name, the stored bytes as (rows, row_bytes) uint8), float types included."""
+        info = self._info(name)
+        raw = np.asarray(self.model.tensor_data(name)).view(np.uint8)
+        rows = int(np.prod(info.shape[1:], dtype=np.int64)) if len(info.shape) > 1 else 1
+        return by_id(info.type_id).name, raw.reshape(rows, -1)
+
 
 class OverrideWeights:
     """A base source with some tensors replaced by given float32 arrays (numpy shape)."""
@@ -129,6 +136,10 @@ class OverrideWeights:
             return np.ascontiguousarray(w, dtype=np.float32)
         return self.base.get(name)
 
+    def quantized(self, name: str):
+        """As the base's, or None for a replaced tensor (float32 values)."""
+        return None if name in self.overrides else self.base.quantized(name)
+
 
 class QuantizedWeights:
     """A recipe evaluated without writing a file: tensors named in `types` are quantized to that
@@ -143,6 +154,7 @@ class QuantizedWeights:
         self.importance = dict(importance or {})
         self.keep = keep
         self._cache: dict[str, np.ndarray] = {}
+        self._raw: dict[str, np.ndarray] = {}  # quantized bytes (rows, row_bytes) per tensor
         missing = sorted(set(self.types) - set(base.names()))
         if missing:
             raise WeightError(f"the recipe names tensor {missing[0]}, which the model lacks")
@@ -164,8 +176,20 @@ class QuantizedWeights:
                 self._cache[name] = w
         return w
 
-    def _round_trip(self, name: str, qtype: str) -> np.ndarray:
-        from iqk_studio.quant.api import dequantize, quantize
+    def quantized(self, name: str) -> tuple[str, np.ndarray]:
+        """(type name, the quantized bytes (rows, row_bytes)) as the recipe stores the tensor."""
+        qtype = self.types.get(name)
+        if qtype is None or qtype.lower() == "f32":
+            return self.base.quantized(name)
+        raw = self._raw.get(name)
+        if raw is None:
+            raw = self._quantize(name, qtype)
+            if self.keep:
+                self._raw[name] = raw
+        return qtype, raw
+
+    def _quantize(self, name: str, qtype: str) -> np.ndarray:
+        from iqk_studio.quant.api import quantize
 
         x = self.base.get(name)
         n = x.shape[-1]
@@ -175,8 +199,15 @@ class QuantizedWeights:
             imp = np.asarray(imp, np.float32).reshape(-1, n)
             if imp.shape[0] not in (1, mats.shape[0]):
                 raise WeightError(f"{name}: importance has {imp.size} values for rows of {n}")
-        out = np.empty(mats.shape, np.float32)
+        parts = []
         for e in range(mats.shape[0]):
             qw = None if imp is None else imp[min(e, imp.shape[0] - 1)]
-            out[e] = dequantize(quantize(mats[e], qtype, qw), qtype, n).reshape(mats.shape[1:])
-        return out.reshape(x.shape)
+            parts.append(quantize(mats[e], qtype, qw))
+        return np.concatenate(parts, axis=0)
+
+    def _round_trip(self, name: str, qtype: str) -> np.ndarray:
+        from iqk_studio.quant.api import dequantize
+
+        x_shape = self.base.shape(name)
+        _, raw = self.quantized(name)
+        return dequantize(raw, qtype, x_shape[-1]).reshape(x_shape)
