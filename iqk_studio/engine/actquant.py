@@ -4,7 +4,7 @@ formats): float32 rows in, the dequantized activations d·q (float32) out."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # act type: (block, lanes, scale rounding, inverse)
 #   block: elements sharing a scale (lanes == 0), or the lane width when lanes > 0: element j of a
@@ -23,10 +23,12 @@ ACT_FORMATS: dict[str, tuple[int, int, str, str]] = {
 }
 
 
-@njit(nogil=True, cache=True, parallel=True)
+# Serial kernels: a call is ~1 ms of work, less than what waking numba's OpenMP threads costs.
+@njit(nogil=True, cache=True, fastmath={"nnan", "ninf", "reassoc"})
 def _amax(out, x, block, lanes):
-    # x: f32 (R, n) | out: f32 (R, nb) max |x| per block (or per lane group when lanes > 0)
-    for r in prange(x.shape[0]):
+    # x: f32 (R, n) | out: f32 (R, nb) max |x| per block (or per lane group when lanes > 0);
+    # a NaN makes its block's value undefined, but _apply still turns that element into NaN
+    for r in range(x.shape[0]):
         row = x[r]
         for b in range(out.shape[1]):
             out[r, b] = np.float32(0.0)
@@ -34,9 +36,7 @@ def _amax(out, x, block, lanes):
             for b in range(out.shape[1]):
                 m = np.float32(0.0)
                 for j in range(b * block, (b + 1) * block):
-                    v = abs(row[j])
-                    if v > m:
-                        m = v
+                    m = max(m, abs(row[j]))
                 out[r, b] = m
         else:
             for j in range(row.shape[0]):
@@ -46,20 +46,21 @@ def _amax(out, x, block, lanes):
                     out[r, b] = v
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)
 def _apply(out, x, d, inv, block, lanes):
     # out[r, j] = d[r, b] * clamp(rint(x[r, j] * inv[r, b]), -128, 127), b the scale of element j
     lo = np.float32(-128.0)
     hi = np.float32(127.0)
-    for r in prange(x.shape[0]):
+    for r in range(x.shape[0]):
         if lanes == 0:
-            for b in range(d.shape[1]):
-                s = d[r, b]
-                iv = inv[r, b]
+            row, orow, dr, ir = x[r], out[r], d[r], inv[r]
+            for b in range(dr.shape[0]):
+                s = dr[b]
+                iv = ir[b]
                 for j in range(b * block, (b + 1) * block):
-                    q = np.rint(x[r, j] * iv)
+                    q = np.rint(row[j] * iv)
                     qc = min(max(q, lo), hi)
-                    out[r, j] = s * (qc if q == q else q)  # NaN stays NaN
+                    orow[j] = s * (qc if q == q else q)  # NaN stays NaN
         else:
             for j in range(x.shape[1]):
                 b = (j % (block * lanes)) // block

@@ -88,6 +88,20 @@ class Forward:
             y += b
         return y
 
+    def _linears(self, p: str, roles: tuple[str, ...], x: np.ndarray,
+                 dense: bool = True) -> list[np.ndarray]:
+        """Several matmuls of one input (q/k/v, gate/up), in one GEMM when they can (+ biases)."""
+        names = [p + r + ".weight" for r in roles]
+        if self.observer is not None:
+            for name in names:
+                self.observer(name, x, None)
+        ys = self.mm.linears(names, x, dense=dense)
+        for r, y in zip(roles, ys):
+            b = self._w(p + r + ".bias")
+            if b is not None:
+                y += b
+        return ys
+
     def _fused_up_gate(self, p: str) -> bool:
         """llm_build_ffn fuses ffn_up/ffn_gate of one quantized type (iqk_moe_fused_up_gate)."""
         tg, tu = self.mm.type_of(p + "ffn_gate.weight"), self.mm.type_of(p + "ffn_up.weight")
@@ -124,11 +138,11 @@ class Forward:
         t = x.shape[0]
         r0, r1 = rows if rows is not None else (0, t)
         n = L.rms_norm(x, self.ws.get(p + "attn_norm.weight"), c.eps)
-        nq = n if rows is None else n[r0:r1]
         self.mm.forget_acts()
-        q = self._linear(p + "attn_q", nq, t).reshape(r1 - r0, c.n_head, c.head_dim)
-        k = self._linear(p + "attn_k", n).reshape(t, c.n_head_kv, c.head_dim)
-        v = self._linear(p + "attn_v", n).reshape(t, c.n_head_kv, c.head_dim_v)
+        q, k, v = self._linears(p, ("attn_q", "attn_k", "attn_v"), n)
+        q = q[r0:r1].reshape(r1 - r0, c.n_head, c.head_dim)
+        k = k.reshape(t, c.n_head_kv, c.head_dim)
+        v = v.reshape(t, c.n_head_kv, c.head_dim_v)
         if c.qk_norm:
             q = L.rms_norm(q, self.ws.get(p + "attn_q_norm.weight"), c.eps)
             k = L.rms_norm(k, self.ws.get(p + "attn_k_norm.weight"), c.eps)
@@ -160,10 +174,9 @@ class Forward:
         p = f"blk.{il}."
         if c.n_expert:
             return moe_ffn(n, self.mm, il, c.n_expert_used, c.n_ff_exp, c.act, self.observer)
-        dense = not self._fused_up_gate(p)
-        g = self._linear(p + "ffn_gate", n, dense=dense)
+        g, u = self._linears(p, ("ffn_gate", "ffn_up"), n, not self._fused_up_gate(p))
         g = L.gelu_tanh(g) if c.act == "gelu" else L.silu(g)
-        g *= self._linear(p + "ffn_up", n, dense=dense)
+        g *= u
         return self._linear(p + "ffn_down", g)
 
     def output_norm(self, x: np.ndarray) -> np.ndarray:

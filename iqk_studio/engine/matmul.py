@@ -5,6 +5,7 @@ activations by the weights' own values (the engine's behaviour before activation
 
 from __future__ import annotations
 
+import mmap
 import os
 
 import numpy as np
@@ -14,7 +15,6 @@ from iqk_studio.engine.ik_paths import path_of, repacks
 from iqk_studio.engine.repack import kernel_values, repacked
 
 ACT_QUANT_MODES = ("ik", "none")
-KERNEL_VALUES_DIFFER = frozenset({"iq6_k"})  # kernels' values != dequantize_row (repack.py)
 
 
 def default_ik_threads() -> int:
@@ -23,6 +23,26 @@ def default_ik_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def release_pages(raw: np.ndarray) -> None:
+    """Drop the resident pages of the read-only file mapping behind `raw` (a GGUF tensor's bytes
+    already converted to float32): they stay in the page cache and fault back in when read
+    again, and stop counting in this process's memory. No-op for arrays not backed by a file."""
+    base = raw
+    while isinstance(base, np.ndarray | memoryview):
+        base = base.obj if isinstance(base, memoryview) else base.base
+    if not isinstance(base, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED") or base.closed:
+        return
+    start = np.frombuffer(base, np.uint8, 1).__array_interface__["data"][0]
+    off = raw.__array_interface__["data"][0] - start
+    page = mmap.PAGESIZE
+    lo, hi = -(-off // page) * page, (off + raw.nbytes) // page * page
+    if hi > lo:
+        try:
+            base.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except (OSError, ValueError):
+            pass
 
 
 class Matmuls:
@@ -38,7 +58,7 @@ class Matmuls:
         self.mode = act_quant
         self.ik_threads = ik_threads or default_ik_threads()
         self._types: dict[str, str] = {}
-        self._cache: dict[tuple[str, str], np.ndarray] = {}  # (name, "repacked"/"native")
+        self._cache: dict[tuple, np.ndarray] = {}  # (name or names, choice(s)) -> float32
         self._memo: list[tuple[np.ndarray, str, np.ndarray]] = []  # (x, act, d·q) last few
 
     # -- what a weight is ------------------------------------------------------------------
@@ -53,25 +73,59 @@ class Matmuls:
     def _path(self, name: str):
         return None if self.mode == "none" else path_of(self.type_of(name))
 
-    def weight(self, name: str, ny: int, dense: bool = True) -> np.ndarray:
-        """float32 weights (numpy shape) a batch of ny activation rows is multiplied by."""
+    def _choice(self, name: str, ny: int, dense: bool) -> str:
+        """"float" (the source's float32 values), "native" (the stored type's values as ik's
+        kernels see them) or "repacked" (ik_paths.py)."""
         p = self._path(name)
-        if p is None or p.repack == "same":
-            return self.ws.get(name)
-        if p.repack == "native" or not repacks(p, ny, self.ws.shape(name)[-2], self.ik_threads,
-                                               dense):
-            if self.type_of(name) not in KERNEL_VALUES_DIFFER:
-                return self.ws.get(name)
-            return self._prepared(name, "native", lambda t, raw, n: kernel_values(t, raw, n))
-        return self._prepared(name, "repacked", lambda t, raw, n: repacked(t, p, raw, n))
+        if p is None:
+            return "float"
+        shape = self.ws.shape(name)
+        if p.repack in ("same", "native") or not repacks(p, ny, shape[-2], self.ik_threads,
+                                                        dense):
+            return "native"
+        return "repacked"
 
-    def _prepared(self, name: str, kind: str, make) -> np.ndarray:
-        w = self._cache.get((name, kind))
+    def _make(self, name: str, choice: str) -> np.ndarray:
+        if choice == "float":
+            return self.ws.get(name)
+        t, raw = self.ws.quantized(name)
+        shape = self.ws.shape(name)
+        if choice == "native":
+            w = kernel_values(t, raw, shape[-1])
+        else:
+            w = repacked(t, self._path(name), raw, shape[-1])
+        release_pages(raw)
+        return w.reshape(shape)
+
+    def weight(self, name: str, ny: int, dense: bool = True) -> np.ndarray:
+        """float32 weights (numpy shape) a batch of ny activation rows is multiplied by; built
+        from the stored bytes and kept here (the source's float32 cache stays empty)."""
+        choice = self._choice(name, ny, dense)
+        if choice == "float":
+            return self.ws.get(name)
+        w = self._cache.get((name, choice))
         if w is None:
-            t, raw = self.ws.quantized(name)
-            shape = self.ws.shape(name)
-            w = self._cache[(name, kind)] = make(t, raw, shape[-1]).reshape(shape)
+            w = self._cache[(name, choice)] = self._make(name, choice)
         return w
+
+    def linears(self, names: list[str], x: np.ndarray, ny: int | None = None,
+                dense: bool = True) -> list[np.ndarray]:
+        """x @ Wᵀ for several 2-D weights sharing the input: one GEMM over their concatenated
+        rows when they are all quantized with one activation type (fewer, larger BLAS calls)."""
+        ny = ny or x.shape[0]
+        paths = [self._path(n) for n in names]
+        if any(p is None for p in paths) or len({p.act for p in paths}) > 1:
+            return [np.matmul(self.acts(n, x), self.weight(n, ny, dense).T) for n in names]
+        choices = tuple(self._choice(n, ny, dense) for n in names)
+        key = (tuple(names), choices)
+        w = self._cache.get(key)
+        if w is None:
+            w = self._cache[key] = np.concatenate(
+                [self._cache.get((n, c), None) if (n, c) in self._cache else self._make(n, c)
+                 for n, c in zip(names, choices)])
+        y = np.matmul(self.acts(names[0], x), w.T)
+        cuts = np.cumsum([self.ws.shape(n)[-2] for n in names])[:-1]
+        return np.split(y, cuts, axis=1)
 
     def acts(self, name: str, x: np.ndarray) -> np.ndarray:
         """The activations x (rows, n_in) as the matmul with `name` sees them."""
