@@ -13,6 +13,7 @@ from iqk_studio.engine.attn_f16 import IQK_FA_HEAD_SIZES, attention_f16
 from iqk_studio.engine.matmul import Matmuls
 from iqk_studio.engine.model import ModelConfig, ModelError, config_from_metadata
 from iqk_studio.engine.moe import moe_ffn
+from iqk_studio.engine.threads import matmul_t, pmap
 from iqk_studio.engine.weights import GGUFWeights
 
 # observer(weight_name, activations (rows, n_in), expert_id or None): sees every matmul's input
@@ -82,7 +83,7 @@ class Forward:
         if self.observer is not None:
             self.observer(name + ".weight", x, None)
         w = name + ".weight"
-        y = np.matmul(self.mm.acts(w, x), self.mm.weight(w, ny or x.shape[0], dense).T)
+        y = matmul_t(self.mm.acts(w, x), self.mm.weight(w, ny or x.shape[0], dense))
         b = self._w(name + ".bias")
         if b is not None:
             y += b
@@ -188,7 +189,7 @@ class Forward:
         hq = self.mm.acts(self._output_name, h)
         w = self.mm.weight(self._output_name, h.shape[0])
         for r0 in range(0, h.shape[0], rows_per_block):
-            yield r0, np.matmul(hq[r0:r0 + rows_per_block], w.T)
+            yield r0, matmul_t(hq[r0:r0 + rows_per_block], w)
 
     def steps(self, tokens: np.ndarray, first: int = 0, last: int | None = None,
               all_rows: bool = False) -> Generator[int, None, np.ndarray]:
@@ -203,6 +204,14 @@ class Forward:
             yield il + 1
         return self.output_norm(x[first:last] if all_rows else x)
 
+    def map_logit_slices(self, h: np.ndarray, fn, n_cols: int = 16384) -> list:
+        """[fn(v0, logits (rows, n_cols))] over vocabulary slices, slices spread over the engine's
+        threads (each a single-threaded GEMM); fn must be thread-safe."""
+        hq = self.mm.acts(self._output_name, h)
+        w = self.mm.weight(self._output_name, h.shape[0])
+        return pmap(lambda v0: fn(v0, np.matmul(hq, w[v0:v0 + n_cols].T)),
+                    list(range(0, w.shape[0], n_cols)))
+
     def iter_logit_slices(self, h: np.ndarray, n_cols: int = 16384
                           ) -> Iterator[tuple[int, np.ndarray]]:
         """(v0, logits (rows, n_cols) float32) over vocabulary slices: every row at once, the
@@ -210,7 +219,7 @@ class Forward:
         hq = self.mm.acts(self._output_name, h)
         w = self.mm.weight(self._output_name, h.shape[0])
         for v0 in range(0, w.shape[0], n_cols):
-            yield v0, np.matmul(hq, w[v0:v0 + n_cols].T)
+            yield v0, matmul_t(hq, w[v0:v0 + n_cols])
 
     # -- convenience -----------------------------------------------------------------------
     def hidden(self, tokens: np.ndarray, first: int = 0, last: int | None = None) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 from iqk_studio.engine.actquant import quantize_acts
 from iqk_studio.engine.ik_paths import path_of, repacks
 from iqk_studio.engine.repack import kernel_values, repacked
+from iqk_studio.engine.threads import matmul_t
 
 ACT_QUANT_MODES = ("ik", "none")
 
@@ -115,7 +116,7 @@ class Matmuls:
         ny = ny or x.shape[0]
         paths = [self._path(n) for n in names]
         if any(p is None for p in paths) or len({p.act for p in paths}) > 1:
-            return [np.matmul(self.acts(n, x), self.weight(n, ny, dense).T) for n in names]
+            return [matmul_t(self.acts(n, x), self.weight(n, ny, dense)) for n in names]
         choices = tuple(self._choice(n, ny, dense) for n in names)
         key = (tuple(names), choices)
         w = self._cache.get(key)
@@ -123,7 +124,7 @@ class Matmuls:
             w = self._cache[key] = np.concatenate(
                 [self._cache.get((n, c), None) if (n, c) in self._cache else self._make(n, c)
                  for n, c in zip(names, choices)])
-        y = np.matmul(self.acts(names[0], x), w.T)
+        y = matmul_t(self.acts(names[0], x), w)
         cuts = np.cumsum([self.ws.shape(n)[-2] for n in names])[:-1]
         return np.split(y, cuts, axis=1)
 
@@ -143,7 +144,7 @@ class Matmuls:
     def linear(self, name: str, x: np.ndarray, b: np.ndarray | None = None,
                dense: bool = True) -> np.ndarray:
         """x (T, n_in) @ W(n_out, n_in)ᵀ (+ b) -> (T, n_out) float32."""
-        y = np.matmul(self.acts(name, x), self.weight(name, x.shape[0], dense).T)
+        y = matmul_t(self.acts(name, x), self.weight(name, x.shape[0], dense))
         if b is not None:
             y += b
         return y
@@ -153,7 +154,7 @@ class Matmuls:
         w = self.weight(name, x.shape[0], dense=False)[e]
         if rows is not None:
             w = w[rows]
-        return np.matmul(self.acts(name, x), w.T)
+        return matmul_t(self.acts(name, x), w)
 
     def forget_acts(self) -> None:
         """Drop the memo of quantized activations (call between layers)."""

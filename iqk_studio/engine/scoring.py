@@ -50,11 +50,12 @@ def _exp_neg(x):
     return p * np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32)
 
 
-@njit(nogil=True, cache=_CACHE, parallel=True, fastmath={"contract", "reassoc"})
+@njit(nogil=True, cache=_CACHE, fastmath={"contract", "reassoc"})
 def _lse_slice(mx, sx, tl, logits, v0, targets):
     # logits: f32 (R, n) = columns v0..v0+n of the full rows | mx: f32 (R,) running max |
-    # sx: f64 (R,) running Σexp(l - mx) | tl: f32 (R,) target logit, set when in this slice
-    for r in prange(logits.shape[0]):
+    # sx: f64 (R,) running Σexp(l - mx) | tl: f32 (R,) target logit, set when in this slice;
+    # serial: callers run slices on separate threads (engine.threads) and merge
+    for r in range(logits.shape[0]):
         row = logits[r]
         m = row[0]
         for i in range(1, row.shape[0]):
@@ -90,6 +91,15 @@ class NllAccumulator:
         if logits.shape[0] != self.targets.size:
             raise ValueError(f"logits {logits.shape} for {self.targets.size} rows")
         _lse_slice(self.mx, self.sx, self.tl, logits, v0, self.targets)
+
+    def merge(self, other: NllAccumulator) -> None:
+        """Fold in an accumulator of the same rows that saw other vocabulary slices."""
+        m = np.maximum(self.mx, other.mx)
+        with np.errstate(invalid="ignore"):
+            self.sx = (self.sx * np.exp(self.mx.astype(np.float64) - m)
+                       + other.sx * np.exp(other.mx.astype(np.float64) - m))
+        self.mx = m
+        self.tl = np.where(np.isnan(other.tl), self.tl, other.tl)
 
     def nll(self) -> np.ndarray:
         """float64 NLL per row; NaN/Inf when the logits were not finite."""

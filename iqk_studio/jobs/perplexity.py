@@ -81,10 +81,20 @@ def ppl_and_err(nll: float, nll2: float, count: int) -> tuple[float, float]:
 
 
 def chunk_nll(fw: Forward, h: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """NLL of each scored position (float64), logits computed in vocabulary slices."""
-    acc = NllAccumulator(targets, fw.cfg.n_vocab)
-    for v0, logits in fw.iter_logit_slices(h):
+    """NLL of each scored position (float64), logits computed in vocabulary slices (on the
+    engine's threads, each slice's log-sum-exp beside its GEMM, then merged)."""
+    n_vocab = fw.cfg.n_vocab
+    NllAccumulator(targets, n_vocab)  # checks the targets
+
+    def slice_acc(v0: int, logits: np.ndarray) -> NllAccumulator:
+        acc = NllAccumulator(targets, n_vocab)
         acc.add(v0, logits)
+        return acc
+
+    parts = fw.map_logit_slices(h, slice_acc)
+    acc = parts[0]
+    for p in parts[1:]:
+        acc.merge(p)
     return acc.nll()
 
 
