@@ -5,8 +5,6 @@ kept in f16 (rounded after every key), as with the default f16 KV cache."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
@@ -16,16 +14,17 @@ IQK_FA_HEAD_SIZES = frozenset({(64, 64), (96, 96), (128, 128), (192, 128), (192,
 
 @njit(nogil=True, cache=True, inline="always")
 def f16r(x):
-    """float -> the nearest float16 value (ties to even; overflow -> inf), as float32."""
+    """float32 -> the nearest float16 value (ties to even; overflow -> inf), as float32."""
+    x = np.float32(x)
     a = abs(x)
-    if a != a or a == np.inf or a == 0.0:
-        return np.float32(x)
-    m, e = math.frexp(a)  # a = m * 2**e, 0.5 <= m < 1
-    step = e - 11 if e - 11 > -24 else -24  # 11 significant bits; subnormals: 2**-24
-    r = math.ldexp(np.rint(math.ldexp(a, -step)), step)
-    if r > 65504.0:
-        r = np.inf
-    return np.float32(r if x > 0 else -r)
+    if a < np.float32(6.103515625e-05):  # f16 subnormals: a fixed step of 2**-24
+        return np.float32(np.rint(x * np.float32(16777216.0)) * np.float32(5.9604645e-08))
+    u = np.int64(x.view(np.int32))
+    u = (u + 0x0FFF + ((u >> 13) & 1)) & -8192
+    r = np.int32(u).view(np.float32)
+    if abs(r) > np.float32(65504.0) and a == a:
+        r = np.float32(np.inf) if x > 0 else np.float32(-np.inf)
+    return r
 
 
 @njit(nogil=True, cache=True, parallel=True)
