@@ -35,6 +35,11 @@ Weight repacking at large batches (`iqk_convert_*`, the x86-64 code paths), colu
 Conditions (iqk_mul_mat): dense 2-D weights repack when ny >= min_ny, n_out // n_threads >= 32 and
 n_out % 16 == 0; MoE experts (per expert, ny = its rows) and the fused ffn_up/ffn_gate pair (same
 quantized type; llm_build_ffn's fused_up_gate, default on) repack when ny >= min_ny.
+The output layer is a dense matmul of the scored rows (n_ctx/2 in llama-perplexity; all rows in
+its KLD mode); MoE routers are dense matmuls too. Attention is not a weight matmul: flash
+attention over the f16 KV cache, iqk's kernels for head sizes 64/96/128/192/256 (and 576/512,
+512/512, 320/256, 192/128: float32 math, matched to float rounding) and ggml's generic f16 kernel
+for the others (Q and the V accumulator in f16: engine/attn_f16.py).
 iq6_k: the kernels (native and repack) use the int8 table iq6nl_values where dequantize_row_iq6_k
 evaluates a cubic, so its weights are rebuilt from the table (repack.kernel_values).
 Not emulated (checked against ik's ggml_mul_mat in tests/test_engine_actquant.py): the iq*_kt
