@@ -11,13 +11,22 @@ their ratios, our peak RSS and the load average. On a busy machine wall times sa
 neighbours than about either program; the CPU-time ratio is the steadier figure.
 
 What dominated (demo model, 2 threads, per chunk): the float32 GEMMs (layers 102 GFLOP, output
-layer 86 GFLOP over 255 rows x 262144), then the log-sum-exp over 67M logits (libm expf, scalar),
-attention, and - once added - the activation quantizers (parallel numba kernels whose OpenMP
-wake-ups cost 10x their work). What changed: q/k/v and ffn_gate/up are one GEMM each over
-concatenated weights; the quantizers are serial; the log-sum-exp uses a vectorizable exp;
-quantized weights are built from the file's bytes, whose pages are then released (peak RSS 1.3
-GiB instead of 1.5). OpenBLAS runs its AVX512 kernels on AVX512 AMD CPUs unless
-OPENBLAS_CORETYPE says otherwise (this sandbox sets Haswell; the core used is printed).
+layer 86 GFLOP over 255 rows x 262144; ~85% of the CPU time, at OpenBLAS's peak), then the
+log-sum-exp over 67M logits (libm expf, scalar), attention, and - once added - the activation
+quantizers (parallel numba kernels whose OpenMP wake-ups cost 10x their work); OpenBLAS's own
+threads spin between calls, which on this shared machine doubled CPU time. What changed: q/k/v and
+ffn_gate/up are one GEMM each over concatenated weights; GEMMs, vocabulary slices (each with its
+log-sum-exp) and causal attention blocks run on a pool of Python threads over single-threaded
+OpenBLAS; the quantizers are serial; the log-sum-exp uses a vectorizable exp; quantized weights are
+built from the file's bytes, whose pages are then released (peak RSS 1.41 GiB).
+
+Measured (2 threads, 8 chunks, medians of 3, same run): ours 1.2 CPU s/chunk with OpenBLAS's
+AVX512 (SkylakeX) kernels, 2.0 with the Haswell kernels this sandbox forces through
+OPENBLAS_CORETYPE; llama-perplexity 1.0 CPU s/chunk and ~1000 tokens/s on a quiet machine, 1.3-1.9
+and 160-400 tokens/s when neighbours load it (its threads spin). Ratios ours/ik: quiet machine
+wall 0.43-0.50 (Haswell) / 0.50-0.77 (AVX512); load average ~5: wall 0.83 / 1.05, CPU 0.88 /
+1.39. Its int8 VNNI dot products do ~4x the work per instruction of our float32 FMAs; closing the
+gap on a quiet machine needs integer GEMMs, not a faster float path.
 """
 
 from __future__ import annotations
