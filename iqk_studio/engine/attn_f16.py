@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from iqk_studio._parallel import KERNEL_LOCK
+
 IQK_FA_HEAD_SIZES = frozenset({(64, 64), (96, 96), (128, 128), (192, 128), (192, 192),
                                (256, 256), (320, 256), (512, 512), (576, 512)})
 
@@ -75,6 +77,7 @@ def attention_f16(q: np.ndarray, k: np.ndarray, v: np.ndarray, kq_scale: float, 
     tq, n_head, _ = q.shape
     g = n_head // k.shape[1]
     out = np.empty((tq, n_head, v.shape[2]), np.float32)
-    _fa_f16(out, np.ascontiguousarray(q, np.float32), np.ascontiguousarray(k, np.float32),
-            np.ascontiguousarray(v, np.float32), np.float32(kq_scale), q0, n_swa, g)
+    with KERNEL_LOCK:
+        _fa_f16(out, np.ascontiguousarray(q, np.float32), np.ascontiguousarray(k, np.float32),
+                np.ascontiguousarray(v, np.float32), np.float32(kq_scale), q0, n_swa, g)
     return out.reshape(tq, n_head * v.shape[2])

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from iqk_studio._parallel import KERNEL_LOCK
+
 _CACHE = True
 
 
@@ -110,7 +112,8 @@ def nll_rows(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """NLL (float64) of targets[r] under softmax(logits[r]); max-shifted, Σexp in double."""
     logits, targets = _check(logits, targets)
     out = np.empty(logits.shape[0], dtype=np.float64)
-    _nll_rows(out, logits, targets)
+    with KERNEL_LOCK:
+        _nll_rows(out, logits, targets)
     return out
 
 
@@ -163,7 +166,8 @@ def base_rows(logits: np.ndarray, targets: np.ndarray) -> tuple[BaseLogProbs, np
     min_lp = np.empty(r, np.float32)
     q = np.empty((r, v), np.uint16)
     nll = np.empty(r, np.float64)
-    _base_rows(scale, min_lp, q, nll, logits, targets)
+    with KERNEL_LOCK:
+        _base_rows(scale, min_lp, q, nll, logits, targets)
     return BaseLogProbs(scale, min_lp, q), nll
 
 
@@ -221,9 +225,10 @@ def kld_rows(logits: np.ndarray, base: BaseLogProbs, targets: np.ndarray) -> Kld
         raise ValueError(f"base log-probs {base.q.shape} do not match logits {(r, v)}")
     out = KldRows(np.empty(r, np.float32), np.empty(r, np.float32), np.empty(r, np.float64),
                   np.empty(r, np.float32), np.empty(r, np.bool_))
-    _kld_rows(out.nll, out.nll_base, out.kld, out.p_diff, out.same_top, logits,
-              np.ascontiguousarray(base.scale), np.ascontiguousarray(base.min_log_prob),
-              np.ascontiguousarray(base.q), targets)
+    with KERNEL_LOCK:
+        _kld_rows(out.nll, out.nll_base, out.kld, out.p_diff, out.same_top, logits,
+                  np.ascontiguousarray(base.scale), np.ascontiguousarray(base.min_log_prob),
+                  np.ascontiguousarray(base.q), targets)
     return out
 
 
