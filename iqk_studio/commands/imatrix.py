@@ -13,6 +13,7 @@ from iqk_studio.commands._checks import (
     model_files,
 )
 from iqk_studio.commands._print import print_chunks
+from iqk_studio.commands.perplexity import act_options, add_act_quant
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
 from iqk_studio.gguf.reader import open_model
@@ -36,6 +37,7 @@ def add_arguments(p) -> None:
     from iqk_studio.commands.external import add_llama_option, add_store_option
     add_llama_option(p, "llama-imatrix")
     add_store_option(p)
+    add_act_quant(p)
 
 
 def run(args) -> int:
@@ -56,7 +58,7 @@ def run(args) -> int:
     if args.threads is not None:
         set_threads(args.threads)
     job = imatrix_job(model, args.file, args.output, args.ctx_size, args.chunks,
-                      fmt=args.output_format)
+                      fmt=args.output_format, **act_options(args))
     job = external.recorded(job, args, "imatrix", model, args.file, args.ctx_size, args.chunks)
     try:
         fin = print_chunks(job, "compute_imatrix", args.progress)

@@ -15,6 +15,7 @@ from iqk_studio.commands._checks import (
     model_files,
 )
 from iqk_studio.commands._print import print_chunks
+from iqk_studio.commands.perplexity import act_options, add_act_quant
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
 from iqk_studio.gguf.reader import open_model
@@ -42,6 +43,7 @@ def add_arguments(p) -> None:
     p.add_argument("--stop-on-nan", action="store_true",
                    help="with --llama-perplexity: stop the run at the first NaN chunk")
     add_store_option(p)
+    add_act_quant(p)
 
 
 def _check(args, base) -> None:
@@ -80,14 +82,15 @@ def run(args) -> int:
         if not args.save_base or not args.file:
             raise CliError("give MODEL, or --save-base FILE with -f TEXT to only save the base")
         fin = print_chunks(save_base_job(base, args.file, args.save_base, args.ctx_size,
-                                         args.chunks), "perplexity")
+                                         args.chunks, **act_options(args)), "perplexity")
         print(fin.message)
         print(f"saved base log-probs to {args.save_base}", file=sys.stderr)
         return 0
     model = resolve_model_arg(args.model)
     if not is_base_file(base) and not args.file:
         raise CliError("-f TEXT is needed when BASE is a model")
-    job = kld_job(base, model, args.file, args.ctx_size, args.chunks, args.save_base)
+    job = kld_job(base, model, args.file, args.ctx_size, args.chunks, args.save_base,
+                  **act_options(args))
     job = external.recorded(job, args, "kld", model, args.file, args.ctx_size, args.chunks,
                             base_model_path=None if is_base_file(base) else base)
     try:

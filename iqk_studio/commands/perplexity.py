@@ -28,10 +28,23 @@ def add_arguments(p) -> None:
     p.add_argument("--stop-on-nan", action="store_true",
                    help="with --llama-perplexity: stop the run at the first NaN chunk")
     add_store_option(p)
+    add_act_quant(p)
     g = p.add_argument_group("evaluate a recipe (quantize -> dequantize in memory, no file)")
     g.add_argument("--base", metavar="TYPE", help="llama-quantize type (Q4_K_M, IQ4_KS, ...)")
     from iqk_studio.commands.plan import add_recipe_options
     add_recipe_options(g)
+
+
+def add_act_quant(p) -> None:
+    p.add_argument("--act-quant", choices=("ik", "none"), default="ik",
+                   help="ik (default): multiply quantized weights as ik_llama.cpp's CPU backend "
+                   "does, activations quantized to the weight type's q8 format; none: float32 "
+                   "activations")
+
+
+def act_options(args) -> dict:
+    """act_quant and the llama-perplexity thread count it emulates (-t, else all cores)."""
+    return {"act_quant": args.act_quant, "ik_threads": args.threads}
 
 
 def _wants_recipe(args) -> bool:
@@ -44,7 +57,7 @@ def recipe_job(model_path, args):
     from iqk_studio.commands.plan import recipe_from_args
     from iqk_studio.gguf.imatrix import load_imatrix
     from iqk_studio.gguf.reader import open_model
-    from iqk_studio.jobs.recipe_eval import evaluate_plan
+    from iqk_studio.jobs.evaluate import evaluate_plan
     from iqk_studio.recipe import plan
 
     recipe = recipe_from_args(args, args.base)
@@ -55,7 +68,8 @@ def recipe_job(model_path, args):
     imatrix = load_imatrix(recipe.imatrix) if recipe.imatrix else None
     print(f"perplexity: evaluating the recipe in memory: {pl.total_bytes / 2**20:.2f} MiB "
           f"({pl.bpw:.4f} bpw)", file=sys.stderr)
-    job = evaluate_plan(model_path, pl, args.file, args.ctx_size, args.chunks, imatrix)
+    job = evaluate_plan(model_path, pl, args.file, args.ctx_size, args.chunks, imatrix,
+                        **act_options(args))
     return job, recipe, pl
 
 
@@ -80,7 +94,8 @@ def run(args) -> int:
     if _wants_recipe(args):
         job, recipe, plan = recipe_job(model, args)
     else:
-        job = perplexity_job(model, args.file, n_ctx=args.ctx_size, chunks=args.chunks)
+        job = perplexity_job(model, args.file, n_ctx=args.ctx_size, chunks=args.chunks,
+                             **act_options(args))
     job = external.recorded(job, args, "perplexity", model, args.file, args.ctx_size,
                             args.chunks, recipe=recipe, plan=plan)
     try:

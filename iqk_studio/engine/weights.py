@@ -9,9 +9,9 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from iqk_studio.gguf.types import by_id
+from iqk_studio.gguf.types import by_id, by_name
 from iqk_studio.quant import registry
-from iqk_studio.quant.api import round_trip
+from iqk_studio.quant.api import dequantize, quantize_rows
 from iqk_studio.quant.errors import QuantError
 
 _ROWS_PER_BLOCK = 8192  # dequantize big tensors in row blocks to bound temporary memory
@@ -100,6 +100,13 @@ class GGUFWeights:
                 self._cache[name] = w
         return w
 
+    def quantized(self, name: str) -> tuple[str, np.ndarray]:
+        """(type name, the stored bytes as (rows, row_bytes) uint8), float types included."""
+        info = self._info(name)
+        raw = np.asarray(self.model.tensor_data(name)).view(np.uint8)
+        rows = int(np.prod(info.shape[1:], dtype=np.int64)) if len(info.shape) > 1 else 1
+        return by_id(info.type_id).name, raw.reshape(rows, -1)
+
 
 class OverrideWeights:
     """A base source with some tensors replaced by given float32 arrays (numpy shape)."""
@@ -126,16 +133,22 @@ class OverrideWeights:
             return np.ascontiguousarray(w, dtype=np.float32)
         return self.base.get(name)
 
+    def quantized(self, name: str):
+        """As the base's, or None for a replaced tensor (float32 values)."""
+        return None if name in self.overrides else self.base.quantized(name)
+
 
 class QuantizedWeights:
     """A recipe evaluated without writing a file: tensors named in `types` are quantized to that
-    ggml type (llama-quantize spelling) from the base source's float32 values and dequantized
-    back (quant.api.round_trip, in row blocks); `importance` maps names to imatrix vectors (n_in,
-    or n_in * n_expert for 3-D expert tensors, already divided by ncall); uniform=True quantizes
+    ggml type (llama-quantize spelling) from the base source's float32 values, in row blocks
+    (quant.api.quantize_rows), exactly as the quantize job writes them; `quantized(name)` gives
+    those bytes (the engine's activation-quantized matmuls read them) and `get(name)` their
+    dequantized float32 values. `importance` maps names to imatrix vectors (n_in, or
+    n_in * n_expert for 3-D expert tensors, already divided by ncall); uniform=True quantizes
     with w = 1 instead (importance ignored).
 
-    A job calls prepare() and reports its steps, so a cancel lands within one row block; get()
-    of a tensor not prepared does the same work at once (cached when keep is true)."""
+    A job calls prepare() and reports its steps, so a cancel lands within one row block; a tensor
+    not prepared is quantized at once on first use (kept when keep is true)."""
 
     def __init__(self, base, types: Mapping[str, str], importance: Mapping | None = None,
                  keep: bool = True, threads: int = 1, uniform: bool = False):
@@ -145,7 +158,8 @@ class QuantizedWeights:
         self.importance = dict(importance or {})
         self.keep = keep
         self.threads = threads
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[str, np.ndarray] = {}  # dequantized float32 per tensor
+        self._raw: dict[str, np.ndarray] = {}  # quantized bytes (rows, row_bytes) per tensor
         missing = sorted(set(types) - set(base.names()))
         if missing:
             raise WeightError(f"the recipe names tensor {missing[0]}, which the model lacks")
@@ -157,43 +171,59 @@ class QuantizedWeights:
         return self.base.shape(name)
 
     def get(self, name: str) -> np.ndarray:
-        if name not in self.types:
+        qtype = self.types.get(name)
+        if qtype is None:
             return self.base.get(name)
         w = self._cache.get(name)
         if w is None:
-            for _ in self._round_trip(name):
-                pass
-            w = self._cache.pop(name)
+            _, raw = self.quantized(name)
+            shape = self.base.shape(name)
+            try:
+                w = dequantize(raw, qtype, shape[-1]).reshape(shape)
+            except QuantError as e:
+                raise WeightError(f"{name}: {e}") from None
+            w.setflags(write=False)
             if self.keep:
                 self._cache[name] = w
         return w
 
+    def quantized(self, name: str) -> tuple[str, np.ndarray]:
+        """(type name, the quantized bytes (rows, row_bytes)) as the recipe stores the tensor."""
+        qtype = self.types.get(name)
+        if qtype is None:
+            return self.base.quantized(name)
+        raw = self._raw.get(name)
+        if raw is None:
+            for _ in self._quantize(name):
+                pass
+            raw = self._raw[name] if self.keep else self._raw.pop(name)
+        return qtype, raw
+
     def prepare(self) -> Iterator[tuple[int, int, str]]:
-        """Quantize -> dequantize every replaced tensor not yet done, one row block per step:
-        yields (rows done, rows total, tensor name) over all of them; results are kept."""
-        todo = [n for n in self.types if n not in self._cache]
+        """Quantize every replaced tensor not yet done, one row block per step: yields (rows
+        done, rows total, tensor name) over all of them; the bytes are kept."""
+        todo = [n for n in self.types if n not in self._raw]
         total = sum(_rows(self.base.shape(n)) for n in todo)
         done = 0
         for name in todo:
-            for rows in self._round_trip(name):
+            for rows in self._quantize(name):
                 yield done + rows, total, name
             done += _rows(self.base.shape(name))
 
-    def _round_trip(self, name: str) -> Iterator[int]:
-        """Fills self._cache[name] block by block, yielding the rows done; nothing is cached
-        when the iteration stops early."""
+    def _quantize(self, name: str) -> Iterator[int]:
+        """Fills self._raw[name] block by block (quant.api.quantize_rows), yielding the rows
+        done; nothing is kept when the iteration stops early."""
         x = self.base.get(name)
-        out = np.empty(x.shape, np.float32)
-        rows = out.reshape(-1, x.shape[-1])
+        qtype, ne0 = self.types[name], x.shape[-1]
         try:
-            for r0, r1, y in round_trip(x, self.types[name], self.importance.get(name),
-                                        self.uniform, threads=self.threads):
-                rows[r0:r1] = y
+            out = np.empty((x.size // ne0, by_name(qtype).row_bytes(ne0)), np.uint8)
+            for r0, r1, q in quantize_rows(x, qtype, self.importance.get(name), self.uniform,
+                                           self.threads):
+                out[r0:r1] = q
                 yield r1
-        except QuantError as e:
-            raise WeightError(f"{name}: {e}") from None
-        out.setflags(write=False)
-        self._cache[name] = out
+        except (QuantError, KeyError) as e:
+            raise WeightError(f"{name}: {e.args[0] if e.args else e}") from None
+        self._raw[name] = out
 
 
 def _rows(shape: tuple[int, ...]) -> int:

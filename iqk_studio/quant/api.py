@@ -1,6 +1,6 @@
 """Public quantize / dequantize (checks input, picks the kernel from the index) and the one way a
-tensor is worked through in row blocks: tensor_blocks for the quantize job, round_trip
-(quantize -> dequantize in memory) for evaluating a recipe without writing a file."""
+tensor is worked through in row blocks: tensor_blocks for the quantize job, quantize_rows
+(and round_trip, quantize -> dequantize) in memory for evaluating a recipe without writing a file."""
 
 from __future__ import annotations
 
@@ -106,10 +106,10 @@ def expert_importance(importance: np.ndarray | None, e: int, ne0: int) -> np.nda
     return v[e * ne0:(e + 1) * ne0]
 
 
-def round_trip(x: np.ndarray, qtype: str, importance: np.ndarray | None = None,
-               uniform: bool = False, threads: int = 1):
-    """Quantize -> dequantize a tensor in memory, one row block per step: yields (r0, r1, y) with
-    y float32 (r1 - r0, ne0) for rows r0:r1 of x viewed as (rows, ne0). x: float32 in numpy order
+def quantize_rows(x: np.ndarray, qtype: str, importance: np.ndarray | None = None,
+                  uniform: bool = False, threads: int = 1):
+    """Quantize a tensor in memory, one row block per step: yields (r0, r1, q) with q the bytes
+    (r1 - r0, row_bytes) of rows r0:r1 of x viewed as (rows, ne0). x: float32 in numpy order
     (ne2, ne1, ne0), (ne1, ne0) or (ne0,); experts get their importance slices, as in a quantized
     file. Stop iterating to cancel: at most one block of work is lost."""
     x = np.asarray(x, dtype=np.float32)
@@ -118,9 +118,18 @@ def round_trip(x: np.ndarray, qtype: str, importance: np.ndarray | None = None,
     rows = x.reshape(-1, ne0)
     for e, r0, r1 in tensor_blocks(shape, qtype, threads):
         qw = expert_importance(importance, e, ne0)
-        yield r0, r1, dequantize(quantize(rows[r0:r1], qtype, qw, uniform), qtype, ne0)
+        yield r0, r1, quantize(rows[r0:r1], qtype, qw, uniform)
+
+
+def round_trip(x: np.ndarray, qtype: str, importance: np.ndarray | None = None,
+               uniform: bool = False, threads: int = 1):
+    """quantize_rows, each block dequantized back: yields (r0, r1, y) with y float32
+    (r1 - r0, ne0)."""
+    ne0 = np.shape(x)[-1]
+    for r0, r1, q in quantize_rows(x, qtype, importance, uniform, threads):
+        yield r0, r1, dequantize(q, qtype, ne0)
 
 
 __all__ = ["QuantError", "quantize", "dequantize", "rows_per_block", "tensor_blocks",
-           "expert_importance", "round_trip", "ELEMENTS_PER_BLOCK", "MODE_DEFAULT", "MODE_IMATRIX",
+           "expert_importance", "quantize_rows", "round_trip", "ELEMENTS_PER_BLOCK", "MODE_DEFAULT", "MODE_IMATRIX",
            "MODE_UNIFORM"]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from iqk_studio._parallel import KERNEL_LOCK
 from iqk_studio.quant.grids import E2M1, FE1M2, NF4, iq4k_values, iq4k_variants
 
 VARIANTS = tuple(iq4k_variants())  # index = 2 * (scale < 0) + shifted
@@ -139,7 +140,8 @@ def grid_fit_errors(xb: np.ndarray, grids) -> np.ndarray:
     g /= np.abs(g).max(axis=1, keepdims=True)
     xb = np.ascontiguousarray(xb, dtype=np.float64)
     out = np.empty((xb.shape[0], len(g)), dtype=np.float64)
-    _fit_kernel(out, xb, g, (g[:, 1:] + g[:, :-1]) / 2, TRIALS)
+    with KERNEL_LOCK:
+        _fit_kernel(out, xb, g, (g[:, 1:] + g[:, :-1]) / 2, TRIALS)
     return out
 
 

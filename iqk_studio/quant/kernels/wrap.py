@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from iqk_studio._parallel import KERNEL_LOCK, is_parallel
 from iqk_studio.gguf.types import BY_NAME
 from iqk_studio.quant.errors import QuantError
 from iqk_studio.quant.kernels import MODE_IMATRIX
@@ -20,6 +21,7 @@ def quantizer(name: str, rows, check=None):
     multiple of the interleave; qw (n,) float32 in MODE_IMATRIX, an empty array otherwise.
     check(out, x) runs after the kernel (a QuantError where llama-quantize aborts)."""
     t = BY_NAME[name]
+    parallel = is_parallel(rows)
 
     def quant(x, qw, mode):
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -38,7 +40,11 @@ def quantizer(name: str, rows, check=None):
         else:
             qw = _NO_QW
         out = np.empty((x.shape[0], t.row_bytes(x.shape[1])), dtype=np.uint8)
-        rows(out, x, qw, mode)
+        if parallel:
+            with KERNEL_LOCK:
+                rows(out, x, qw, mode)
+        else:
+            rows(out, x, qw, mode)
         if check is not None:
             check(out, x)
         return out
@@ -51,6 +57,7 @@ def dequantizer(name: str, rows):
     """DEQUANT[name](raw, n) -> float32 (rows, n) around rows(out, raw): raw uint8
     (rows, row_bytes) made C-contiguous, rows of n elements."""
     t = BY_NAME[name]
+    parallel = is_parallel(rows)
 
     def dequant(raw, n):
         if n <= 0 or n % t.block:
@@ -63,7 +70,11 @@ def dequantizer(name: str, rows):
             raise QuantError(f"{name} holds rows in groups of {t.interleave}; got "
                              f"{raw.shape[0]} rows")
         out = np.empty((raw.shape[0], n), dtype=np.float32)
-        rows(out, raw)
+        if parallel:
+            with KERNEL_LOCK:
+                rows(out, raw)
+        else:
+            rows(out, raw)
         return out
 
     dequant.__name__ = f"dequantize_{name}"
