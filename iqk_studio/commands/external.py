@@ -163,9 +163,9 @@ def run_kld(args, base, model) -> int:
     import os
     import tempfile
 
-    from iqk_studio.commands._print import print_chunks
+    from iqk_studio.commands._print import print_chunks, print_kld
     from iqk_studio.external.runs import kld_run, save_base_run
-    from iqk_studio.jobs.kld import format_chunk, format_header, is_base_file
+    from iqk_studio.jobs.kld import is_base_file
 
     b = binary(args, "llama-perplexity")
     extra = tool_args(args)
@@ -202,31 +202,13 @@ def run_kld(args, base, model) -> int:
                        base_model_path=None if is_base_file(base) else base, source="external",
                        engine=b.engine, engine_version=b.version)
         try:
-            return _print_kld(cli_events(job, "kl_divergence", args.progress), format_header,
-                              format_chunk)
+            return print_kld(cli_events(job, "kl_divergence", args.progress))
         finally:
             job.close()
     finally:
         if temp:
             Path(temp).unlink(missing_ok=True)
 
-
-def _print_kld(events, format_header, format_chunk) -> int:
-    first = True
-    for ev in events:
-        if isinstance(ev, KldChunk):
-            if first:
-                print(format_header())
-                first = False
-            print(format_chunk(ev), flush=True)
-        elif isinstance(ev, Failed):
-            raise CliError(ev.message)
-        elif isinstance(ev, Finished):
-            print()
-            if ev.message:
-                print(ev.message)
-            return 0
-    raise CliError("the job ended without a result")
 
 
 @_term_stops_tool
