@@ -60,6 +60,13 @@ def print_kld(events) -> int:
     raise CliError("the job ended without a result")
 
 
+def print_quant_totals(r) -> None:
+    """llama-quantize's closing lines for a quantize result (source_bytes, bytes, seconds)."""
+    print(f"model size  = {r.source_bytes / 2**20:8.2f} MB")
+    print(f"quant size  = {r.bytes / 2**20:8.2f} MB")
+    print(f"quantize time = {r.seconds * 1000:8.2f} ms")
+
+
 def eta(seconds: float) -> str:
     s = int(seconds)
     head = f"{s // 3600} hours " if s >= 3600 else ""

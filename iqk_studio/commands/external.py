@@ -216,6 +216,7 @@ def run_quantize(args, model: Path, out: Path, recipe) -> int:
     """llama-quantize with the recipe's options in the binary's dialect, printed as ours."""
     from types import SimpleNamespace
 
+    from iqk_studio.commands._print import print_quant_totals
     from iqk_studio.commands._print import tensor_line as _line
     from iqk_studio.external.args import quantize_args
     from iqk_studio.external.runs import quantize_run
@@ -243,10 +244,7 @@ def run_quantize(args, model: Path, out: Path, recipe) -> int:
                 elif isinstance(ev, Failed):
                     raise CliError(ev.message)
                 elif isinstance(ev, Finished):
-                    r = ev.result
-                    print(f"model size  = {r.source_bytes / 2**20:8.2f} MB")
-                    print(f"quant size  = {r.bytes / 2**20:8.2f} MB")
-                    print(f"quantize time = {r.seconds * 1000:8.2f} ms")
+                    print_quant_totals(ev.result)
     finally:
         job.close()
         if type_file is not None:
