@@ -109,6 +109,23 @@ def recipe_for(space: Space, types: dict, model_like, imatrix_names=None) -> Rec
     raise AssertionError("no recipe plans to the solution (a defect: please report it)")
 
 
+def check_budget(space: Space, budget: Budget) -> None:
+    """Infeasible (before anything is measured) when even the smallest options do not fit."""
+    budgets = budget.per_device(space)
+    need: dict[str, int] = {}
+    for label, opts in space.options.items():
+        dev = "all" if "all" in budgets else space.devices[label]
+        need[dev] = need.get(dev, 0) + opts[0].bytes
+    for dev, b in space.fixed.items():
+        dev = "all" if "all" in budgets else dev
+        need[dev] = need.get(dev, 0) + b
+    for dev, n in need.items():
+        if n > budgets.get(dev, 0):
+            where = "" if dev == "all" else f" on {dev}"
+            raise Infeasible(f"budget too small{where}: the smallest allowed types need {n} "
+                             f"bytes ({n / 2**30:.4f} GiB), {n - budgets.get(dev, 0)} more")
+
+
 def _candidates(space: Space, table: CostTable, budget: Budget, n: int):
     """Distinct solutions: the exact optimum, then with pessimistic costs (+2 standard errors
     of each measured point), then the Lagrangian's greedy solution."""
@@ -201,6 +218,11 @@ def optimize_job(model_path, text_path, budget: Budget, types=DEFAULT_TYPES, n_c
                                   t.qtype.is_quantized for t in model.tensors.values()))
             names = frozenset(imx.values) if imx is not None else None
             space = build_space(model, types, template, names)
+            try:
+                check_budget(space, budget)
+            except Infeasible as e:
+                yield Failed(str(e))
+                return
             mid = model_id(model_path)
             if mid is None:
                 yield Failed(f"cannot read {model_path}")
