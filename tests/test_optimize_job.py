@@ -161,3 +161,20 @@ def test_gpu_cpu_budgets(tiny, measured):
     assert res.plan.cpu_bytes <= 300_000 and res.plan.gpu_bytes <= 3_800_000
     assert res.plan.cpu_bytes > 200_000  # the CPU budget is used, not left empty
     assert res.recipe.placement == place
+
+
+def test_live_prediction_matches_the_solver(tiny, measured):
+    from iqk_studio.optimize.predict import LivePredictor, format_prediction
+
+    model, _ = tiny
+    folder, _, _, res = measured
+    live = LivePredictor.for_model(model, store=folder / "results.sqlite3")
+    best = [c for c in res.candidates if c.recipe == res.recipe][0]
+    with open_model(model) as m:
+        p = live.predict(plan(m, res.recipe))
+        assert p.complete and p.kld == pytest.approx(best.predicted, rel=1e-9)
+        assert format_prediction(p) == f"predicted KLD {p.kld:.4f}"
+        # the unchanged model: nothing quantized, nothing lost
+        p0 = live.predict(plan(m, Recipe("F32")))
+        assert p0.groups == 0 and p0.kld == 0
+    assert LivePredictor.for_model(model, store=folder / "empty.sqlite3") is None

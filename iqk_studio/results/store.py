@@ -259,6 +259,15 @@ class ResultsStore:
         return [CostRow(g, t, *(_nan(v) for v in r[:4]), int(r[4] or 0), _nan(r[5]))
                 for g, t, *r in rows]
 
+    def cost_keys(self, model_id: str) -> list[tuple[CostKey, int, float]]:
+        """The measurement sets of a model: (key, rows with a KLD, newest time), most first."""
+        cols = ", ".join(_COST_KEY)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {cols}, SUM(kld IS NOT NULL), MAX(created) FROM costs WHERE model_id = ? "
+                f"GROUP BY {cols} ORDER BY 7 DESC, 8 DESC", (model_id,)).fetchall()
+        return [(CostKey(*r[:6]), int(r[6] or 0), float(r[7] or 0)) for r in rows]
+
     # ------------------------------------------------------------------ reading
     def list_runs(self, kind: str | None = None, source: str | None = None,
                   status: str | None = None, model_id: str | None = None,

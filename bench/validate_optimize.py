@@ -1,0 +1,113 @@
+"""Validation of the optimizer as a user would do it: llama-quantize's own mixes (as plan() sizes
+them) against the optimizer's recipe for the same byte budget, both evaluated in memory by
+perplexity on held-out text (chunks the optimizer never measured). Writes a JSON of the points
+and prints a markdown table; bench/plot_optimize.py draws the chart from the JSON files.
+
+    .venv/bin/python bench/validate_optimize.py MODEL.gguf --calib CALIB.txt --heldout TEXT \\
+        --name demo-f32 --mixes Q3_K_M,IQ4_XS,Q4_K_M [--chunks 1] [--eval-chunks 4] [-o out.json]
+
+CALIB and TEXT: e.g. the first and the second half of wiki.test.raw (split at a line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _ppl(model_path, recipe, text, n_ctx, chunks, label):
+    from iqk_studio.gguf.reader import open_model
+    from iqk_studio.jobs.events import Failed, Finished
+    from iqk_studio.jobs.recipe_eval import evaluate_plan
+    from iqk_studio.recipe import plan
+
+    with open_model(model_path) as m:
+        pl = plan(m, recipe)
+    t0 = time.perf_counter()
+    for ev in evaluate_plan(model_path, pl, text, n_ctx, chunks, label=label):
+        if isinstance(ev, Failed):
+            sys.exit(f"{label}: {ev.message}")
+        if isinstance(ev, Finished):
+            r = ev.result
+            print(f"  {label:<28} {pl.total_bytes:>12} B {pl.bpw:6.3f} bpw  PPL {r.ppl:.4f} ± "
+                  f"{r.ppl_err:.4f}  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
+                  flush=True)
+            return {"label": label, "total_bytes": pl.total_bytes, "bpw": pl.bpw,
+                    "ppl": r.ppl, "ppl_err": r.ppl_err}
+    sys.exit(f"{label}: no result")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("--calib", required=True, help="text the optimizer measures on")
+    ap.add_argument("--heldout", required=True, help="text every recipe is evaluated on")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--mixes", default="Q3_K_M,IQ4_XS,Q4_K_M")
+    ap.add_argument("--types", help="optimizer types (default: its own)")
+    ap.add_argument("-c", "--ctx-size", type=int, default=512)
+    ap.add_argument("--chunks", type=int, default=1, help="chunks the optimizer measures")
+    ap.add_argument("--eval-chunks", type=int, default=4, help="held-out chunks evaluated")
+    ap.add_argument("--probes", type=int, default=1)
+    ap.add_argument("--store", help="results store (default: the user's)")
+    ap.add_argument("-o", "--output", help="JSON file (default: optimize-<name>.json)")
+    args = ap.parse_args()
+
+    from pathlib import Path
+
+    from iqk_studio.gguf.reader import open_model
+    from iqk_studio.jobs.events import Failed, Finished
+    from iqk_studio.optimize.job import Budget, optimize_job
+    from iqk_studio.optimize.space import DEFAULT_TYPES
+    from iqk_studio.recipe import plan
+    from iqk_studio.recipe.records import Recipe
+    from iqk_studio.recipe.textfile import dumps
+
+    types = tuple(args.types.split(",")) if args.types else DEFAULT_TYPES
+    out = {"model": str(args.model), "name": args.name, "n_ctx": args.ctx_size,
+           "chunks": args.chunks, "eval_chunks": args.eval_chunks, "types": list(types),
+           "probes": args.probes, "mixes": [], "optimizer": []}
+    with open_model(args.model) as m:
+        src = m.n_bytes
+        allow = any(t.qtype.is_quantized for t in m.tensors.values())
+        print(f"{args.name}: source {src} bytes", file=sys.stderr)
+        out["source"] = _ppl(args.model, Recipe("F32" if not allow else "COPY"), args.heldout,
+                             args.ctx_size, args.eval_chunks, "source")
+        sizes = []
+        for mix in args.mixes.split(","):
+            r = Recipe(mix, allow_requantize=allow)
+            out["mixes"].append(_ppl(args.model, r, args.heldout, args.ctx_size,
+                                     args.eval_chunks, mix))
+            sizes.append((mix, plan(m, r).total_bytes))
+    for mix, size in sizes:
+        t0 = time.perf_counter()
+        res = None
+        for ev in optimize_job(args.model, args.calib, Budget(total=size), types, args.ctx_size,
+                               args.chunks, probes=args.probes, verify=2,
+                               store=args.store):
+            if isinstance(ev, Failed):
+                sys.exit(f"optimize at {mix}'s size: {ev.message}")
+            if isinstance(ev, Finished):
+                res = ev.result
+        secs = time.perf_counter() - t0
+        pt = _ppl(args.model, res.recipe, args.heldout, args.ctx_size, args.eval_chunks,
+                  f"optimizer <= {mix}")
+        pt.update(budget=size, seconds=secs, recipe=dumps(res.recipe),
+                  predicted_kld=res.predicted["kld"], measured_kld=res.predicted["measured_kld"])
+        out["optimizer"].append(pt)
+    path = Path(args.output or f"optimize-{args.name}.json")
+    path.write_text(json.dumps(out, indent=1))
+    print(f"\n| {args.name} | bytes | bpw | PPL (held-out) |\n|---|---:|---:|---:|")
+    s = out["source"]
+    print(f"| source | {s['total_bytes']} | {s['bpw']:.3f} | {s['ppl']:.4f} ± {s['ppl_err']:.4f} |")
+    for mx, op in zip(out["mixes"], out["optimizer"]):
+        for p in (mx, op):
+            print(f"| {p['label']} | {p['total_bytes']} | {p['bpw']:.3f} | {p['ppl']:.4f} ± "
+                  f"{p['ppl_err']:.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
