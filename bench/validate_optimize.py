@@ -17,26 +17,39 @@ import sys
 import time
 
 
-def _ppl(model_path, recipe, text, n_ctx, chunks, label):
-    from iqk_studio.gguf.reader import open_model
-    from iqk_studio.jobs.events import Failed, Finished
-    from iqk_studio.jobs.recipe_eval import evaluate_plan
-    from iqk_studio.recipe import plan
+class HeldOut:
+    """The source model over the held-out chunks, once; each recipe is then quantized in
+    memory and compared with it: PPL and KLD against the source on the same tokens."""
 
-    with open_model(model_path) as m:
-        pl = plan(m, recipe)
-    t0 = time.perf_counter()
-    for ev in evaluate_plan(model_path, pl, text, n_ctx, chunks, label=label):
-        if isinstance(ev, Failed):
-            sys.exit(f"{label}: {ev.message}")
-        if isinstance(ev, Finished):
-            r = ev.result
-            print(f"  {label:<28} {pl.total_bytes:>12} B {pl.bpw:6.3f} bpw  PPL {r.ppl:.4f} ± "
-                  f"{r.ppl_err:.4f}  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
-                  flush=True)
-            return {"label": label, "total_bytes": pl.total_bytes, "bpw": pl.bpw,
-                    "ppl": r.ppl, "ppl_err": r.ppl_err}
-    sys.exit(f"{label}: no result")
+    def __init__(self, model, text, n_ctx, chunks):
+        from iqk_studio.jobs.sensitivity import open_base
+
+        self.model = model
+        self.base = open_base(model, text, n_ctx, chunks)
+        for _ in self.base.run():
+            pass
+
+    def point(self, recipe, label):
+        from iqk_studio.engine.weights import QuantizedWeights
+        from iqk_studio.jobs.recipe_eval import plan_types
+        from iqk_studio.recipe import plan
+
+        pl = plan(self.model, recipe)
+        t0 = time.perf_counter()
+        types = plan_types(pl)
+        ws = QuantizedWeights(self.base.fw.ws, types, keep=False)
+        gen = self.base.evaluate(ws, self.base.start_for(types) if types else 10**6, label)
+        try:
+            while True:
+                next(gen)
+        except StopIteration as stop:
+            s = stop.value.stats
+        print(f"  {label:<24} {pl.total_bytes:>11} B {pl.bpw:6.3f} bpw  PPL {s.ppl:.4f} ± "
+              f"{s.ppl_err:.4f}  KLD {s.kld:.5f} ± {s.kld_err:.5f}  "
+              f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+        return {"label": label, "total_bytes": pl.total_bytes, "bpw": pl.bpw, "ppl": s.ppl,
+                "ppl_err": s.ppl_err, "kld": s.kld, "kld_err": s.kld_err,
+                "same_top": s.same_top}
 
 
 def main() -> int:
@@ -69,18 +82,16 @@ def main() -> int:
     out = {"model": str(args.model), "name": args.name, "n_ctx": args.ctx_size,
            "chunks": args.chunks, "eval_chunks": args.eval_chunks, "types": list(types),
            "probes": args.probes, "mixes": [], "optimizer": []}
-    with open_model(args.model) as m:
-        src = m.n_bytes
-        allow = any(t.qtype.is_quantized for t in m.tensors.values())
-        print(f"{args.name}: source {src} bytes", file=sys.stderr)
-        out["source"] = _ppl(args.model, Recipe("F32" if not allow else "COPY"), args.heldout,
-                             args.ctx_size, args.eval_chunks, "source")
-        sizes = []
-        for mix in args.mixes.split(","):
-            r = Recipe(mix, allow_requantize=allow)
-            out["mixes"].append(_ppl(args.model, r, args.heldout, args.ctx_size,
-                                     args.eval_chunks, mix))
-            sizes.append((mix, plan(m, r).total_bytes))
+    m = open_model(args.model)
+    allow = any(t.qtype.is_quantized for t in m.tensors.values())
+    print(f"{args.name}: source {m.n_bytes} bytes", file=sys.stderr)
+    held = HeldOut(m, args.heldout, args.ctx_size, args.eval_chunks)
+    out["source"] = held.point(Recipe("COPY"), "source")
+    sizes = []
+    for mix in args.mixes.split(","):
+        r = Recipe(mix, allow_requantize=allow)
+        out["mixes"].append(held.point(r, mix))
+        sizes.append((mix, plan(m, r).total_bytes))
     for mix, size in sizes:
         t0 = time.perf_counter()
         res = None
@@ -92,20 +103,17 @@ def main() -> int:
             if isinstance(ev, Finished):
                 res = ev.result
         secs = time.perf_counter() - t0
-        pt = _ppl(args.model, res.recipe, args.heldout, args.ctx_size, args.eval_chunks,
-                  f"optimizer <= {mix}")
+        pt = held.point(res.recipe, f"optimizer <= {mix}")
         pt.update(budget=size, seconds=secs, recipe=dumps(res.recipe),
                   predicted_kld=res.predicted["kld"], measured_kld=res.predicted["measured_kld"])
         out["optimizer"].append(pt)
     path = Path(args.output or f"optimize-{args.name}.json")
     path.write_text(json.dumps(out, indent=1))
-    print(f"\n| {args.name} | bytes | bpw | PPL (held-out) |\n|---|---:|---:|---:|")
-    s = out["source"]
-    print(f"| source | {s['total_bytes']} | {s['bpw']:.3f} | {s['ppl']:.4f} ± {s['ppl_err']:.4f} |")
-    for mx, op in zip(out["mixes"], out["optimizer"]):
-        for p in (mx, op):
-            print(f"| {p['label']} | {p['total_bytes']} | {p['bpw']:.3f} | {p['ppl']:.4f} ± "
-                  f"{p['ppl_err']:.4f} |")
+    print(f"\n| {args.name} | bytes | bpw | PPL (held-out) | KLD vs source (held-out) |\n"
+          "|---|---:|---:|---:|---:|")
+    for p in [out["source"]] + [q for pair in zip(out["mixes"], out["optimizer"]) for q in pair]:
+        print(f"| {p['label']} | {p['total_bytes']} | {p['bpw']:.3f} | {p['ppl']:.4f} ± "
+              f"{p['ppl_err']:.4f} | {p['kld']:.5f} ± {p['kld_err']:.5f} |")
     return 0
 
 
