@@ -9,8 +9,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+
+
+def _panel(pg, p, d, metric, axis) -> None:
+    p.setTitle(f"{d['name']}: {d['eval_chunks']} held-out chunks of {d['n_ctx']}")
+    p.setLabel("bottom", "bits per weight")
+    p.setLabel("left", axis)
+    p.showGrid(x=True, y=True, alpha=0.3)
+    log = metric == "kld"
+    p.setLogMode(False, log)
+    p.addLegend(offset=(-10, 10))
+    mixes = sorted(d["mixes"], key=lambda r: r["bpw"])
+    opt = sorted(d["optimizer"], key=lambda r: r["bpw"])
+    y = (lambda r: math.log10(max(r[metric], 1e-9))) if log else (lambda r: r[metric])
+    p.plot([r["bpw"] for r in mixes], [r[metric] for r in mixes],
+           pen=pg.mkPen("#c0392b", width=2), symbol="s", symbolBrush="#c0392b",
+           name="llama-quantize mixes")
+    p.plot([r["bpw"] for r in opt], [r[metric] for r in opt], pen=pg.mkPen("#2471a3", width=2),
+           symbol="o", symbolBrush="#2471a3", name="optimizer (same budget)")
+    for r in mixes:
+        t = pg.TextItem(r["label"], color="#c0392b", anchor=(0, 1))
+        t.setPos(r["bpw"], y(r))
+        p.addItem(t)
+    if metric == "ppl":
+        src = d["source"]["ppl"]
+        p.addLine(y=src, pen=pg.mkPen("#7f8c8d", style=pg.QtCore.Qt.PenStyle.DashLine))
+        t = pg.TextItem(f"source {src:.3f}", color="#7f8c8d", anchor=(0, 0))
+        t.setPos(min(r["bpw"] for r in mixes + opt), src)
+        p.addItem(t)
 
 
 def main() -> int:
@@ -26,30 +55,13 @@ def main() -> int:
     app = QApplication.instance() or QApplication([])  # noqa: F841 - pyqtgraph needs one
     pg.setConfigOptions(antialias=True, background="w", foreground="k")
     win = pg.GraphicsLayoutWidget()
-    win.resize(560 * len(args.json), 440)
-    for path in args.json:
-        d = json.load(open(path))
-        p = win.addPlot(title=f"{d['name']}: held-out PPL ({d['eval_chunks']} chunks of "
-                        f"{d['n_ctx']}) vs size")
-        p.setLabel("bottom", "bits per weight")
-        p.setLabel("left", "perplexity")
-        p.showGrid(x=True, y=True, alpha=0.3)
-        p.addLegend(offset=(-10, 10))
-        mixes = sorted(d["mixes"], key=lambda r: r["bpw"])
-        opt = sorted(d["optimizer"], key=lambda r: r["bpw"])
-        p.plot([r["bpw"] for r in mixes], [r["ppl"] for r in mixes], pen=pg.mkPen("#c0392b", width=2),
-               symbol="s", symbolBrush="#c0392b", name="llama-quantize mixes")
-        p.plot([r["bpw"] for r in opt], [r["ppl"] for r in opt], pen=pg.mkPen("#2471a3", width=2),
-               symbol="o", symbolBrush="#2471a3", name="optimizer (same budget)")
-        for r in mixes:
-            t = pg.TextItem(r["label"], color="#c0392b", anchor=(0, 1))
-            t.setPos(r["bpw"], r["ppl"])
-            p.addItem(t)
-        src = d["source"]["ppl"]
-        p.addLine(y=src, pen=pg.mkPen("#7f8c8d", style=pg.QtCore.Qt.PenStyle.DashLine))
-        t = pg.TextItem(f"source {src:.3f}", color="#7f8c8d", anchor=(1, 1))
-        t.setPos(max(r["bpw"] for r in mixes + opt), src)
-        p.addItem(t)
+    win.resize(620 * len(args.json), 900)
+    data = [json.load(open(path)) for path in args.json]
+    for row, (metric, axis) in enumerate((("ppl", "perplexity (held-out)"),
+                                          ("kld", "KLD vs the source (held-out), log"))):
+        for col, d in enumerate(data):
+            _panel(pg, win.addPlot(row=row, col=col), d, metric, axis)
+    win.show()
     app.processEvents()
     ImageExporter(win.scene()).export(args.output)
     print(args.output)
