@@ -65,6 +65,8 @@ def main() -> int:
     ap.add_argument("--eval-chunks", type=int, default=4, help="held-out chunks evaluated")
     ap.add_argument("--probes", type=int, default=1)
     ap.add_argument("--store", help="results store (default: the user's)")
+    ap.add_argument("--extra-bpw", default="", help="more optimizer budgets (bpw, comma-separated)")
+    ap.add_argument("--merge", help="add the --extra-bpw points to this JSON (mixes not redone)")
     ap.add_argument("-o", "--output", help="JSON file (default: optimize-<name>.json)")
     args = ap.parse_args()
 
@@ -88,10 +90,18 @@ def main() -> int:
     held = HeldOut(m, args.heldout, args.ctx_size, args.eval_chunks)
     out["source"] = held.point(Recipe("COPY"), "source")
     sizes = []
-    for mix in args.mixes.split(","):
-        r = Recipe(mix, allow_requantize=allow)
-        out["mixes"].append(held.point(r, mix))
-        sizes.append((mix, plan(m, r).total_bytes))
+    if args.merge:  # keep the source and the mixes, redo the optimizer's points
+        old = json.loads(Path(args.merge).read_text())
+        out.update(source=old["source"], mixes=old["mixes"])
+        sizes = [(r["label"], r["total_bytes"]) for r in old["mixes"]]
+    else:
+        for mix in args.mixes.split(","):
+            r = Recipe(mix, allow_requantize=allow)
+            out["mixes"].append(held.point(r, mix))
+            sizes.append((mix, plan(m, r).total_bytes))
+    n_el = sum(t.n_elements for t in m.tensors.values())
+    sizes += [(f"{b} bpw", int(float(b) * n_el / 8)) for b in args.extra_bpw.split(",") if b]
+    seen: dict[str, dict] = {}
     for mix, size in sizes:
         t0 = time.perf_counter()
         res = None
@@ -103,7 +113,10 @@ def main() -> int:
             if isinstance(ev, Finished):
                 res = ev.result
         secs = time.perf_counter() - t0
-        pt = held.point(res.recipe, f"optimizer <= {mix}")
+        text = dumps(res.recipe)
+        if text not in seen:  # the same recipe for two budgets is evaluated once
+            seen[text] = held.point(res.recipe, f"optimizer <= {mix}")
+        pt = dict(seen[text], label=f"optimizer <= {mix}")
         pt.update(budget=size, seconds=secs, recipe=dumps(res.recipe),
                   predicted_kld=res.predicted["kld"], measured_kld=res.predicted["measured_kld"])
         out["optimizer"].append(pt)
@@ -111,7 +124,7 @@ def main() -> int:
     path.write_text(json.dumps(out, indent=1))
     print(f"\n| {args.name} | bytes | bpw | PPL (held-out) | KLD vs source (held-out) |\n"
           "|---|---:|---:|---:|---:|")
-    for p in [out["source"]] + [q for pair in zip(out["mixes"], out["optimizer"]) for q in pair]:
+    for p in [out["source"]] + sorted(out["mixes"] + out["optimizer"], key=lambda r: r["bpw"]):
         print(f"| {p['label']} | {p['total_bytes']} | {p['bpw']:.3f} | {p['ppl']:.4f} ± "
               f"{p['ppl_err']:.4f} | {p['kld']:.5f} ± {p['kld_err']:.5f} |")
     return 0

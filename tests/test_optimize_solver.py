@@ -77,3 +77,15 @@ def test_compact_rules_readable():
     rules = [str(r) for r in compact_rules(t)]
     assert rules == [r"^token_embd\.weight$=q6_K", r"blk\.([3-5]|17)\.ffn_(gate|up)\.weight=q4_0",
                      r"\.ffn_(gate|up)\.weight=q5_0", r"\.attn_q\.weight=q8_0"]
+
+
+def test_rounding_loss_taken_back():
+    """A budget that the optimum fills to the byte: rounding every choice up would miss it."""
+    rng = random.Random(11)
+    for _ in range(30):
+        groups = _instance(rng, 5)
+        combo = [rng.choice(g.choices) for g in groups]
+        budget = sum(c.bytes for c in combo)
+        want = _brute(groups, budget)
+        picks, cost, used = solve_one(groups, budget, steps=4096)
+        assert used <= budget and cost == pytest.approx(want[0], rel=1e-9, abs=1e-12)

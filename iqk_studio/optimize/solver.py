@@ -47,11 +47,12 @@ def _hull_pareto(choices: tuple[Choice, ...]) -> list[Choice]:
     return out
 
 
-def solve_one(groups: list[Group], budget: int, steps: int = 8192) -> tuple[dict, float, int]:
+def solve_one(groups: list[Group], budget: int, steps: int = 1 << 15) -> tuple[dict, float, int]:
     """Minimum-cost picks of groups under one byte budget; (picks, cost, bytes).
-    DP over bytes in units of ceil(budget/steps); a choice's bytes are rounded up, so the picks
-    always fit the exact budget (the optimum of a slightly smaller problem: a loss of at most
-    len(groups) units)."""
+    DP over bytes in units of ceil(room/steps); a choice's bytes are rounded up, so the picks
+    always fit the exact budget (the optimum of a slightly smaller problem: up to len(groups)
+    units are lost), then moves of one or two groups with exact bytes take back what the
+    rounding lost."""
     gs = [(g, _hull_pareto(g.choices)) for g in groups]
     low = sum(cs[0].bytes for _, cs in gs)
     if low > budget:
@@ -83,14 +84,47 @@ def solve_one(groups: list[Group], budget: int, steps: int = 8192) -> tuple[dict
         back.append(arg)
         best = new
     j = int(np.argmin(best))
-    cost = float(best[j])
     picks = {}
     for (g, cs), arg in zip(reversed(gs), reversed(back)):
         k = int(arg[j])
         c = cs[k]
         picks[g.label] = c
         j -= -(-(c.bytes - cs[0].bytes) // unit)
-    return picks, cost, sum(c.bytes for c in picks.values())
+    if unit > 1:
+        picks = improve(gs, picks, budget)
+    return picks, sum(c.cost for c in picks.values()), sum(c.bytes for c in picks.values())
+
+
+def improve(gs, picks: dict, budget: int) -> dict:
+    """Best single-group change or two-group exchange that fits the exact budget and lowers the
+    cost, repeated until none does (cost ties go to fewer bytes)."""
+    picks = dict(picks)
+    used = sum(c.bytes for c in picks.values())
+    moves = [(g.label, c) for g, cs in gs for c in cs]
+    for _ in range(10 * len(gs) + 10):
+        best = (0.0, 0, None)  # (cost change, bytes change, moves)
+        for i, (la, ca) in enumerate(moves):
+            a = picks[la]
+            da, ba = ca.cost - a.cost, ca.bytes - a.bytes
+            if ca is a:
+                continue
+            if used + ba <= budget and (da, ba) < best[:2]:
+                best = (da, ba, ((la, ca),))
+            if da >= 0 and ba >= 0:
+                continue
+            for lb, cb in moves[i + 1:]:
+                if lb == la:
+                    continue
+                b = picks[lb]
+                d, bb = da + cb.cost - b.cost, ba + cb.bytes - b.bytes
+                if used + bb <= budget and (d, bb) < best[:2] and d < -1e-15:
+                    best = (d, bb, ((la, ca), (lb, cb)))
+        if best[2] is None or best[0] > -1e-15:
+            break
+        for label, c in best[2]:
+            picks[label] = c
+        used += best[1]
+    return picks
 
 
 def solve(groups: list[Group], budgets: dict[str, int], fixed: dict[str, int] | None = None,
