@@ -21,14 +21,17 @@ def _panel(pg, p, d, metric, axis) -> None:
     p.showGrid(x=True, y=True, alpha=0.3)
     log = metric == "kld"
     p.setLogMode(False, log)
-    p.addLegend(offset=(-10, 10))
+    p.getAxis("left").enableAutoSIPrefix(False)
+    p.addLegend(offset=(10, -10) if log else (10, 10))
     mixes = sorted(d["mixes"], key=lambda r: r["bpw"])
     opt = sorted(d["optimizer"], key=lambda r: r["bpw"])
-    y = (lambda r: math.log10(max(r[metric], 1e-9))) if log else (lambda r: r[metric])
-    p.plot([r["bpw"] for r in mixes], [r[metric] for r in mixes],
+    floor = 1e-6  # a KLD of 0 (lossless) is drawn at 1e-6 on the log axis
+    v = (lambda r: max(r[metric], floor)) if log else (lambda r: r[metric])
+    y = (lambda r: math.log10(v(r))) if log else v
+    p.plot([r["bpw"] for r in mixes], [v(r) for r in mixes],
            pen=pg.mkPen("#c0392b", width=2), symbol="s", symbolBrush="#c0392b",
            name="llama-quantize mixes")
-    p.plot([r["bpw"] for r in opt], [r[metric] for r in opt], pen=pg.mkPen("#2471a3", width=2),
+    p.plot([r["bpw"] for r in opt], [v(r) for r in opt], pen=pg.mkPen("#2471a3", width=2),
            symbol="o", symbolBrush="#2471a3", name="optimizer (same budget)")
     for r in mixes:
         t = pg.TextItem(r["label"], color="#c0392b", anchor=(0, 1))
@@ -58,7 +61,7 @@ def main() -> int:
     win.resize(620 * len(args.json), 900)
     data = [json.load(open(path)) for path in args.json]
     for row, (metric, axis) in enumerate((("ppl", "perplexity (held-out)"),
-                                          ("kld", "KLD vs the source (held-out), log"))):
+                                          ("kld", "KLD vs the source (held-out; 0 drawn at 1e-6)"))):
         for col, d in enumerate(data):
             _panel(pg, win.addPlot(row=row, col=col), d, metric, axis)
     win.show()
