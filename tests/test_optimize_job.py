@@ -147,6 +147,9 @@ def test_cli_json_and_errors(tiny, measured, capsys, tmp_path, monkeypatch):
     assert main(["optimize", str(model), "-f", str(text), "--target-gib", "1",
                  "--types", "q4_k"]) == 1
     assert "unknown type" in capsys.readouterr().err
+    assert main(["optimize", str(model), "-f", str(tmp_path / "nope.txt"), "--target-gib",
+                 "1"]) == 1
+    assert "cannot read the text" in capsys.readouterr().err
 
 
 def test_gpu_cpu_budgets(tiny, measured):

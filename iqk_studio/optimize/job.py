@@ -227,7 +227,11 @@ def optimize_job(model_path, text_path, budget: Budget, types=DEFAULT_TYPES, n_c
             if mid is None:
                 yield Failed(f"cannot read {model_path}")
                 return
-            key = CostKey(mid, file_id(text_path) or "", n_ctx, chunks,
+            tid = file_id(text_path)
+            if tid is None:
+                yield Failed(f"cannot read the text {text_path}")
+                return
+            key = CostKey(mid, tid, n_ctx, chunks,
                           (file_id(imatrix) or "") if imatrix else "", METHOD)
             rows = st.get_costs(key) if st is not None else []
             table = table_from_rows(rows, space.sources, space.groups)
