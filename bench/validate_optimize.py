@@ -37,7 +37,7 @@ class HeldOut:
         pl = plan(self.model, recipe)
         t0 = time.perf_counter()
         types = plan_types(pl)
-        ws = QuantizedWeights(self.base.fw.ws, types, keep=False)
+        ws = QuantizedWeights(self.base.fw.ws, types)
         gen = self.base.evaluate(ws, self.base.start_for(types) if types else 10**6, label)
         try:
             while True:

@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
-from iqk_studio import _numba_cache
+from iqk_studio import _blas, _numba_cache
 
 __version__ = "0.1.0"
 _numba_cache.configure()
+_blas.configure()
 
 
 def resources_dir() -> Path:

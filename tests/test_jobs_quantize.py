@@ -1,12 +1,16 @@
 """The quantize job and CLI against ik_llama.cpp's llama-quantize output (whole files, byte for
-byte), cancellation, errors, and the in-memory quantize-dequantize used for evaluation."""
+byte), cancellation, errors, one level of threads, and the in-memory quantize-dequantize used for
+evaluation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from iqk_studio.engine.weights import GGUFWeights, QuantizedWeights
+from iqk_studio.gguf.imatrix import Imatrix
 from iqk_studio.gguf.reader import open_model
+from iqk_studio.gguf.types import parse_ftype
 from iqk_studio.jobs import quantize as qjob
 from iqk_studio.jobs.events import Failed, Finished, Progress, TensorDone
 from iqk_studio.quant import api
@@ -20,12 +24,12 @@ def inputs(shared):
 def _plan(path, qtype):
     """What `--custom-q .*=TYPE` chooses on inputs.gguf: every 2-D/3-D weight."""
     with open_model(path) as m:
-        return [(n, qtype) for n, t in m.tensors.items() if len(t.shape) >= 2]
+        return {n: qtype for n, t in m.tensors.items() if len(t.shape) >= 2}
 
 
 def _run(inputs, out, qtype, **kw):
-    events = list(qjob.quantize_model(inputs, _plan(inputs, qtype), out, ftype="Q8_0",
-                                      threads=2, **kw))
+    events = list(qjob.quantize_model(inputs, _plan(inputs, qtype), out,
+                                      ftype=parse_ftype("Q8_0"), threads=2, **kw))
     assert isinstance(events[-1], Finished), events[-1]
     return events
 
@@ -60,13 +64,14 @@ def test_plan_from_the_recipe_module(shared, inputs, tmp_path):
     with open_model(inputs) as m:
         pl = plan(m, Recipe(base="Q8_0", rules=(Rule(".*", "q8_0"),)))
         out = tmp_path / "r.gguf"
-        events = list(qjob.quantize_model(m, pl, out, ftype="Q8_0", threads=1))
+    events = list(qjob.quantize_model(inputs, qjob.plan_targets(pl), out,
+                                      ftype=parse_ftype("Q8_0"), threads=1))
     assert isinstance(events[-1], Finished)
     assert out.read_bytes() == shared("refs", "quant", "out", "q8_0.gguf").read_bytes()
 
 
 def test_cancel_between_row_blocks_leaves_no_file(inputs, tmp_path, monkeypatch):
-    monkeypatch.setattr(qjob, "ELEMENTS_PER_BLOCK", 1024 * 8)  # 8 rows of 1024 per block
+    monkeypatch.setattr(api, "ELEMENTS_PER_BLOCK", 1024 * 8)  # 8 rows of 1024 per block
     out = tmp_path / "c.gguf"
     job = qjob.quantize_model(inputs, _plan(inputs, "q8_0"), out, threads=1)
     progress = []
@@ -117,7 +122,7 @@ def test_requantize_needs_permission(shared, tmp_path):
 
 
 def test_imatrix_size_mismatch_is_an_error(inputs, tmp_path):
-    bad = {"blk.0.attn_q.weight": np.ones(7, np.float32)}
+    bad = Imatrix({"blk.0.attn_q.weight": np.ones(7, np.float32)}, {})
     events = list(qjob.quantize_model(inputs, _plan(inputs, "q4_0"), tmp_path / "o.gguf",
                                       imatrix=bad))
     assert isinstance(events[-1], Failed) and "imatrix size 7" in events[-1].message
@@ -134,21 +139,38 @@ def test_imatrix_name_fallbacks():
     assert candidate_names("blk.0.attn_kv_b.weight")[1] == "blk.0.attn_v_b.weight"
 
 
-def test_quantize_dequantize_tensor_matches_reference_and_caches(shared, inputs):
+def test_in_memory_round_trip_matches_reference(shared, inputs):
+    """QuantizedWeights (api.round_trip in row blocks, per-expert imatrix slices) gives exactly
+    the dequantized llama-quantize output; prepare() steps block by block and keeps the result."""
     from iqk_studio.gguf.imatrix import load_imatrix
+    from iqk_studio.jobs.recipe_eval import tensor_importance
 
     im = load_imatrix(shared("refs", "quant", "imatrix.dat"))
     name = "blk.0.ffn_down_exps.weight"  # 3-D: per-expert imatrix slices
-    qjob.clear_cache()
     with open_model(inputs) as m, open_model(
             shared("refs", "quant", "out", "iq4_k.imatrix.gguf")) as ref:
-        y = qjob.quantize_dequantize_tensor(m, name, "iq4_k", im)
+        ws = QuantizedWeights(GGUFWeights(m), {name: "iq4_k"}, tensor_importance(m, [name], im))
+        steps = list(ws.prepare())
+        assert len(steps) >= 4 and steps[-1] == (64, 64, name)  # at least one step per expert
+        y = ws.get(name)
         assert y.shape == (4, 16, 512) and y.dtype == np.float32
         want = api.dequantize(ref.tensor_data(name), "iq4_k", 512).reshape(4, 16, 512)
         np.testing.assert_array_equal(y, want)
-        assert qjob.quantize_dequantize_tensor(m, name, "iq4_k", im) is y
-        y2 = qjob.quantize_dequantize_tensor(m, name, "iq4_k", None)
-        assert y2 is not y and not np.array_equal(y2, y)
+        assert ws.get(name) is y and list(ws.prepare()) == []
+        y2 = QuantizedWeights(GGUFWeights(m), {name: "iq4_k"}).get(name)
+        assert not np.array_equal(y2, y)
+
+
+def test_cancelled_prepare_keeps_nothing(inputs, monkeypatch):
+    monkeypatch.setattr(api, "ELEMENTS_PER_BLOCK", 512 * 4)
+    name = "blk.0.ffn_down_exps.weight"
+    with open_model(inputs) as m:
+        ws = QuantizedWeights(GGUFWeights(m), {name: "q4_0"})
+        steps = ws.prepare()
+        assert next(steps) == (4, 64, name)  # one block of 4 rows done, then cancelled
+        steps.close()
+        again = list(ws.prepare())  # starts again from the first block
+        assert again[0] == (4, 64, name) and again[-1] == (64, 64, name)
 
 
 def test_cli_quantize(shared, inputs, tmp_path, capsys, monkeypatch):
@@ -198,9 +220,9 @@ def test_interleaved_output_is_the_reference_repacked(shared, inputs, tmp_path, 
                                                        qtype, base):
     """Every tensor written as an _R8 type de-interleaves to ik's own base-type output; small
     row blocks and 2 threads check that groups of 8 rows are never split."""
-    from iqk_studio.quant.kernels.repacked import to_base
+    from iqk_studio.quant.kernels.repacked.layout import to_base
 
-    monkeypatch.setattr(qjob, "ELEMENTS_PER_BLOCK", 1024 * 8)
+    monkeypatch.setattr(api, "ELEMENTS_PER_BLOCK", 1024 * 8)
     out = tmp_path / "r8.gguf"
     _run(inputs, out, qtype)
     with open_model(out) as q, open_model(shared("refs", "quant", "out", f"{base}.gguf")) as ref:
@@ -222,9 +244,9 @@ def test_interleaved_type_needs_rows_in_groups(inputs):
 
 
 def test_uniform_ignores_and_does_not_record_the_imatrix(inputs, tmp_path):
-    im = {"blk.0.attn_q.weight": np.full(1024, 3.0, np.float32)}
+    im = Imatrix({"blk.0.attn_q.weight": np.full(1024, 3.0, np.float32)}, {})
     out = tmp_path / "u.gguf"
-    events = list(qjob.quantize_model(inputs, [("blk.0.attn_q.weight", "q4_0")], out,
+    events = list(qjob.quantize_model(inputs, {"blk.0.attn_q.weight": "q4_0"}, out,
                                       imatrix=im, uniform=True, threads=1))
     assert isinstance(events[-1], Finished)
     with open_model(out) as q, open_model(inputs) as m:
@@ -232,3 +254,40 @@ def test_uniform_ignores_and_does_not_record_the_imatrix(inputs, tmp_path):
         x = m.tensor_data("blk.0.attn_q.weight").view(np.float32).reshape(64, 1024)
         want = api.quantize(x, "q4_0", uniform=True)
         assert q.tensor_data("blk.0.attn_q.weight").tobytes() == want.tobytes()
+
+
+_WORKQUEUE_SCRIPT = """
+import sys
+import numpy as np
+from iqk_studio.gguf.writer import TensorSpec, write_gguf
+from iqk_studio.jobs.events import Finished
+from iqk_studio.jobs.quantize import quantize_model
+from iqk_studio.quant import api
+
+src, out = sys.argv[1], sys.argv[2]
+x = np.random.default_rng(0).standard_normal((1024, 512)).astype(np.float32)
+write_gguf(src, [], [TensorSpec("w.weight", (512, 1024), 0)], [x])
+for qtype in ("q8_0", "q4_K"):
+    ev = list(quantize_model(src, {"w.weight": qtype}, out, threads=2))[-1]
+    assert isinstance(ev, Finished), ev
+    from iqk_studio.gguf.reader import open_model
+    with open_model(out) as m:
+        assert m.tensor_data("w.weight").tobytes() == api.quantize(x, qtype).tobytes(), qtype
+import numba
+print(numba.threading_layer())
+"""
+
+
+def test_threads_with_numba_workqueue_layer(tmp_path):
+    """One level of parallelism: with numba's workqueue layer (no OpenMP/TBB) a threaded
+    quantize runs instead of aborting with 'Concurrent access has been detected'."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "NUMBA_NUM_THREADS": "2"}
+    r = subprocess.run([sys.executable, "-c", _WORKQUEUE_SCRIPT, str(tmp_path / "s.gguf"),
+                        str(tmp_path / "o.gguf")], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["workqueue"]

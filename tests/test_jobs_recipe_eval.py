@@ -3,7 +3,7 @@
 from iqk_studio.gguf.reader import open_model
 from iqk_studio.jobs.events import Finished
 from iqk_studio.jobs.perplexity import perplexity_job
-from iqk_studio.jobs.quantize import quantize_model
+from iqk_studio.jobs.quantize import plan_targets, quantize_model
 from iqk_studio.jobs.recipe_eval import RecipePoint, evaluate_plan
 from iqk_studio.recipe import plan
 from iqk_studio.recipe.records import Recipe, Rule
@@ -27,7 +27,7 @@ def test_in_memory_equals_written_file(shared, tmp_path):
     assert point.total_bytes == p.total_bytes and point.n_chunks == 2
 
     out = tmp_path / "q.gguf"
-    list(quantize_model(str(model), p, str(out)))
+    list(quantize_model(str(model), plan_targets(p), str(out)))
     ref = _final(list(perplexity_job(out, text, n_ctx=128, chunks=2)))
     assert point.ppl == ref.ppl and point.ppl_err == ref.ppl_err
 

@@ -72,4 +72,5 @@ def test_prefix_cache_equals_a_full_kld_run(tiny, pattern):
                if isinstance(e, Finished)][0]
     assert got.kld > 0
     assert got.kld == pytest.approx(fin.result.stats.kld, rel=1e-6, abs=1e-9)
-    assert got.ln_ratio == pytest.approx(fin.result.stats.ln_ratio, rel=1e-5, abs=1e-9)
+    # a difference of two nearly equal NLL means: logits blocked differently round apart
+    assert got.ln_ratio == pytest.approx(fin.result.stats.ln_ratio, abs=1e-7)

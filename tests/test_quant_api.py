@@ -120,8 +120,39 @@ def test_blocks_of_rows_equal_one_call(qtype):
     x = _x(rows=10)
     imp = np.random.default_rng(2).uniform(0.5, 2.0, N).astype(np.float32)
     whole = api.quantize(x, qtype, importance=imp)
-    parts = np.concatenate([b for _, _, b in api.quantize_blocks(x, qtype, imp, rows_per_block=3)])
+    parts = np.concatenate([api.quantize(x[r0:r0 + 3], qtype, imp) for r0 in range(0, 10, 3)])
     np.testing.assert_array_equal(parts, whole)
+
+
+def test_tensor_blocks_cover_each_expert_in_order(monkeypatch):
+    monkeypatch.setattr(api, "ELEMENTS_PER_BLOCK", 3 * 256)
+    blocks = list(api.tensor_blocks((256, 7, 2), "q4_0"))
+    assert blocks == [(0, 0, 3), (0, 3, 6), (0, 6, 7), (1, 7, 10), (1, 10, 13), (1, 13, 14)]
+    assert api.rows_per_block(256, "q4_0_r8") == 8  # a multiple of the row group
+    assert list(api.tensor_blocks((32,), "q8_0")) == [(0, 0, 1)]
+
+
+def test_round_trip_equals_whole_tensor_per_expert(monkeypatch):
+    """Row blocks of a 3-D tensor, each expert with its imatrix slice, give what quantizing each
+    expert matrix in one call gives; a cancelled iteration has done at most one block."""
+    monkeypatch.setattr(api, "ELEMENTS_PER_BLOCK", 4 * N)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 10, N)).astype(np.float32)
+    imp = rng.uniform(0.5, 2.0, 3 * N).astype(np.float32)
+    got = np.empty((30, N), np.float32)
+    steps = 0
+    for r0, r1, y in api.round_trip(x, "q4_K", imp):
+        got[r0:r1] = y
+        steps += 1
+    assert steps == 9  # 4 + 4 + 2 rows per expert
+    for e in range(3):
+        q = api.quantize(x[e], "q4_K", imp[e * N:(e + 1) * N])
+        np.testing.assert_array_equal(got[10 * e:10 * (e + 1)], api.dequantize(q, "q4_K", N))
+    gen = api.round_trip(x, "q4_K", imp)
+    next(gen)
+    gen.close()
+    with pytest.raises(QuantError, match="importance has 700 values for rows of 512"):
+        list(api.round_trip(x, "q8_0", imp[:700]))
 
 
 @pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q6_0", "q4_K", "q5_K", "q6_K", "iq4_nl", "iq4_xs"])
@@ -155,7 +186,6 @@ def test_repacked_row_groups_are_a_clear_error():
 
     from iqk_studio.quant import api, registry
 
-    if "q4_0_r8" not in registry.quantizers():
-        pytest.skip("q4_0_r8 has no quantizer")
+    assert registry.can_quantize("q4_0_r8")
     with pytest.raises(api.QuantError, match="groups of 8"):
         api.quantize(np.ones((3, 32), np.float32), "q4_0_r8")

@@ -7,7 +7,7 @@ range |a| <= 256 was checked once offline."""
 import numpy as np
 
 from iqk_studio.quant import common as c
-from iqk_studio.quant.kernels import legacy
+from iqk_studio.quant.kernels.legacy import iq4_nl as legacy
 
 
 def _reference_index(vals, a):

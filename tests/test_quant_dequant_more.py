@@ -148,7 +148,7 @@ def test_every_type_of_this_family_has_a_dequantizer():
 
 
 def test_i2_s_whole_tensor_layout():
-    from iqk_studio.quant.kernels.grid import dequant_i2_s_tensor
+    from iqk_studio.quant.kernels.legacy.dequant_only import dequant_i2_s_tensor
 
     q = np.random.default_rng(7).integers(0, 3, 256)  # values 0..2 -> -1, 0, 1
     body = np.zeros(64, np.uint8)

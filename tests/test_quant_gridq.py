@@ -8,11 +8,16 @@ import hashlib
 import numpy as np
 import pytest
 
+from iqk_studio.quant import registry
 from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX, MODE_UNIFORM
-from iqk_studio.quant.kernels._grid_search import best_neighbour4, best_neighbour8
-from iqk_studio.quant.kernels._grid_tables import _SPEC, grid_levels, search_tables
-from iqk_studio.quant.kernels.grid import DEQUANT
-from iqk_studio.quant.kernels.grid_q import QUANT, _abs_signs, _even_signs
+from iqk_studio.quant.kernels.iqgrid.lattice import abs_signs as _abs_signs
+from iqk_studio.quant.kernels.iqgrid.lattice import best_neighbour4, best_neighbour8
+from iqk_studio.quant.kernels.iqgrid.lattice import even_signs as _even_signs
+from iqk_studio.quant.kernels.iqgrid.tables import _SPEC, grid_levels
+from iqk_studio.quant.kernels.iqgrid.tables import lattice_tables as search_tables
+
+QUANT = {n: registry.quantizers()[n] for n in ("iq3_xxs", "iq3_s", "iq2_s")}
+DEQUANT = registry.dequantizers()
 
 F = np.float32
 GRIDS = {"iq3_xxs": "iq3xxs", "iq3_s": "iq3s", "iq2_s": "iq2s"}

@@ -9,10 +9,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from iqk_studio.quant import api
+from iqk_studio.quant import api, registry
 from iqk_studio.quant.kernels import MODE_IMATRIX, MODE_UNIFORM
-from iqk_studio.quant.kernels._grid2_common import argsort_stable, grid_codes, search_tables
-from iqk_studio.quant.kernels.grid_q2 import QUANT
+from iqk_studio.quant.kernels.iqgrid.neighbours import argsort_stable
+from iqk_studio.quant.kernels.iqgrid.tables import grid_codes
+from iqk_studio.quant.kernels.iqgrid.tables import neighbour_tables as search_tables
 
 TYPES = ("iq2_xxs", "iq2_xs", "iq1_s", "iq1_m")
 CASES = ("mixed", "ties", "zeros", "uniform")
@@ -68,7 +69,7 @@ GOLDEN = {
 def test_golden_bytes(qtype, case):
     x, qw = lcg_inputs(case)
     mode = MODE_UNIFORM if case == "uniform" else MODE_IMATRIX
-    out = QUANT[qtype](x, None if case == "uniform" else qw, mode)
+    out = registry.quantizers()[qtype](x, None if case == "uniform" else qw, mode)
     assert hashlib.sha256(out.tobytes()).hexdigest()[:32] == GOLDEN[(qtype, case)]
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of the 2-3 bit IQK kernel helpers (iqk2, iqk3, iqk2kl, _iqk23) against obvious
+"""Unit tests of the 2-3 bit IQK kernel helpers (iqk/iq2_k, iq3_k, iq2_kl, common_low) against obvious
 numpy versions, plus round trips and the uniform (w = 1) mode. Byte-exactness against
 ik_llama.cpp's outputs is tests/test_quant_refs.py.
 """
@@ -10,26 +10,19 @@ import pytest
 import quant_refs_numpy
 from numba import njit
 
-from iqk_studio.quant import grids
-from iqk_studio.quant.kernels import (
-    MODE_DEFAULT,
-    MODE_IMATRIX,
-    MODE_UNIFORM,
-    iqk2,
-    iqk2kl,
-    iqk2ks,
-    iqk3,
-)
-from iqk_studio.quant.kernels import _iqk23 as H
+from iqk_studio.quant import grids, registry
+from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX, MODE_UNIFORM
+from iqk_studio.quant.kernels.iqk import common_low as H
+from iqk_studio.quant.kernels.iqk import iq2_k as iqk2
+from iqk_studio.quant.kernels.iqk import iq2_kl as iqk2kl
+from iqk_studio.quant.kernels.iqk import iq2_ks as iqk2ks
 from iqk_studio.quant.types import by_name
 
 F = np.float32
 TYPES = {
-    "iq2_k": (iqk2.quantize_iq2_k, iqk2.dequantize_iq2_k, 2.4),
-    "iq2_ks": (iqk2ks.quantize_iq2_ks, iqk2ks.dequantize_iq2_ks, 2.2),
-    "iq3_k": (iqk3.quantize_iq3_k, iqk3.dequantize_iq3_k, 3.4),
-    "iq3_ks": (iqk3.quantize_iq3_ks, iqk3.dequantize_iq3_ks, 3.2),
-    "iq2_kl": (iqk2kl.quantize_iq2_kl, iqk2kl.dequantize_iq2_kl, 2.7),
+    name: (registry.quantizers()[name], registry.dequantizers()[name], bpw)
+    for name, bpw in (("iq2_k", 2.4), ("iq2_ks", 2.2), ("iq3_k", 3.4), ("iq3_ks", 3.2),
+                      ("iq2_kl", 2.7))
 }
 
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import quant_refs_numpy
 
-from iqk_studio.quant import _iqk_common as C
 from iqk_studio.quant import grids, registry
 from iqk_studio.quant.api import dequantize, quantize
 from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX, MODE_UNIFORM
-from iqk_studio.quant.kernels.iqk6 import iq6k_value
+from iqk_studio.quant.kernels.iqk import common as C
+from iqk_studio.quant.kernels.iqk.iq6_k import iq6k_value
 from iqk_studio.quant.types import by_name
 
 TYPES = ("iq4_k", "iq4_ks", "iq4_kss", "iq5_k", "iq5_ks", "iq6_k")
@@ -204,8 +204,9 @@ def test_quantizer_rejects_bad_input():
     q = registry.quantizers()["iq5_k"]
     with pytest.raises(ValueError):
         q(np.zeros((2, 200), F), None, MODE_DEFAULT)
-    with pytest.raises(ValueError):
-        q(np.zeros((2, 256), np.float64), None, MODE_DEFAULT)
+    x = np.random.default_rng(0).standard_normal((2, 256))  # float64 and strided: converted
+    assert q(x[:, ::-1], None, MODE_DEFAULT).tobytes() == q(
+        np.ascontiguousarray(x[:, ::-1], F), None, MODE_DEFAULT).tobytes()
     with pytest.raises(ValueError):
         q(np.zeros((2, 256), F), None, MODE_IMATRIX)
     with pytest.raises(ValueError):

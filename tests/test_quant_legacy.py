@@ -9,7 +9,8 @@ from numba import njit
 
 from iqk_studio.quant import api
 from iqk_studio.quant import common as c
-from iqk_studio.quant.kernels import legacy
+from iqk_studio.quant.kernels import floats
+from iqk_studio.quant.kernels.legacy import iq4_nl, weights
 
 
 def _special_floats(n: int = 20000, seed: int = 0) -> np.ndarray:
@@ -39,7 +40,7 @@ def test_bf16_rounds_to_nearest_even_and_quiets_nan():
     got = np.array([c.fp32_to_bf16(v) for v in x], dtype=np.uint16)
     np.testing.assert_array_equal(got, want)
     assert c.fp32_to_bf16(np.uint32(0x7F800001).view(np.float32)) == 0x7FC0
-    np.testing.assert_array_equal(legacy.QUANT["bf16"](x[None], None, 0).view(np.uint16)[0], want)
+    np.testing.assert_array_equal(floats.QUANT["bf16"](x[None], None, 0).view(np.uint16)[0], want)
 
 
 def test_nearest_int_is_round_half_even_and_nearest_int_mul_uses_the_exact_product():
@@ -66,18 +67,18 @@ def test_fma32_is_single_rounding():
 
 def test_roundf_is_half_away_from_zero():
     v = np.float32([0.5, 1.5, 2.5, -0.5, -2.5, 0.49999997, 126.5, -126.5])
-    assert [legacy._roundf(t) for t in v] == [1, 2, 3, -1, -3, 0, 127, -127]
+    assert [weights.roundf(t) for t in v] == [1, 2, 3, -1, -3, 0, 127, -127]
 
 
 def test_best_index_is_nearest_with_ties_to_the_higher_index():
-    vals = legacy.KVALUES_IQ4NL
+    vals = iq4_nl.KVALUES_IQ4NL
     xs = np.concatenate([np.linspace(-140, 130, 5401, dtype=np.float32),
                          ((vals[1:] + vals[:-1]) / 2).astype(np.float32)])
     for x in xs:
         d = np.abs(vals.astype(np.float64) - np.float64(x))
         want = int(np.flatnonzero(d == d.min())[-1])
         assert c.best_index(vals, x) == want, x
-        assert c.best_index_lut(vals, legacy.IQ4NL_TABLE, x) == want, x
+        assert c.best_index_lut(vals, iq4_nl.IQ4NL_TABLE, x) == want, x
 
 
 @pytest.mark.parametrize("qtype", ["q4_0", "q5_0", "q6_0", "q8_0", "q4_1", "q5_1", "iq4_nl"])

@@ -1,7 +1,8 @@
 """THE table-driven exactness test: every type of the type table with a reference file in
 ../shared/refs/quant/out, quantized exactly as llama-quantize did (imatrix lookup through
-quant.importance, per-expert slicing) and compared byte for byte; and every reference tensor we can dequantize,
-compared with gguf-py or a slow numpy reference (tests/quant_refs_numpy.py).
+quant.importance, per-expert slicing) and compared byte for byte; and every reference tensor
+dequantized, compared with gguf-py or a slow numpy reference (tests/quant_refs_numpy.py). A
+reference file whose type has no kernel, or no dequantization oracle, fails (never skips).
 """
 
 from __future__ import annotations
@@ -118,8 +119,7 @@ def _first_difference(got: np.ndarray, want: np.ndarray, qtype: str, ne0: int) -
 def test_quantize_matches_reference(shared, inputs, imatrix, qtype, mode):
     ref_path = shared("refs", "quant", "out", _ref_name(qtype, mode))
     qfn = registry.quantizers().get(qtype)
-    if qfn is None:
-        pytest.skip(f"{qtype}: not implemented")
+    assert qfn is not None, f"{ref_path.name} exists but the kernel index has no {qtype} quantizer"
     if (qtype, mode) in KNOWN_INEXACT:
         pytest.xfail(KNOWN_INEXACT[(qtype, mode)])
     converted, no_imatrix = _log_facts(qtype, mode)
@@ -165,11 +165,9 @@ def _gguf_dequantizer(qtype: str):
 def test_dequantize_matches_oracle(shared, qtype, mode):
     ref_path = shared("refs", "quant", "out", _ref_name(qtype, mode))
     dfn = registry.dequantizers().get(qtype)
-    if dfn is None:
-        pytest.skip(f"{qtype}: dequantizing not implemented")
+    assert dfn is not None, f"{ref_path.name} exists but the index has no {qtype} dequantizer"
     oracle = _gguf_dequantizer(qtype) or quant_refs_numpy.get(qtype)
-    if oracle is None:
-        pytest.skip(f"{qtype}: neither gguf-py nor tests/quant_refs_numpy.py dequantizes it")
+    assert oracle is not None, f"{qtype}: neither gguf-py nor quant_refs_numpy.py dequantizes it"
     t = BY_NAME[qtype]
     for name, (shape, raw) in _reference(ref_path, qtype).items():
         rows = raw.reshape(-1, t.row_bytes(shape[0]))

@@ -9,25 +9,13 @@ import pytest
 from repack_refs_numpy import REFS
 
 from iqk_studio.quant import api, registry
-from iqk_studio.quant.kernels import repacked as rp
+from iqk_studio.quant.kernels.repacked import layout as rp
+from iqk_studio.quant.kernels.repacked import via_base
 from iqk_studio.quant.types import BY_NAME
-
-_GGUF_BASES = {"q2_K": "Q2_K", "q3_K": "Q3_K", "q4_K": "Q4_K", "q5_K": "Q5_K", "q6_K": "Q6_K",
-               "iq4_xs": "IQ4_XS", "mxfp4": "MXFP4"}
 
 
 def _dequant(raw, name, n):
-    """Ours through the registry; when the base dequantizer has not landed yet and gguf-py knows
-    the (mainline) base, our de-interleaver + gguf-py's base dequantizer."""
-    base = BY_NAME[name].base
-    if registry.can_dequantize(base):
-        return api.dequantize(raw, name, n)
-    if base not in _GGUF_BASES:
-        pytest.skip(f"base dequantizer {base} not available yet")
-    from gguf import GGMLQuantizationType
-    from gguf.quants import dequantize
-
-    return dequantize(rp.to_base(raw, name, n), GGMLQuantizationType[_GGUF_BASES[base]])
+    return api.dequantize(raw, name, n)
 
 
 def _random_groups(name, n, groups=2, seed=0):
@@ -59,7 +47,7 @@ def test_matches_ik_direct_dequantizer(name):
 
 
 def _interleave(base_rows, name, n):
-    """Our test interleaver: per group, row metas then each big block through _repack_fwd (sign
+    """Our test interleaver: per group, row metas then each big block through repacked.forward (sign
     scrambling for the IQ2_XXS/IQ2_XS/IQ3_XXS forms applied first)."""
     t = BY_NAME[name]
     b = BY_NAME[t.base]
@@ -99,12 +87,10 @@ def _needs_imatrix(base: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize("name", [n for n in rp.VIA_BASE])
+@pytest.mark.parametrize("name", [n for n in rp.VIA_BASE if registry.quantizes(BY_NAME[n].base)])
 def test_quantize_interleave_dequantize(name):
     """Real base quantization -> interleave -> our dequantizer == base dequantizer."""
     base = BY_NAME[name].base
-    if not (registry.can_quantize(base) and registry.can_dequantize(base)):
-        pytest.skip(f"{base} kernels not available yet")
     n = 2 * BY_NAME[base].block if BY_NAME[base].block >= 256 else 128
     x = np.random.default_rng(2).standard_normal((2 * BY_NAME[name].interleave, n), np.float32)
     q = api.quantize(x, base, np.ones(n, np.float32) if _needs_imatrix(base) else None)
@@ -161,14 +147,12 @@ def test_iq1_s_r4_matches_base_iq1_s_on_the_same_fields():
         np.testing.assert_array_equal(got[k], want)
 
 
-@pytest.mark.parametrize("name", rp.QUANT_VIA_BASE)
+@pytest.mark.parametrize("name", sorted(via_base.QUANT))
 def test_quantize_interleaved_is_base_then_repack(name):
     """ik's quantize_<type>_r4: quantize each row with the base quantizer (imatrix through
     QHelper for some types: blocks whose weights or values are ~0 get weights 1e-9), repack."""
     t = BY_NAME[name]
     base = t.base
-    if not registry.can_quantize(base):
-        pytest.skip(f"{base} quantizer not available yet")
     n = 256
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2 * t.interleave, n), np.float32)
@@ -179,9 +163,9 @@ def test_quantize_interleaved_is_base_then_repack(name):
     qw0 = qw.copy()
     qw0[32:64] = 0  # a degenerate imatrix block
     got = api.quantize(x, name, qw0)
-    if name in rp.QHELPER_BLOCK:
+    if name in via_base.QHELPER_BLOCK:
         w = qw0.copy()
-        bs = rp.QHELPER_BLOCK[name]
+        bs = via_base.QHELPER_BLOCK[name]
         w[32 // bs * bs:64] = np.float32(1e-9)
         want = api.quantize(x, base, w)
     else:

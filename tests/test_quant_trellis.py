@@ -1,4 +1,4 @@
-"""Trellis quantizers (kernels/trellis_q.py and helpers): codebook pieces against plain numpy,
+"""Trellis quantizers (kernels/trellis/): codebook pieces against plain numpy,
 the AVX2-order pick against its literal lane version, and golden bytes of ik_llama.cpp (8337e4cd3,
 GCC 12 -O3 -march=native -mtune=znver3 build of iqk_quantize.cpp) for small rows in both modes.
 """
@@ -10,10 +10,14 @@ import hashlib
 import numpy as np
 import pytest
 
-from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX, trellis
-from iqk_studio.quant.kernels import _trellis_cb as cb
-from iqk_studio.quant.kernels import _trellis_search as ts
-from iqk_studio.quant.kernels.trellis_q import QUANT
+from iqk_studio.quant import registry
+from iqk_studio.quant.kernels import MODE_DEFAULT, MODE_IMATRIX
+from iqk_studio.quant.kernels.trellis import codebook as cb
+from iqk_studio.quant.kernels.trellis import search as ts
+
+KT = ("iq1_kt", "iq2_kt", "iq3_kt", "iq4_kt")
+QUANT = {n: registry.quantizers()[n] for n in KT}
+DEQUANT = {n: registry.dequantizers()[n] for n in KT}
 
 F = np.float32
 
@@ -48,7 +52,7 @@ def test_golden_bytes(qtype, mode):
     x, qw = _golden_inputs()
     got = QUANT[qtype](x, qw if mode == MODE_IMATRIX else None, mode)
     assert hashlib.sha256(got.tobytes()).hexdigest() == GOLDEN[(qtype, mode)]
-    y = trellis.DEQUANT[qtype](got, x.shape[1])
+    y = DEQUANT[qtype](got, x.shape[1])
     err = np.sqrt(((y - x) ** 2).mean(axis=1) / (x**2).mean(axis=1))
     assert (err < 0.6).all(), err  # a sane round trip, not just matching bytes
     if qtype in ("iq3_kt", "iq4_kt"):  # IQ1/IQ2_KT have no zero block-scale level
@@ -88,7 +92,7 @@ def test_trellis_values_match_dequantizer():
     raw[0, 36:100] = codes & 0xFF
     for jj in range(64):
         raw[0, 100 + jj % 32] |= ((codes[jj] >> 8) & 0xF) << (4 * (jj // 32))
-    y = trellis.DEQUANT["iq4_kt"](raw, 256)
+    y = DEQUANT["iq4_kt"](raw, 256)
     v = cb.trellis_values(15, 4, 4096, False)
     assert np.array_equal(y.reshape(64, 4), v[codes])
 

@@ -2,17 +2,17 @@
 
 import numpy as np
 
-from iqk_studio.quant.ref_grids import FE1M2, NF4, block_normalized, comparison_grids, normalized
+from iqk_studio.quant.ref_grids import block_normalized, comparison_grids, normalized
 
 
-def test_grids_sorted_and_sizes():
+def test_grids_sorted_and_scaled():
     g = comparison_grids()
     for name, v in g.items():
         assert np.all(np.diff(v) >= 0), name
-    assert len(g["nf4"]) == 16 and len(g["fe1m2"]) == 15  # +0 and -0 are one value
-    assert len(g["iq4k_values base"]) == 16 and len(g["iq4k_values shifted"]) == 16
-    np.testing.assert_array_equal(g["iq4k base (mirrored)"], -g["iq4k_values base"][::-1])
-    assert NF4[0] == -1 and NF4[-1] == 1 and FE1M2.max() == 1.75
+        assert np.abs(v).max() == 1.0, name
+    assert all(len(g[k]) == 16 for k in ("nf4", "fe1m2", "e2m1", "iq4k", "iq4k shifted mirrored"))
+    np.testing.assert_array_equal(g["iq4k mirrored"], -g["iq4k"][::-1])
+    np.testing.assert_array_equal(g["iq4k"], g["iq4nl"])
 
 
 def test_block_normalized_obvious():

@@ -115,7 +115,7 @@ def check_inputs(model: Path, text) -> None:
 
 @_term_stops_tool
 def run_perplexity(args, model: Path) -> int:
-    from iqk_studio.commands.perplexity import print_chunks
+    from iqk_studio.commands._print import print_chunks
     from iqk_studio.external.runs import perplexity_run
 
     check_inputs(model, args.file)
@@ -134,7 +134,7 @@ def run_perplexity(args, model: Path) -> int:
 
 @_term_stops_tool
 def run_imatrix(args, model: Path) -> int:
-    from iqk_studio.commands.perplexity import print_chunks
+    from iqk_studio.commands._print import print_chunks
     from iqk_studio.external.runs import imatrix_run
 
     check_inputs(model, args.file)
@@ -163,7 +163,7 @@ def run_kld(args, base, model) -> int:
     import os
     import tempfile
 
-    from iqk_studio.commands.perplexity import print_chunks
+    from iqk_studio.commands._print import print_chunks
     from iqk_studio.external.runs import kld_run, save_base_run
     from iqk_studio.jobs.kld import format_chunk, format_header, is_base_file
 
@@ -234,7 +234,7 @@ def run_quantize(args, model: Path, out: Path, recipe) -> int:
     """llama-quantize with the recipe's options in the binary's dialect, printed as ours."""
     from types import SimpleNamespace
 
-    from iqk_studio.commands.quantize import _line
+    from iqk_studio.commands._print import tensor_line as _line
     from iqk_studio.external.args import quantize_args
     from iqk_studio.external.runs import quantize_run
     from iqk_studio.gguf.reader import open_model

@@ -5,9 +5,18 @@ from __future__ import annotations
 import sys
 
 from iqk_studio.cli import CliError
-from iqk_studio.commands.perplexity import print_chunks
+from iqk_studio.commands._checks import (
+    check_memory,
+    check_output,
+    check_text_file,
+    check_threads,
+    model_files,
+)
+from iqk_studio.commands._print import print_chunks
+from iqk_studio.commands.perplexity import act_options, add_act_quant
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
+from iqk_studio.gguf.reader import open_model
 from iqk_studio.jobs.imatrix import imatrix_job
 
 PASSTHROUGH = True  # `-- EXTRA ARGS` go to llama-imatrix
@@ -28,11 +37,12 @@ def add_arguments(p) -> None:
     from iqk_studio.commands.external import add_llama_option, add_store_option
     add_llama_option(p, "llama-imatrix")
     add_store_option(p)
+    add_act_quant(p)
 
 
 def run(args) -> int:
-    if args.threads is not None:
-        set_threads(args.threads)
+    check_threads(args.threads, "-t")
+    check_text_file(args.file)
     from iqk_studio.commands import external
 
     model = resolve_model_arg(args.model)
@@ -41,8 +51,14 @@ def run(args) -> int:
     external.no_extra(args, "--llama-imatrix")
     if not model.exists():
         raise CliError(f"{model}: no such model file")
+    with open_model(model) as m:
+        inputs = {**model_files(m), "text file": args.file}
+    check_output(args.output, inputs)
+    check_memory([model], args.ctx_size)
+    if args.threads is not None:
+        set_threads(args.threads)
     job = imatrix_job(model, args.file, args.output, args.ctx_size, args.chunks,
-                      fmt=args.output_format)
+                      fmt=args.output_format, **act_options(args))
     job = external.recorded(job, args, "imatrix", model, args.file, args.ctx_size, args.chunks)
     try:
         fin = print_chunks(job, "compute_imatrix", args.progress)

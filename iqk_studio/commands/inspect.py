@@ -3,11 +3,12 @@ llama.cpp's "model size" / "repeating layers" totals (sum of ggml_nbytes, paddin
 
 from __future__ import annotations
 
-import json
+import re
 import sys
 
 import numpy as np
 
+from iqk_studio.commands._output import dump_json, printable
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.gguf.reader import GGUFModel, open_model
 from iqk_studio.gguf.values import TYPE_NAMES, ValueType
@@ -15,6 +16,8 @@ from iqk_studio.gguf.values import TYPE_NAMES, ValueType
 GIB, MIB = 1024**3, 1024**2
 SHOW_ITEMS = 8  # arrays up to this length are shown whole, longer ones by their length
 SHOW_CHARS = 120  # longer strings (chat templates) are cut
+_SURROGATE = re.compile(r"\\udc([89a-f][0-9a-f])")
+MAX_WIDTH = 64  # name columns are padded to at most this width
 
 
 def add_arguments(p) -> None:
@@ -29,8 +32,7 @@ def run(args) -> int:
     if args.no_tensors:
         s.pop("tensors")
     if args.json:
-        json.dump(s, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        dump_json(s, sys.stdout)
     else:
         sys.stdout.write(format_text(s))
     return 0
@@ -88,6 +90,7 @@ def _show(entry: dict) -> str:
     v = entry["value"]
     if isinstance(v, str):
         v = v.encode("unicode_escape", "backslashreplace").decode("ascii")
+        v = _SURROGATE.sub(r"\\x\1", v)  # invalid UTF-8 byte kept by the reader -> \xNN
         return v if len(v) <= SHOW_CHARS else v[:SHOW_CHARS] + "..."
     if isinstance(v, float):
         return f"{v:.6g}"
@@ -113,20 +116,21 @@ def _params(n: int) -> str:
 
 
 def format_text(s: dict) -> str:
-    lines = [f"{s['path']}: GGUF v{s['version']}, {len(s['files'])} file(s), "
-             f"architecture {s['arch'] or '?'}, {len(s['metadata'])} metadata keys, "
+    arch = _show({"value": s["arch"]}) if isinstance(s["arch"], str) else "?"
+    lines = [f"{printable(s['path'])}: GGUF v{s['version']}, {len(s['files'])} file(s), "
+             f"architecture {arch or '?'}, {len(s['metadata'])} metadata keys, "
              f"{s['n_tensors']} tensors", "", "metadata:"]
-    width = max((len(k) for k in s["metadata"]), default=0)
+    width = min(MAX_WIDTH, max((len(k) for k in s["metadata"]), default=0))
     for key, e in s["metadata"].items():
-        lines.append(f"  {key:<{width}} {e['type']:<16} = {_show(e)}")
+        lines.append(f"  {printable(key):<{width}} {e['type']:<16} = {_show(e)}")
     if "tensors" in s:
         lines += ["", "tensors:"]
         n = s["n_tensors"]
-        nw = max((len(t["name"]) for t in s["tensors"]), default=0)
+        nw = min(MAX_WIDTH, max((len(t["name"]) for t in s["tensors"]), default=0))
         shapes = ["[" + ", ".join(f"{d:6d}" for d in t["shape"]) + "]" for t in s["tensors"]]
         sw = max((len(x) for x in shapes), default=0)
         for i, (t, shape) in enumerate(zip(s["tensors"], shapes, strict=True), 1):
-            lines.append(f"  [{i:4d}/{n:4d}] {t['name']:<{nw}} {shape:<{sw}} {t['type']:>10} "
+            lines.append(f"  [{i:4d}/{n:4d}] {printable(t['name']):<{nw}} {shape:<{sw}} {t['type']:>10} "
                          f"{t['bytes']:>15,d} bytes ({t['bytes'] / MIB:10.3f} MiB)")
     lines += ["", "types: " + ", ".join(f"{k}: {v}" for k, v in s["type_counts"].items())]
     total = {"bytes": s["total_bytes"], "gib": s["gib"], "mib": s["total_bytes"] / MIB,

@@ -6,10 +6,19 @@ from __future__ import annotations
 
 import sys
 
-from iqk_studio.cli import CliError
-from iqk_studio.commands.perplexity import print_chunks
+from iqk_studio.cli import CliError, interruptible
+from iqk_studio.commands._checks import (
+    check_memory,
+    check_output,
+    check_text_file,
+    check_threads,
+    model_files,
+)
+from iqk_studio.commands._print import print_chunks
+from iqk_studio.commands.perplexity import act_options, add_act_quant
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
+from iqk_studio.gguf.reader import open_model
 from iqk_studio.jobs.events import Failed, Finished, KldChunk, Progress
 from iqk_studio.jobs.kld import format_chunk, format_header, is_base_file, kld_job, save_base_job
 
@@ -34,11 +43,29 @@ def add_arguments(p) -> None:
     p.add_argument("--stop-on-nan", action="store_true",
                    help="with --llama-perplexity: stop the run at the first NaN chunk")
     add_store_option(p)
+    add_act_quant(p)
+
+
+def _check(args, base) -> None:
+    """Options, the --save-base output against every input, and the memory of the run."""
+    check_threads(args.threads, "-t")
+    models = [p for p in (base, args.model and resolve_model_arg(args.model))
+              if p is not None and not is_base_file(p)]
+    if args.save_base:
+        inputs = {"text file": args.file}
+        for i, p in enumerate(models):
+            with open_model(p) as m:
+                inputs.update({f"{k} ({i + 1})": v for k, v in model_files(m).items()})
+        check_output(args.save_base, inputs)
+    if models:
+        check_memory(models, args.ctx_size, per_vocab_token=2)
 
 
 def run(args) -> int:
-    if args.threads is not None:
-        set_threads(args.threads)
+    for what, path in (("BASE", args.base), ("MODEL", args.model)):
+        if path not in (None, "demo"):
+            check_text_file(path, what)  # a FIFO would block is_base_file()
+    check_text_file(args.file)
     from iqk_studio.commands import external
 
     base = args.base if is_base_file(args.base) else resolve_model_arg(args.base)
@@ -48,18 +75,22 @@ def run(args) -> int:
         return external.run_kld(args, base, None if args.model is None
                                 else resolve_model_arg(args.model))
     external.no_extra(args, "--llama-perplexity")
+    _check(args, base)
+    if args.threads is not None:
+        set_threads(args.threads)
     if args.model is None:
         if not args.save_base or not args.file:
             raise CliError("give MODEL, or --save-base FILE with -f TEXT to only save the base")
         fin = print_chunks(save_base_job(base, args.file, args.save_base, args.ctx_size,
-                                         args.chunks), "perplexity")
+                                         args.chunks, **act_options(args)), "perplexity")
         print(fin.message)
         print(f"saved base log-probs to {args.save_base}", file=sys.stderr)
         return 0
     model = resolve_model_arg(args.model)
     if not is_base_file(base) and not args.file:
         raise CliError("-f TEXT is needed when BASE is a model")
-    job = kld_job(base, model, args.file, args.ctx_size, args.chunks, args.save_base)
+    job = kld_job(base, model, args.file, args.ctx_size, args.chunks, args.save_base,
+                  **act_options(args))
     job = external.recorded(job, args, "kld", model, args.file, args.ctx_size, args.chunks,
                             base_model_path=None if is_base_file(base) else base)
     try:
@@ -70,7 +101,7 @@ def run(args) -> int:
 
 def _print(job) -> int:
     first = True
-    for ev in job:
+    for ev in interruptible(job):
         if isinstance(ev, Progress) and not ev.total and ev.message:
             print(f"kl_divergence: {ev.message} ..", file=sys.stderr, flush=True)
         elif isinstance(ev, KldChunk):

@@ -6,9 +6,10 @@ from __future__ import annotations
 import sys
 
 from iqk_studio.cli import CliError
+from iqk_studio.commands._checks import check_memory, check_text_file, check_threads
+from iqk_studio.commands._print import print_chunks
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
-from iqk_studio.jobs.events import Chunk, Failed, Finished, Progress
 from iqk_studio.jobs.perplexity import perplexity_job
 
 PASSTHROUGH = True  # `-- EXTRA ARGS` go to llama-perplexity
@@ -27,10 +28,23 @@ def add_arguments(p) -> None:
     p.add_argument("--stop-on-nan", action="store_true",
                    help="with --llama-perplexity: stop the run at the first NaN chunk")
     add_store_option(p)
+    add_act_quant(p)
     g = p.add_argument_group("evaluate a recipe (quantize -> dequantize in memory, no file)")
     g.add_argument("--base", metavar="TYPE", help="llama-quantize type (Q4_K_M, IQ4_KS, ...)")
     from iqk_studio.commands.plan import add_recipe_options
     add_recipe_options(g)
+
+
+def add_act_quant(p) -> None:
+    p.add_argument("--act-quant", choices=("ik", "none"), default="ik",
+                   help="ik (default): multiply quantized weights as ik_llama.cpp's CPU backend "
+                   "does, activations quantized to the weight type's q8 format; none: float32 "
+                   "activations")
+
+
+def act_options(args) -> dict:
+    """act_quant and the llama-perplexity thread count it emulates (-t, else all cores)."""
+    return {"act_quant": args.act_quant, "ik_threads": args.threads}
 
 
 def _wants_recipe(args) -> bool:
@@ -54,46 +68,14 @@ def recipe_job(model_path, args):
     imatrix = load_imatrix(recipe.imatrix) if recipe.imatrix else None
     print(f"perplexity: evaluating the recipe in memory: {pl.total_bytes / 2**20:.2f} MiB "
           f"({pl.bpw:.4f} bpw)", file=sys.stderr)
-    job = evaluate_plan(model_path, pl, args.file, args.ctx_size, args.chunks, imatrix)
+    job = evaluate_plan(model_path, pl, args.file, args.ctx_size, args.chunks, imatrix,
+                        **act_options(args))
     return job, recipe, pl
 
 
-def print_chunks(events, prog: str, progress: bool = False) -> Finished:
-    """Print `[i]ppl,` per Chunk on stdout like llama-perplexity; returns the Finished event."""
-    first = True
-    for ev in events:
-        if isinstance(ev, Progress):
-            if progress and ev.total:
-                print(f"\r{prog}: {ev.message}   ", end="", file=sys.stderr, flush=True)
-            elif not ev.total and ev.message:
-                print(f"{prog}: {ev.message} ..", file=sys.stderr, flush=True)
-        elif isinstance(ev, Chunk):
-            if first:
-                if progress:
-                    print(file=sys.stderr)
-                print(f"{prog}: {ev.tokens_per_second:.1f} tokens/s - ETA "
-                      f"{_eta(ev.eta_seconds)}", file=sys.stderr, flush=True)
-                first = False
-            print(f"[{ev.index}]{ev.ppl:.4f},", end="", flush=True)
-        elif isinstance(ev, Failed):
-            if not first:
-                print()
-            raise CliError(ev.message)
-        elif isinstance(ev, Finished):
-            print()
-            return ev
-    raise CliError("the job ended without a result")
-
-
-def _eta(seconds: float) -> str:
-    s = int(seconds)
-    head = f"{s // 3600} hours " if s >= 3600 else ""
-    return f"{head}{(s % 3600) / 60:.2f} minutes"
-
-
 def run(args) -> int:
-    if args.threads is not None:
-        set_threads(args.threads)
+    check_threads(args.threads, "-t")
+    check_text_file(args.file)
     from iqk_studio.commands import external
 
     model = resolve_model_arg(args.model)
@@ -106,10 +88,14 @@ def run(args) -> int:
     if not model.exists():
         raise CliError(f"{model}: no such model file")
     recipe = plan = None
+    check_memory([model], args.ctx_size, copies=2 if _wants_recipe(args) else 1)
+    if args.threads is not None:
+        set_threads(args.threads)
     if _wants_recipe(args):
         job, recipe, plan = recipe_job(model, args)
     else:
-        job = perplexity_job(model, args.file, n_ctx=args.ctx_size, chunks=args.chunks)
+        job = perplexity_job(model, args.file, n_ctx=args.ctx_size, chunks=args.chunks,
+                             **act_options(args))
     job = external.recorded(job, args, "perplexity", model, args.file, args.ctx_size,
                             args.chunks, recipe=recipe, plan=plan)
     try:

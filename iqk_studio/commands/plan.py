@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
+from iqk_studio.commands._output import dump_json, printable
 from iqk_studio.recipe import Placement, Plan, Recipe, plan
 from iqk_studio.recipe.cmdline import mainline_type, split_custom_q
 from iqk_studio.recipe.library import resolve
+from iqk_studio.recipe.lint import lint_placement
 from iqk_studio.recipe.records import CLASS_OPTIONS, CLASSES, FLAG_OPTIONS, Rule
 
 
@@ -28,7 +29,9 @@ def add_recipe_options(p) -> None:
 
 
 def recipe_from_args(args, base: str | None) -> Recipe:
-    r = resolve(args.recipe) if args.recipe else None
+    """The recipe the options describe; placement that llama-server would refuse (a bad regex,
+    an unknown device) is a ValueError here, before any work."""
+    r = resolve(args.recipe, need_base=not base) if args.recipe else None
     if r is None:
         if not base:
             raise ValueError("give a BASE_TYPE or --recipe")
@@ -56,7 +59,20 @@ def recipe_from_args(args, base: str | None) -> Recipe:
             pat, _, dev = item.partition("=")
             place.append(Placement(pat, dev or "CPU"))
     changes["placement"] = tuple(place)
-    return r.with_(**changes)
+    r = r.with_(**changes)
+    bad = [lint for lint in lint_placement(r) if lint.severity == "error"]
+    if bad:
+        raise ValueError(f"--placement: {bad[0].message} [{bad[0].where}]")
+    return r
+
+
+def load_recipe_imatrix(recipe: Recipe):
+    """The recipe's imatrix, loaded (a missing or truncated file is a one-line GGUFError)."""
+    if not recipe.imatrix:
+        return None
+    from iqk_studio.gguf.imatrix import load_imatrix
+
+    return load_imatrix(recipe.imatrix)
 
 
 def add_arguments(p) -> None:
@@ -88,11 +104,11 @@ def _mib(n: int) -> str:
 
 def print_plan(p: Plan, out=None) -> None:
     out = out or sys.stdout
-    w = max((len(e.name) for e in p.entries), default=10)
+    w = min(64, max((len(e.name) for e in p.entries), default=10))
     print(f"{'tensor':<{w}}  {'shape':<22} {'type':<9} {'bytes':>13}  reason", file=out)
     for e in p.entries:
         shape = "x".join(map(str, e.shape))
-        print(f"{e.name:<{w}}  {shape:<22} {e.type:<9} {e.bytes:>13}  {e.reason}", file=out)
+        print(f"{printable(e.name):<{w}}  {shape:<22} {e.type:<9} {e.bytes:>13}  {e.reason}", file=out)
     print("\nby class:", file=out)
     for cls in CLASSES:
         if p.by_class.get(cls):
@@ -106,7 +122,7 @@ def print_plan(p: Plan, out=None) -> None:
     if p.warnings:
         print(f"\n{len(p.warnings)} lint message(s):", file=out)
         for lint in p.warnings:
-            print(f"  {lint}", file=out)
+            print(f"  {printable(str(lint))}", file=out)
 
 
 def run(args) -> int:
@@ -115,11 +131,12 @@ def run(args) -> int:
 
     recipe = recipe_from_args(args, args.base)
     args.model = str(resolve_model_arg(args.model))
+    imatrix = load_recipe_imatrix(recipe)
+    names = None if imatrix is None else imatrix.values.keys()
     with open_model(args.model) as model:
-        p = plan(model, recipe)
+        p = plan(model, recipe, imatrix_names=names)
     if args.json:
-        json.dump(plan_json(p, recipe, str(args.model)), sys.stdout, indent=1)
-        print()
+        dump_json(plan_json(p, recipe, str(args.model)), sys.stdout)
     else:
         print_plan(p)
     return 1 if args.strict and p.errors else 0

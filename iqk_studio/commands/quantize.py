@@ -7,7 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from iqk_studio.cli import CliError
+from iqk_studio.cli import CliError, interruptible
+from iqk_studio.commands._checks import check_output, check_threads, model_files
+from iqk_studio.commands._print import tensor_line as _line
 from iqk_studio.jobs.events import Failed, Finished, TensorDone
 
 PASSTHROUGH = True  # `-- EXTRA ARGS` go to llama-quantize (before the file names)
@@ -43,25 +45,13 @@ def build_plan(model, args):
     return recipe, pl
 
 
-def _line(i: int, count: int, name: str, info, entry, nbytes: int) -> str:
-    ne = list(info.shape) + [1] * (4 - len(info.shape))
-    head = (f"[{i:4d}/{count:4d}] {name:>36s} - [{ne[0]:5d}, {ne[1]:5d}, {ne[2]:5d}, {ne[3]:5d}], "
-            f"type = {info.qtype.name:>6s}, ")
-    if entry.type == info.qtype.name:
-        return head + f"size = {info.nbytes / 2**20:8.3f} MB"
-    return head + (f"converting to {entry.type} .. size = {info.nbytes / 2**20:8.2f} MiB -> "
-                   f"{nbytes / 2**20:8.2f} MiB")
-
-
 def run(args) -> int:
     from iqk_studio.demo import resolve_model_arg
     from iqk_studio.gguf.reader import open_model
-    from iqk_studio.jobs.quantize import quantize_model
+    from iqk_studio.jobs.quantize import plan_targets, quantize_model
     from iqk_studio.quant.types import parse_ftype
 
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise CliError(f"output directory {str(out.parent)!r} does not exist")
+    check_threads(args.threads)
     args.model = str(resolve_model_arg(args.model))
     from iqk_studio.commands import external
 
@@ -70,11 +60,14 @@ def run(args) -> int:
 
         if args.uniform:
             raise CliError("--uniform is for the built-in quantizer")
-        return external.run_quantize(args, Path(args.model), out,
-                                     recipe_from_args(args, args.base_type))
+        recipe = recipe_from_args(args, args.base_type)
+        with open_model(args.model) as model:
+            out = check_output(args.out, {**model_files(model), "imatrix file": recipe.imatrix})
+        return external.run_quantize(args, Path(args.model), out, recipe)
     external.no_extra(args, "--llama-quantize")
     with open_model(args.model) as model:
         recipe, pl = build_plan(model, args)
+        out = check_output(args.out, {**model_files(model), "imatrix file": recipe.imatrix})
         try:
             ftype = parse_ftype(recipe.base)
         except KeyError as e:
@@ -85,11 +78,12 @@ def run(args) -> int:
             imatrix = load_imatrix(recipe.imatrix)
         entries = {e.name: e for e in pl.entries}
         print(f"quantizing {args.model!r} to {args.out!r} as {ftype.name}")
-        job = quantize_model(model, pl, out, imatrix=imatrix, uniform=args.uniform,
-                             threads=args.threads, allow_requantize=recipe.allow_requantize,
-                             ftype=ftype, imatrix_path=recipe.imatrix)
+        job = quantize_model(args.model, plan_targets(pl), out, imatrix=imatrix,
+                             uniform=args.uniform, threads=args.threads,
+                             allow_requantize=recipe.allow_requantize, ftype=ftype,
+                             imatrix_path=recipe.imatrix)
         try:
-            for ev in job:
+            for ev in interruptible(job):
                 if isinstance(ev, TensorDone):
                     print(_line(ev.index, ev.count, ev.name, model.tensors[ev.name],
                                 entries[ev.name], ev.bytes), flush=True)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from iqk_studio.cli import CliError
+from iqk_studio.commands._checks import check_output, check_text_file
 from iqk_studio.commands.plan import add_recipe_options, recipe_from_args
 from iqk_studio.recipe import library
 from iqk_studio.recipe.cmdline import export_ik, export_mainline, import_text, placement_args
 from iqk_studio.recipe.lint import lint_options, lint_rules
+from iqk_studio.recipe.published import points_of
 from iqk_studio.recipe.textfile import dumps, save
 
 
@@ -28,7 +31,7 @@ def add_arguments(p) -> None:
     i.add_argument("source", nargs="?", default="-", help="text file, or - for stdin (default)")
     i.add_argument("-o", "--output", help="recipe file to write (default: stdout)")
     i.add_argument("--base", help="llama-quantize type when the text has no command line")
-    sub.add_parser("list", help="names of the bundled library recipes")
+    sub.add_parser("list", help="the bundled library recipes with their published size and PPL")
 
 
 def _export(args) -> int:
@@ -58,7 +61,14 @@ def _export(args) -> int:
 
 
 def _import(args) -> int:
-    text = sys.stdin.read() if args.source == "-" else Path(args.source).read_text()
+    if args.source != "-":
+        check_text_file(args.source, "recipe import")
+        if args.output:
+            check_output(args.output, {"source text": args.source})
+    try:
+        text = sys.stdin.read() if args.source == "-" else Path(args.source).read_text()
+    except UnicodeDecodeError as e:
+        raise CliError(f"{args.source}: not UTF-8 text (byte {e.start})") from None
     recipe, lints = import_text(text, args.base)
     for lint in lints + lint_rules(recipe) + lint_options(recipe):
         print(f"# {lint}", file=sys.stderr)
@@ -79,6 +89,17 @@ def run(args) -> int:
     for name in library.names():
         r = library.load_named(name)
         note = r.note.splitlines()[0] if r.note else ""
-        print(f"{name:<24} {r.base:<8} {len(r.rules):>3} rule(s)  {note}")
+        pts = points_of(r, name)
+        print(f"{name:<20} {r.base:<7} {len(r.rules):>2} rule(s)  {_published(pts[:1]):<28} {note}")
+        for p in pts[1:]:
+            print(f"{'':<40}{_published([p]):<28} {p.importance}")
     return 0
+
+
+def _published(pts) -> str:
+    """'10.229 GiB  PPL 9.3908' of a recipe's first published point ('' when none)."""
+    if not pts:
+        return ""
+    p = pts[0]
+    return f"{p.size_gib:.3f} GiB" + (f"  PPL {p.ppl:g}" if p.ppl is not None else "")
 

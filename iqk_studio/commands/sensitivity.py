@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from iqk_studio.cli import CliError
+from iqk_studio.cli import CliError, interruptible
+from iqk_studio.commands._checks import check_memory, check_text_file
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.jobs.events import Failed, Finished, Progress
 from iqk_studio.jobs.sensitivity import GROUPINGS, Sensitivity, candidates, sensitivity_job
@@ -33,6 +34,8 @@ def run(args) -> int:
     by_name(args.type)  # a clear error for an unknown or miss-cased type
     if args.chunks < 1:
         raise CliError("--chunks must be at least 1")
+    check_text_file(args.file)
+    check_memory([path], args.ctx_size, copies=2, per_vocab_token=args.chunks)
     with open_model(path) as m:
         cands = candidates(m, args.type, args.by, args.only)
     imatrix = load_imatrix(args.imatrix) if args.imatrix else None
@@ -52,7 +55,7 @@ def run(args) -> int:
 
 
 def _print(job, rows) -> int:
-    for ev in job:
+    for ev in interruptible(job):
         if isinstance(ev, Sensitivity):
             rows.append(ev)
             print(f"{ev.label:<28} {ev.bytes_before / 2**20:>11.3f} {ev.bytes_after / 2**20:>10.3f}"

@@ -9,8 +9,11 @@ from collections.abc import Callable, Generator, Iterator
 import numpy as np
 
 from iqk_studio.engine import layers as L
+from iqk_studio.engine.attn_f16 import IQK_FA_HEAD_SIZES, attention_f16
+from iqk_studio.engine.matmul import Matmuls
 from iqk_studio.engine.model import ModelConfig, ModelError, config_from_metadata
 from iqk_studio.engine.moe import moe_ffn
+from iqk_studio.engine.threads import matmul_t, pmap
 from iqk_studio.engine.weights import GGUFWeights
 
 # observer(weight_name, activations (rows, n_in), expert_id or None): sees every matmul's input
@@ -35,12 +38,15 @@ def _required(cfg: ModelConfig, il: int) -> list[str]:
 
 
 class Forward:
-    """The model as a sequence of steps over a window: embed -> layer 0..n_layer-1 -> logits."""
+    """The model as a sequence of steps over a window: embed -> layer 0..n_layer-1 -> logits.
+    act_quant "ik" multiplies as ik_llama.cpp's CPU backend does (engine/matmul.py), with
+    ik_threads the llama-perplexity thread count it emulates; "none" in float32."""
 
     def __init__(self, cfg: ModelConfig, weights, observer: Observer | None = None,
-                 kv_f16: bool = True):
+                 kv_f16: bool = True, act_quant: str = "ik", ik_threads: int | None = None):
         self.cfg = cfg
         self.ws = weights
+        self.mm = Matmuls(weights, act_quant, ik_threads)
         self.observer = observer
         self.kv_f16 = kv_f16  # round K and V to f16 as the reference's default KV cache does
         names = weights.names()
@@ -58,21 +64,50 @@ class Forward:
 
     @classmethod
     def from_model(cls, model, observer: Observer | None = None, weights=None,
-                   kv_f16: bool = True) -> Forward:
+                   kv_f16: bool = True, act_quant: str = "ik",
+                   ik_threads: int | None = None) -> Forward:
         """From an open GGUFModel; weights default to its own tensors dequantized to float32."""
         emb = model.tensors.get("token_embd.weight")
         shape = tuple(emb.shape) if emb is not None else None
         cfg = config_from_metadata(model.metadata, model.tensors, shape)
-        return cls(cfg, weights if weights is not None else GGUFWeights(model), observer, kv_f16)
+        ws = weights if weights is not None else GGUFWeights(model)
+        return cls(cfg, ws, observer, kv_f16, act_quant, ik_threads)
 
     # -- helpers ---------------------------------------------------------------------------
     def _w(self, name: str) -> np.ndarray | None:
         return self.ws.get(name) if name in self.ws.names() else None
 
-    def _linear(self, name: str, x: np.ndarray) -> np.ndarray:
+    def _linear(self, name: str, x: np.ndarray, ny: int | None = None,
+                dense: bool = True) -> np.ndarray:
+        """x @ Wᵀ (+ b); ny: the batch rows ik's matmul has (when it computes more rows)."""
         if self.observer is not None:
             self.observer(name + ".weight", x, None)
-        return L.linear(x, self.ws.get(name + ".weight"), self._w(name + ".bias"))
+        w = name + ".weight"
+        y = matmul_t(self.mm.acts(w, x), self.mm.weight(w, ny or x.shape[0], dense))
+        b = self._w(name + ".bias")
+        if b is not None:
+            y += b
+        return y
+
+    def _linears(self, p: str, roles: tuple[str, ...], x: np.ndarray,
+                 dense: bool = True) -> list[np.ndarray]:
+        """Several matmuls of one input (q/k/v, gate/up), in one GEMM when they can (+ biases)."""
+        names = [p + r + ".weight" for r in roles]
+        if self.observer is not None:
+            for name in names:
+                self.observer(name, x, None)
+        ys = self.mm.linears(names, x, dense=dense)
+        for r, y in zip(roles, ys):
+            b = self._w(p + r + ".bias")
+            if b is not None:
+                y += b
+        return ys
+
+    def _fused_up_gate(self, p: str) -> bool:
+        """llm_build_ffn fuses ffn_up/ffn_gate of one quantized type (iqk_moe_fused_up_gate)."""
+        tg, tu = self.mm.type_of(p + "ffn_gate.weight"), self.mm.type_of(p + "ffn_up.weight")
+        return (tg == tu and tg not in ("f32", "f16", "bf16")
+                and self.ws.shape(p + "ffn_gate.weight") == self.ws.shape(p + "ffn_up.weight"))
 
     # -- steps -----------------------------------------------------------------------------
     def embed(self, tokens: np.ndarray) -> np.ndarray:
@@ -80,10 +115,21 @@ class Forward:
         tokens = np.asarray(tokens, dtype=np.int64)
         if tokens.size and (tokens.min() < 0 or tokens.max() >= self.cfg.n_vocab):
             raise ValueError(f"token id out of range 0..{self.cfg.n_vocab - 1}")
-        x = self.ws.get("token_embd.weight")[tokens]
+        x = self._embd_rows(tokens)
         if self.cfg.embd_scale != 1.0:
             x *= np.float32(self.cfg.embd_scale)
         return x
+
+    def _embd_rows(self, tokens: np.ndarray) -> np.ndarray:
+        """Rows of token_embd dequantized (get_rows); from the stored bytes when quantized, so
+        that the whole float32 matrix is only built when the output layer needs it."""
+        name = "token_embd.weight"
+        q = self.ws.quantized(name) if hasattr(self.ws, "quantized") else None
+        if q is None or q[0] in ("f32", "f16", "bf16"):
+            return np.array(self.ws.get(name)[tokens], dtype=np.float32)
+        from iqk_studio.quant.api import dequantize
+
+        return dequantize(np.ascontiguousarray(q[1][tokens]), q[0], self.cfg.n_embd)
 
     def layer(self, x: np.ndarray, il: int, rows: tuple[int, int] | None = None) -> np.ndarray:
         """Layer il over x (T, n_embd) at positions 0..T-1. With rows=(r0, r1) only those output
@@ -93,10 +139,11 @@ class Forward:
         t = x.shape[0]
         r0, r1 = rows if rows is not None else (0, t)
         n = L.rms_norm(x, self.ws.get(p + "attn_norm.weight"), c.eps)
-        nq = n if rows is None else n[r0:r1]
-        q = self._linear(p + "attn_q", nq).reshape(r1 - r0, c.n_head, c.head_dim)
-        k = self._linear(p + "attn_k", n).reshape(t, c.n_head_kv, c.head_dim)
-        v = self._linear(p + "attn_v", n).reshape(t, c.n_head_kv, c.head_dim_v)
+        self.mm.forget_acts()
+        q, k, v = self._linears(p, ("attn_q", "attn_k", "attn_v"), n)
+        q = q[r0:r1].reshape(r1 - r0, c.n_head, c.head_dim)
+        k = k.reshape(t, c.n_head_kv, c.head_dim)
+        v = v.reshape(t, c.n_head_kv, c.head_dim_v)
         if c.qk_norm:
             q = L.rms_norm(q, self.ws.get(p + "attn_q_norm.weight"), c.eps)
             k = L.rms_norm(k, self.ws.get(p + "attn_k_norm.weight"), c.eps)
@@ -107,8 +154,13 @@ class Forward:
         if self.kv_f16:
             k = k.astype(np.float16).astype(np.float32)
             v = v.astype(np.float16).astype(np.float32)
-        a = L.attention(q, k, v, c.kq_scale, r0, c.n_swa if c.is_swa(il) else 0)
-        a = self._linear(p + "attn_output", a)
+        n_swa = c.n_swa if c.is_swa(il) else 0
+        if self.kv_f16 and self.mm.mode == "ik" and \
+                (c.head_dim, c.head_dim_v) not in IQK_FA_HEAD_SIZES:
+            a = attention_f16(q, k, v, c.kq_scale, r0, n_swa)  # ggml's generic f16 FA
+        else:
+            a = L.attention(q, k, v, c.kq_scale, r0, n_swa)
+        a = self._linear(p + "attn_output", a, t)
         if c.post_norms:
             a = L.rms_norm(a, self.ws.get(p + "post_attention_norm.weight"), c.eps)
         h = x[r0:r1] + a
@@ -122,10 +174,10 @@ class Forward:
         c = self.cfg
         p = f"blk.{il}."
         if c.n_expert:
-            return moe_ffn(n, self.ws, il, c.n_expert_used, c.n_ff_exp, c.act, self.observer)
-        g = self._linear(p + "ffn_gate", n)
+            return moe_ffn(n, self.mm, il, c.n_expert_used, c.n_ff_exp, c.act, self.observer)
+        g, u = self._linears(p, ("ffn_gate", "ffn_up"), n, not self._fused_up_gate(p))
         g = L.gelu_tanh(g) if c.act == "gelu" else L.silu(g)
-        g *= self._linear(p + "ffn_up", n)
+        g *= u
         return self._linear(p + "ffn_down", g)
 
     def output_norm(self, x: np.ndarray) -> np.ndarray:
@@ -134,9 +186,10 @@ class Forward:
     def iter_logits(self, h: np.ndarray, rows_per_block: int = 128) -> Iterator[tuple[int, np.ndarray]]:
         """(r0, logits (rows, n_vocab) float32) over blocks of normalised rows h, so the full
         (T, n_vocab) matrix never exists at once."""
-        w = self.ws.get(self._output_name)
+        hq = self.mm.acts(self._output_name, h)
+        w = self.mm.weight(self._output_name, h.shape[0])
         for r0 in range(0, h.shape[0], rows_per_block):
-            yield r0, np.matmul(h[r0:r0 + rows_per_block], w.T)
+            yield r0, matmul_t(hq[r0:r0 + rows_per_block], w)
 
     def steps(self, tokens: np.ndarray, first: int = 0, last: int | None = None,
               all_rows: bool = False) -> Generator[int, None, np.ndarray]:
@@ -151,13 +204,22 @@ class Forward:
             yield il + 1
         return self.output_norm(x[first:last] if all_rows else x)
 
+    def map_logit_slices(self, h: np.ndarray, fn, n_cols: int = 16384) -> list:
+        """[fn(v0, logits (rows, n_cols))] over vocabulary slices, slices spread over the engine's
+        threads (each a single-threaded GEMM); fn must be thread-safe."""
+        hq = self.mm.acts(self._output_name, h)
+        w = self.mm.weight(self._output_name, h.shape[0])
+        return pmap(lambda v0: fn(v0, np.matmul(hq, w[v0:v0 + n_cols].T)),
+                    list(range(0, w.shape[0], n_cols)))
+
     def iter_logit_slices(self, h: np.ndarray, n_cols: int = 16384
                           ) -> Iterator[tuple[int, np.ndarray]]:
         """(v0, logits (rows, n_cols) float32) over vocabulary slices: every row at once, the
         output matrix streamed once (faster than row blocks for the big-vocabulary GEMM)."""
-        w = self.ws.get(self._output_name)
+        hq = self.mm.acts(self._output_name, h)
+        w = self.mm.weight(self._output_name, h.shape[0])
         for v0 in range(0, w.shape[0], n_cols):
-            yield v0, np.matmul(h, w[v0:v0 + n_cols].T)
+            yield v0, matmul_t(hq, w[v0:v0 + n_cols])
 
     # -- convenience -----------------------------------------------------------------------
     def hidden(self, tokens: np.ndarray, first: int = 0, last: int | None = None) -> np.ndarray:

@@ -76,28 +76,40 @@ def attn_mask(n_q: int, q0: int, n_k: int, n_swa: int) -> np.ndarray:
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, kq_scale: float, q0: int,
-              n_swa: int) -> np.ndarray:
+              n_swa: int, block: int = 64) -> np.ndarray:
     """Causal multi-head attention with GQA.
 
     q (Tq, n_head, hd) for positions q0..q0+Tq-1; k (T, n_head_kv, hd); v (T, n_head_kv, hd_v).
-    Returns (Tq, n_head * hd_v). Query head h uses KV head h // (n_head / n_head_kv).
+    Returns (Tq, n_head * hd_v). Query head h uses KV head h // (n_head / n_head_kv). Blocks of
+    `block` queries run on the engine's threads, each against the keys it can see.
     """
+    from iqk_studio.engine.threads import pmap
+
     tq, n_head, hd = q.shape
     t, n_kv, hd_v = v.shape
     g = n_head // n_kv
-    qh = q.reshape(tq, n_kv, g, hd).transpose(1, 2, 0, 3).reshape(n_kv, g * tq, hd)
     kh = np.ascontiguousarray(k.transpose(1, 0, 2))  # (n_kv, T, hd)
     vh = np.ascontiguousarray(v.transpose(1, 0, 2))  # (n_kv, T, hd_v)
-    s = np.matmul(qh, kh.transpose(0, 2, 1))  # (n_kv, g*Tq, T)
-    s *= np.float32(kq_scale)
-    s = s.reshape(n_kv, g, tq, t)
-    s += attn_mask(tq, q0, t, n_swa)
-    s -= s.max(axis=-1, keepdims=True)
-    np.exp(s, out=s)
-    s /= s.sum(axis=-1, keepdims=True, dtype=np.float32)
-    o = np.matmul(s.reshape(n_kv, g * tq, t), vh)  # (n_kv, g*Tq, hd_v)
-    return np.ascontiguousarray(
-        o.reshape(n_kv, g, tq, hd_v).transpose(2, 0, 1, 3).reshape(tq, n_head * hd_v))
+    out = np.empty((tq, n_head * hd_v), np.float32)
+
+    def part(i0: int) -> None:
+        i1 = min(tq, i0 + block)
+        nq = i1 - i0
+        lo = max(0, q0 + i0 - n_swa + 1) if n_swa > 0 else 0
+        hi = min(t, q0 + i1)  # keys lo..hi-1 (later ones are in the future of every query)
+        qh = q[i0:i1].reshape(nq, n_kv, g, hd).transpose(1, 2, 0, 3).reshape(n_kv, g * nq, hd)
+        s = np.matmul(qh, kh[:, lo:hi].transpose(0, 2, 1))  # (n_kv, g*nq, hi-lo)
+        s *= np.float32(kq_scale)
+        s = s.reshape(n_kv, g, nq, hi - lo)
+        s += attn_mask(nq, q0 + i0 - lo, hi - lo, n_swa)
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True, dtype=np.float32)
+        o = np.matmul(s.reshape(n_kv, g * nq, hi - lo), vh[:, lo:hi])  # (n_kv, g*nq, hd_v)
+        out[i0:i1] = o.reshape(n_kv, g, nq, hd_v).transpose(2, 0, 1, 3).reshape(nq, -1)
+
+    pmap(part, list(range(0, tq, block)))
+    return out
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from iqk_studio.gguf.values import MetadataError, meta_float, meta_int, meta_len, meta_str, short
+
 ARCHS = ("llama", "qwen2", "qwen3", "qwen3moe", "gemma3")
 _NEOX = {"qwen2", "qwen3", "qwen3moe", "gemma3"}
 _QK_NORM = {"qwen3", "qwen3moe", "gemma3"}
 GEMMA3_SWA_PATTERN = 6  # hard-coded in build_gemma3.cpp: layer il is global iff (il+1) % 6 == 0
 GEMMA3_LOCAL_ROPE_BASE = 10000.0
+MAX_LAYERS = 512  # LLAMA_MAX_LAYERS
 
 
 class ModelError(ValueError):
@@ -67,11 +70,15 @@ class ModelConfig:
 def _scalar_per_layer(v, key: str) -> int:
     """Scalar or per-layer array holding one value; a per-layer varying value is unsupported."""
     if isinstance(v, np.ndarray | list | tuple):
-        vals = {int(x) for x in np.asarray(v).reshape(-1)}
+        arr = np.asarray(v).reshape(-1)
+        if arr.dtype.kind not in "iu" or not arr.size:
+            raise MetadataError(f"metadata {key} must be an integer or integer array, got "
+                                f"{short(v)}")
+        vals = {int(x) for x in arr}
         if len(vals) != 1:
-            raise ModelError(f"{key}: per-layer values {sorted(vals)} are not supported")
+            raise ModelError(f"{key}: per-layer values {short(sorted(vals))} are not supported")
         return vals.pop()
-    return int(v)
+    return meta_int({key: v}, key, lo=0)
 
 
 def config_from_metadata(metadata: Mapping, tensor_names: Iterable[str],
@@ -79,8 +86,9 @@ def config_from_metadata(metadata: Mapping, tensor_names: Iterable[str],
     """Parse the GGUF metadata (key -> value) and tensor names into a ModelConfig."""
     md = metadata
     arch = md.get("general.architecture")
-    if arch not in ARCHS:
-        raise ModelError(f"architecture {arch!r} is not supported (supported: {', '.join(ARCHS)})")
+    if not isinstance(arch, str) or arch not in ARCHS:
+        raise ModelError(f"architecture {short(arch)} is not supported (supported: "
+                         f"{', '.join(ARCHS)})")
     names = set(tensor_names)
 
     def key(k: str, default=None, required: bool = False):
@@ -91,55 +99,69 @@ def config_from_metadata(metadata: Mapping, tensor_names: Iterable[str],
             raise ModelError(f"metadata key {full} is missing")
         return default
 
-    n_embd = int(key("embedding_length", required=True))
-    n_layer = int(key("block_count", required=True))
-    n_head = _scalar_per_layer(key("attention.head_count", required=True), "head_count")
-    n_head_kv = _scalar_per_layer(key("attention.head_count_kv", n_head), "head_count_kv")
+    def num(k: str, default=None, required: bool = False, lo: int = 0, hi: int = 2**31 - 1):
+        key(k, required=required)  # a missing required key is a ModelError
+        return meta_int(md, f"{arch}.{k}", default, lo, hi)
+
+    def real(k: str, default=None, required: bool = False) -> float:
+        key(k, required=required)
+        return meta_float(md, f"{arch}.{k}", default)
+
+    n_embd = num("embedding_length", required=True, lo=1)
+    n_layer = num("block_count", required=True, hi=MAX_LAYERS)
+    n_head = _scalar_per_layer(key("attention.head_count", required=True), f"{arch}.attention"
+                               ".head_count")
+    n_head_kv = _scalar_per_layer(key("attention.head_count_kv", n_head), f"{arch}.attention"
+                                  ".head_count_kv")
     if n_head <= 0 or n_head_kv <= 0 or n_head % n_head_kv:
         raise ModelError(f"bad head counts n_head={n_head} n_head_kv={n_head_kv}")
-    head_dim = int(key("attention.key_length", n_embd // n_head))
-    head_dim_v = int(key("attention.value_length", head_dim))
-    n_rot = int(key("rope.dimension_count", head_dim))
-    if n_rot > head_dim or n_rot % 2:
+    head_dim = num("attention.key_length", n_embd // n_head)
+    head_dim_v = num("attention.value_length", head_dim)
+    n_rot = num("rope.dimension_count", head_dim)
+    if n_rot > head_dim or n_rot % 2 or head_dim <= 0:
         raise ModelError(f"rope.dimension_count {n_rot} does not fit head_dim {head_dim}")
-    n_expert = int(key("expert_count", 0))
-    n_expert_used = int(key("expert_used_count", 0))
-    n_ff = _scalar_per_layer(key("feed_forward_length", 0), "feed_forward_length")
+    n_expert = num("expert_count", 0, hi=512)
+    n_expert_used = num("expert_used_count", 0)
+    n_ff = _scalar_per_layer(key("feed_forward_length", 0), f"{arch}.feed_forward_length")
     n_ff_exp = 0
     if n_expert:
         if not 0 < n_expert_used <= n_expert:
             raise ModelError(f"expert_used_count {n_expert_used} of {n_expert} experts")
-        n_ff_exp = int(key("expert_feed_forward_length", n_ff // max(n_expert_used, 1)))
-    eps = float(key("attention.layer_norm_rms_epsilon", required=True))
+        n_ff_exp = num("expert_feed_forward_length", n_ff // max(n_expert_used, 1))
+    eps = real("attention.layer_norm_rms_epsilon", required=True)
 
-    scaling_type = str(key("rope.scaling.type", "linear"))
+    scaling_type = meta_str(md, f"{arch}.rope.scaling.type", "linear")
     if scaling_type == "yarn":
         raise ModelError("YaRN rope scaling is not supported")
-    factor = float(key("rope.scaling.factor", key("rope.scale_linear", 0.0)) or 0.0)
+    factor = real("rope.scaling.factor", real("rope.scale_linear", 0.0)) or 0.0
     rope_scale = 1.0 if scaling_type == "none" or factor == 0.0 else 1.0 / factor
-    attn_factor = float(key("rope.scaling.attn_factor", 1.0) or 1.0)
+    attn_factor = real("rope.scaling.attn_factor", 1.0) or 1.0
 
     if token_embd_shape is not None and len(token_embd_shape) == 2:
         n_vocab = int(token_embd_shape[1])
     elif f"{arch}.vocab_size" in md:
-        n_vocab = int(md[f"{arch}.vocab_size"])
+        n_vocab = num("vocab_size")
     else:
-        n_vocab = len(md.get("tokenizer.ggml.tokens", ()))
+        n_vocab = meta_len(md, "tokenizer.ggml.tokens", str) or 0
     if n_vocab <= 0:
         raise ModelError("cannot tell the vocabulary size")
 
     gemma = arch == "gemma3"
-    n_swa = int(key("attention.sliding_window", 0, required=gemma)) if gemma else 0
+    n_swa = num("attention.sliding_window", 0, required=gemma) if gemma else 0
     kq_scale = 1.0 / math.sqrt(head_dim)
     if gemma and n_layer == 62:
         kq_scale = 1.0 / math.sqrt(n_embd / n_head)
 
-    model_type = md.get("tokenizer.ggml.model", "")
-    add_bos_default = model_type == "llama"
+    tok_model = md.get("tokenizer.ggml.model")
+    add_bos_default = isinstance(tok_model, str) and tok_model == "llama"
+    add_bos = md.get("tokenizer.ggml.add_bos_token", add_bos_default)
+    if not isinstance(add_bos, bool | int | np.integer):
+        raise MetadataError(f"metadata tokenizer.ggml.add_bos_token must be a bool, got "
+                            f"{short(add_bos)}")
     return ModelConfig(
         arch=arch, n_vocab=n_vocab, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
         n_head_kv=n_head_kv, head_dim=head_dim, head_dim_v=head_dim_v, n_ff=n_ff, n_rot=n_rot,
-        eps=eps, rope_neox=arch in _NEOX, rope_base=float(key("rope.freq_base", 10000.0)),
+        eps=eps, rope_neox=arch in _NEOX, rope_base=real("rope.freq_base", 10000.0),
         rope_scale=rope_scale, rope_attn_factor=attn_factor, kq_scale=kq_scale,
         embd_scale=math.sqrt(n_embd) if gemma else 1.0, qk_norm=arch in _QK_NORM,
         post_norms=gemma, act="gelu" if gemma else "silu", n_expert=n_expert,
@@ -147,6 +169,7 @@ def config_from_metadata(metadata: Mapping, tensor_names: Iterable[str],
         swa_pattern=GEMMA3_SWA_PATTERN if gemma else 0,
         rope_base_local=GEMMA3_LOCAL_ROPE_BASE if gemma else 0.0,
         tied_output="output.weight" not in names,
-        add_bos=bool(md.get("tokenizer.ggml.add_bos_token", add_bos_default)),
-        bos_id=int(md.get("tokenizer.ggml.bos_token_id", 1 if add_bos_default else -1)),
+        add_bos=bool(add_bos),
+        bos_id=meta_int(md, "tokenizer.ggml.bos_token_id", 1 if add_bos_default else -1,
+                        -(2**31), 2**32 - 1),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iqk_studio.engine.layers import gelu_tanh, linear, silu
+from iqk_studio.engine.layers import gelu_tanh, silu
 
 
 def route(logits: np.ndarray, k: int, norm: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -24,37 +24,37 @@ def route(logits: np.ndarray, k: int, norm: bool = True) -> tuple[np.ndarray, np
     return ids, w.astype(np.float32)
 
 
-def _expert_mats(ws, il: int, n_ff_exp: int):
-    """(gate, up, down) stacks (n_expert, out, in); a merged gate_up is split gate-first."""
+def _expert_names(mm, il: int, n_ff_exp: int):
+    """(name, row slice) of the gate and up matrices; a merged gate_up is split gate-first."""
     p = f"blk.{il}."
-    down = ws.get(p + "ffn_down_exps.weight")
-    if p + "ffn_gate_exps.weight" in ws.names():
-        return ws.get(p + "ffn_gate_exps.weight"), ws.get(p + "ffn_up_exps.weight"), down
-    gu = ws.get(p + "ffn_gate_up_exps.weight")
-    return gu[:, :n_ff_exp, :], gu[:, n_ff_exp:, :], down
+    if p + "ffn_gate_exps.weight" in mm.ws.names():
+        return (p + "ffn_gate_exps.weight", None), (p + "ffn_up_exps.weight", None)
+    gu = p + "ffn_gate_up_exps.weight"
+    return (gu, slice(0, n_ff_exp)), (gu, slice(n_ff_exp, 2 * n_ff_exp))
 
 
-def moe_ffn(x: np.ndarray, ws, il: int, n_expert_used: int, n_ff_exp: int, act: str,
+def moe_ffn(x: np.ndarray, mm, il: int, n_expert_used: int, n_ff_exp: int, act: str,
             observer=None) -> np.ndarray:
-    """x (T, n_embd) -> Σ_slots w·down_e(act(gate_e·x) ⊙ up_e·x), (T, n_embd)."""
+    """x (T, n_embd) -> Σ_slots w·down_e(act(gate_e·x) ⊙ up_e·x), (T, n_embd); mm: the
+    weights as engine.matmul.Matmuls (each expert's batch is its routed rows)."""
     p = f"blk.{il}."
-    router = ws.get(p + "ffn_gate_inp.weight")  # (n_expert, n_embd)
     if observer is not None:
         observer(p + "ffn_gate_inp.weight", x)
-    ids, w = route(linear(x, router), n_expert_used)
-    gate, up, down = _expert_mats(ws, il, n_ff_exp)
-    out = np.zeros((x.shape[0], down.shape[1]), dtype=np.float32)
+    ids, w = route(mm.linear(p + "ffn_gate_inp.weight", x), n_expert_used)
+    gate, up = _expert_names(mm, il, n_ff_exp)
+    down = p + "ffn_down_exps.weight"
+    out = np.zeros((x.shape[0], mm.ws.shape(down)[1]), dtype=np.float32)
     for e in np.unique(ids):
         rows, slots = np.nonzero(ids == e)
         xe = x[rows]
-        h = linear(xe, gate[e])
+        h = mm.expert(gate[0], int(e), xe, gate[1])
         h = gelu_tanh(h) if act == "gelu" else silu(h)
-        h *= linear(xe, up[e])
+        h *= mm.expert(up[0], int(e), xe, up[1])
         if observer is not None:
             observer(p + "ffn_gate_exps.weight", xe, int(e))
             observer(p + "ffn_up_exps.weight", xe, int(e))
             observer(p + "ffn_down_exps.weight", h, int(e))
-        y = linear(h, down[e])
+        y = mm.expert(down, int(e), h)
         y *= w[rows, slots][:, None]
         out[rows] += y  # top-k experts are distinct, so each row appears once
     return out

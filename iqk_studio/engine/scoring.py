@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from iqk_studio._parallel import KERNEL_LOCK
+
 _CACHE = True
 
 
@@ -26,11 +28,36 @@ def _nll_rows(out, logits, targets):
         out[r] = -(np.float64(row[targets[r]] - mx) - np.log(s))
 
 
-@njit(nogil=True, cache=_CACHE, parallel=True, fastmath={"contract", "reassoc"})
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)  # ln 2 split so that n * _LN2_HI is exact
+_LN2_LO = np.float32(-2.12194440e-4)
+
+
+@njit(nogil=True, cache=_CACHE, inline="always")
+def _exp_neg(x):
+    # exp(x) for x <= 0 in float32 within 3e-7 relative (x < -87 gives ~1e-38, not 0): x = n·ln2
+    # + r, |r| <= ln2/2, a degree-7 Taylor polynomial for e^r, 2^n from its exponent bits;
+    # branch-free so that the caller's loop vectorizes (numba has no vector exp of its own)
+    x = max(x, np.float32(-87.0))
+    n = np.rint(x * _LOG2E)
+    r = (x - n * _LN2_HI) - n * _LN2_LO
+    p = np.float32(1.0 / 5040)
+    p = p * r + np.float32(1.0 / 720)
+    p = p * r + np.float32(1.0 / 120)
+    p = p * r + np.float32(1.0 / 24)
+    p = p * r + np.float32(1.0 / 6)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    return p * np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32)
+
+
+@njit(nogil=True, cache=_CACHE, fastmath={"contract", "reassoc"})
 def _lse_slice(mx, sx, tl, logits, v0, targets):
     # logits: f32 (R, n) = columns v0..v0+n of the full rows | mx: f32 (R,) running max |
-    # sx: f64 (R,) running Σexp(l - mx) | tl: f32 (R,) target logit, set when in this slice
-    for r in prange(logits.shape[0]):
+    # sx: f64 (R,) running Σexp(l - mx) | tl: f32 (R,) target logit, set when in this slice;
+    # serial: callers run slices on separate threads (engine.threads) and merge
+    for r in range(logits.shape[0]):
         row = logits[r]
         m = row[0]
         for i in range(1, row.shape[0]):
@@ -41,7 +68,7 @@ def _lse_slice(mx, sx, tl, logits, v0, targets):
         m = mx[r]
         s = 0.0
         for i in range(row.shape[0]):
-            s += np.exp(row[i] - m)
+            s += _exp_neg(row[i] - m)
         sx[r] += s
         t = targets[r] - v0
         if 0 <= t < row.shape[0]:
@@ -67,6 +94,15 @@ class NllAccumulator:
             raise ValueError(f"logits {logits.shape} for {self.targets.size} rows")
         _lse_slice(self.mx, self.sx, self.tl, logits, v0, self.targets)
 
+    def merge(self, other: NllAccumulator) -> None:
+        """Fold in an accumulator of the same rows that saw other vocabulary slices."""
+        m = np.maximum(self.mx, other.mx)
+        with np.errstate(invalid="ignore"):
+            self.sx = (self.sx * np.exp(self.mx.astype(np.float64) - m)
+                       + other.sx * np.exp(other.mx.astype(np.float64) - m))
+        self.mx = m
+        self.tl = np.where(np.isnan(other.tl), self.tl, other.tl)
+
     def nll(self) -> np.ndarray:
         """float64 NLL per row; NaN/Inf when the logits were not finite."""
         return -((self.tl - self.mx).astype(np.float64) - np.log(self.sx))
@@ -76,7 +112,8 @@ def nll_rows(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """NLL (float64) of targets[r] under softmax(logits[r]); max-shifted, Σexp in double."""
     logits, targets = _check(logits, targets)
     out = np.empty(logits.shape[0], dtype=np.float64)
-    _nll_rows(out, logits, targets)
+    with KERNEL_LOCK:
+        _nll_rows(out, logits, targets)
     return out
 
 
@@ -129,7 +166,8 @@ def base_rows(logits: np.ndarray, targets: np.ndarray) -> tuple[BaseLogProbs, np
     min_lp = np.empty(r, np.float32)
     q = np.empty((r, v), np.uint16)
     nll = np.empty(r, np.float64)
-    _base_rows(scale, min_lp, q, nll, logits, targets)
+    with KERNEL_LOCK:
+        _base_rows(scale, min_lp, q, nll, logits, targets)
     return BaseLogProbs(scale, min_lp, q), nll
 
 
@@ -187,9 +225,10 @@ def kld_rows(logits: np.ndarray, base: BaseLogProbs, targets: np.ndarray) -> Kld
         raise ValueError(f"base log-probs {base.q.shape} do not match logits {(r, v)}")
     out = KldRows(np.empty(r, np.float32), np.empty(r, np.float32), np.empty(r, np.float64),
                   np.empty(r, np.float32), np.empty(r, np.bool_))
-    _kld_rows(out.nll, out.nll_base, out.kld, out.p_diff, out.same_top, logits,
-              np.ascontiguousarray(base.scale), np.ascontiguousarray(base.min_log_prob),
-              np.ascontiguousarray(base.q), targets)
+    with KERNEL_LOCK:
+        _kld_rows(out.nll, out.nll_base, out.kld, out.p_diff, out.same_top, logits,
+                  np.ascontiguousarray(base.scale), np.ascontiguousarray(base.min_log_prob),
+                  np.ascontiguousarray(base.q), targets)
     return out
 
 

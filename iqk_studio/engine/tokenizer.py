@@ -15,6 +15,7 @@ from iqk_studio.engine.tok_text import (  # noqa: F401  (re-exported: the text h
     process_escapes,
     read_perplexity_text,
 )
+from iqk_studio.gguf.values import MetadataError, meta_int, meta_len, meta_str, short
 
 # llama_token_attr bits (include/llama.h)
 ATTR_UNKNOWN, ATTR_UNUSED, ATTR_NORMAL, ATTR_CONTROL = 1, 2, 4, 8
@@ -67,8 +68,15 @@ class VocabInfo:
 
 
 def _meta_id(md: Mapping, key: str, default: int, n: int) -> int:
-    v = md.get(key)
-    return default if v is None or not 0 <= int(v) < n else int(v)
+    v = meta_int(md, key, None, -(2**63), 2**64 - 1)
+    return default if v is None or not 0 <= v < n else v
+
+
+def _flag(md: Mapping, key: str, default: bool) -> bool:
+    v = md.get(key, default)
+    if not isinstance(v, (bool, int, np.integer)):
+        raise MetadataError(f"metadata {key} must be a bool, got {short(v)}")
+    return bool(v)
 
 
 def _attrs(md: Mapping, tokens: Sequence[str]) -> np.ndarray:
@@ -76,8 +84,9 @@ def _attrs(md: Mapping, tokens: Sequence[str]) -> np.ndarray:
     tt = md.get("tokenizer.ggml.token_type")
     attrs = np.full(n, ATTR_NORMAL, np.int32)
     if tt is not None:
-        tt = np.asarray(tt)[:n]
-        attrs[:] = [_TYPE_ATTR.get(int(t), 0) for t in tt]
+        if meta_len(md, "tokenizer.ggml.token_type", "iu") < n:
+            raise MetadataError(f"metadata tokenizer.ggml.token_type has {len(tt)} < {n} entries")
+        attrs[:] = [_TYPE_ATTR.get(int(t), 0) for t in np.asarray(tt)[:n]]
     index = {t: i for i, t in enumerate(tokens)}
     forced = set(_EOG_TEXTS) | {"<|eom_id|>"}
     for name, texts in _FIM_TEXTS.items():
@@ -121,37 +130,38 @@ def parse_vocab(md: Mapping) -> VocabInfo:
     """Read `tokenizer.ggml.*` as llama_vocab::impl::load does; refuse what we cannot reproduce."""
     from iqk_studio.engine.tok_bpe import ADD_BOS, IGNORE_MERGES, PRE_TYPES
 
-    model = md.get("tokenizer.ggml.model")
+    model = meta_str(md, "tokenizer.ggml.model", None)
     if model is None:
         raise UnsupportedTokenizer("the model has no tokenizer (tokenizer.ggml.model is missing)")
-    model = str(model)
-    pre = str(md.get("tokenizer.ggml.pre") or "default")
+    pre = meta_str(md, "tokenizer.ggml.pre", "") or "default"
     if model not in SUPPORTED_MODELS:
-        raise UnsupportedTokenizer(f"tokenizer model {model!r} is not supported "
+        raise UnsupportedTokenizer(f"tokenizer model {short(model)} is not supported "
                                    f"(supported: {', '.join(SUPPORTED_MODELS)})")
     if model == "gpt2" and pre not in PRE_TYPES:
-        raise UnsupportedTokenizer(f"pre-tokenizer type {pre!r} (tokenizer.ggml.pre) of a gpt2 "
-                                   f"vocabulary is not supported (supported: "
+        raise UnsupportedTokenizer(f"pre-tokenizer type {short(pre)} (tokenizer.ggml.pre) of a "
+                                   f"gpt2 vocabulary is not supported (supported: "
                                    f"{', '.join(sorted(PRE_TYPES))})")
-    raw = md.get("tokenizer.ggml.tokens")
-    if raw is None or len(raw) == 0:
-        raise ValueError("tokenizer.ggml.tokens is missing or empty")
+    if not meta_len(md, "tokenizer.ggml.tokens", str):
+        raise MetadataError("metadata tokenizer.ggml.tokens is missing or empty")
+    raw = md["tokenizer.ggml.tokens"]
     tokens = tuple(t if t else f"[EMPTY_{i}]" for i, t in enumerate(raw))
     n = len(tokens)
     scores = md.get("tokenizer.ggml.scores")
     if scores is not None:
+        meta_len(md, "tokenizer.ggml.scores", "iuf")
         scores = np.asarray(scores, np.float32)
         if scores.shape[0] < n:
-            raise ValueError(f"tokenizer.ggml.scores has {scores.shape[0]} < {n} entries")
+            raise MetadataError(f"metadata tokenizer.ggml.scores has {scores.shape[0]} < {n} "
+                                "entries")
         scores = scores[:n]
     if model == "llama":
         bos, eos, add_bos, space_prefix, ignore_merges = 1, 2, True, True, False
     else:
         bos = -1 if pre in ("glm4", "chatglm-bpe") else 11
         eos, add_bos, space_prefix, ignore_merges = 11, pre in ADD_BOS, False, pre in IGNORE_MERGES
-    space_prefix = bool(md.get("tokenizer.ggml.add_space_prefix", space_prefix))
-    add_bos = bool(md.get("tokenizer.ggml.add_bos_token", add_bos))
-    add_eos = bool(md.get("tokenizer.ggml.add_eos_token", False))
+    space_prefix = _flag(md, "tokenizer.ggml.add_space_prefix", space_prefix)
+    add_bos = _flag(md, "tokenizer.ggml.add_bos_token", add_bos)
+    add_eos = _flag(md, "tokenizer.ggml.add_eos_token", False)
     return VocabInfo(model, pre, tokens, _attrs(md, tokens), scores,
                      _meta_id(md, "tokenizer.ggml.bos_token_id", bos, n),
                      _meta_id(md, "tokenizer.ggml.eos_token_id", eos, n),
@@ -255,7 +265,10 @@ class Tokenizer:
 
     @classmethod
     def from_metadata(cls, md: Mapping) -> Tokenizer:
-        return cls(parse_vocab(md), md.get("tokenizer.ggml.merges"))
+        vocab = parse_vocab(md)
+        if md.get("tokenizer.ggml.merges") is not None:
+            meta_len(md, "tokenizer.ggml.merges", str)
+        return cls(vocab, md.get("tokenizer.ggml.merges"))
 
     @classmethod
     def from_model(cls, model) -> Tokenizer:

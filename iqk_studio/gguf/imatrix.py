@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from iqk_studio.gguf.reader import GGUF_MAGIC, GGUFError, open_model
+from iqk_studio.gguf.errors import GGUFError
+from iqk_studio.gguf.reader import GGUF_MAGIC, open_model
 from iqk_studio.gguf.values import ValueType
 
 KEY_TYPE = "general.type"
@@ -32,6 +33,25 @@ class Imatrix:
     chunks: int = 0  # last_call (.dat) or imatrix.chunk_count (GGUF)
     chunk_size: int = 0  # GGUF only: tokens per chunk
     counts: dict[str, np.ndarray] = field(default_factory=dict)  # GGUF only: rows per matrix
+
+
+def candidate_names(name: str) -> list[str]:
+    """Entries llama-quantize looks up for a tensor: the exact name, then its fallbacks, in its
+    order (src/llama-quantize.cpp:1626-1662; quant-formats.md §3.5)."""
+    out = [name]
+    for part in ("ffn_up_exps.weight", "ffn_gate_exps.weight"):
+        if part in name:
+            head = name[:name.find(part)]
+            return out + [head + "ffn_gate_up_exps.weight", head + "ffn_up_exps.weight"]
+    if "ffn_gate_up_exps.weight" in name:
+        return out + [name[:name.find("ffn_gate_up_exps.weight")] + "ffn_up_exps.weight"]
+    if "ffn_gate.weight" in name:
+        return out + [name[:name.find("ffn_gate.weight")] + "ffn_up.weight"]
+    for a, b in ((".attn_v_b.weight", ".attn_kv_b.weight"), (".attn_kv_b.weight",
+                                                            ".attn_v_b.weight")):
+        if a in name:
+            return out + [name[:name.find(a)] + b]
+    return out
 
 
 def load_imatrix(path) -> Imatrix:
@@ -73,8 +93,8 @@ def load_imatrix_dat(path) -> Imatrix:
 
     n_entries = i32("entry count")
     if n_entries < 0 or n_entries > size // 12:
-        raise GGUFError(f"{path}: entry count {n_entries} is not a valid imatrix count "
-                        "(is this an imatrix file?)")
+        raise GGUFError(f"{path}: entry count {n_entries} cannot fit in a {size}-byte file "
+                        "(a truncated file, or not an imatrix)")
     values, ncall = {}, {}
     for i in range(n_entries):
         n = nbytes(i32(f"name length of entry {i}"), f"name length of entry {i}")
@@ -121,8 +141,11 @@ def save_imatrix_dat(path, imatrix: Imatrix) -> Path:
 
 
 def _write_atomic(path, data: bytes) -> Path:
+    from iqk_studio.gguf.writer import remove_stale_temps, temp_path
+
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    remove_stale_temps(path)
+    tmp = temp_path(path)
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)

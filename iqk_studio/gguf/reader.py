@@ -8,6 +8,7 @@ data (offsets relative to the data start, each a multiple of `general.alignment`
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from dataclasses import dataclass
@@ -16,18 +17,25 @@ from pathlib import Path
 
 import numpy as np
 
-from iqk_studio.gguf.values import Cursor, DecodeError, ValueType, read_value
-from iqk_studio.quant.types import BY_ID, QuantType
+from iqk_studio.gguf import split
+from iqk_studio.gguf.errors import GGUFError
+from iqk_studio.gguf.types import BY_ID, QuantType
+from iqk_studio.gguf.values import (
+    MAX_NAME_BYTES,
+    Cursor,
+    DecodeError,
+    ValueType,
+    read_value,
+    short,
+)
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4  # GGML_MAX_DIMS
 _MIN_KV_BYTES = 8 + 4 + 1  # empty key, type, smallest payload
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # empty name, n_dims = 0, type, offset
-
-
-class GGUFError(ValueError):
-    """A file that is not a readable GGUF; the message names the file, the offset and the fault."""
+MAX_KV = 1 << 20  # metadata pairs (real files: tens)
+MAX_TENSORS = 1 << 20  # tensor infos (real files: up to a few thousand)
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,7 @@ class TensorInfo:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def n_rows(self) -> int:
@@ -96,16 +101,20 @@ def _parse(buf, path, size: int, file_index: int) -> GGUFFile:
     n_kv = cur.u64("metadata key/value count")
     if n_kv > (size - cur.pos) // _MIN_KV_BYTES:
         raise _err(path, 16, f"metadata count {n_kv} cannot fit in a {size}-byte file")
-    if n_tensors > (size - cur.pos) // _MIN_TENSOR_INFO_BYTES:
+    if n_tensors > (size - cur.pos - n_kv * _MIN_KV_BYTES) // _MIN_TENSOR_INFO_BYTES:
         raise _err(path, 8, f"tensor count {n_tensors} cannot fit in a {size}-byte file")
+    if n_kv > MAX_KV:
+        raise _err(path, 16, f"metadata count {n_kv:,} is over the limit of {MAX_KV:,}")
+    if n_tensors > MAX_TENSORS:
+        raise _err(path, 8, f"tensor count {n_tensors:,} is over the limit of {MAX_TENSORS:,}")
     metadata, types = {}, {}
     for i in range(n_kv):
         at = cur.pos
-        key = cur.string(f"key of metadata entry {i}")
-        vtype = cur.u32(f"value type of {key!r}")
-        value, item = read_value(cur, vtype, repr(key))
+        key = cur.string(f"key of metadata entry {i}", MAX_NAME_BYTES)
+        vtype = cur.u32(f"value type of {short(key)}")
+        value, item = read_value(cur, vtype, short(key))
         if key in metadata:
-            raise _err(path, at, f"duplicate metadata key {key!r}")
+            raise _err(path, at, f"duplicate metadata key {short(key)}")
         metadata[key] = value
         types[key] = (ValueType(vtype), item)
     alignment = _alignment(metadata, types, path)
@@ -123,53 +132,53 @@ def _alignment(metadata: dict, types: dict, path) -> int:
         return DEFAULT_ALIGNMENT
     a = metadata["general.alignment"]
     if types["general.alignment"][0] is not ValueType.UINT32 or a <= 0 or a & (a - 1):
-        raise _err(path, None, f"general.alignment must be a u32 power of two, got {a!r}")
+        raise _err(path, None, f"general.alignment must be a u32 power of two, got {short(a)}")
     return a
 
 
 def _tensor_info(cur: Cursor, path):
     at = cur.pos
-    name = cur.string("tensor name")
-    n_dims = cur.u32(f"n_dims of tensor {name!r}")
+    name = cur.string("tensor name", MAX_NAME_BYTES)
+    what = f"tensor {short(name)}"
+    n_dims = cur.u32(f"n_dims of {what}")
     if not 1 <= n_dims <= MAX_DIMS:
-        raise _err(path, cur.pos - 4, f"tensor {name!r} has {n_dims} dimensions "
-                   f"(expected 1 to {MAX_DIMS})")
-    shape = tuple(cur.u64(f"ne[{d}] of tensor {name!r}") for d in range(n_dims))
-    type_id = cur.u32(f"type of tensor {name!r}")
-    offset = cur.u64(f"offset of tensor {name!r}")
+        raise _err(path, cur.pos - 4, f"{what} has {n_dims} dimensions (expected 1 to {MAX_DIMS})")
+    shape = tuple(cur.u64(f"ne[{d}] of {what}") for d in range(n_dims))
+    type_id = cur.u32(f"type of {what}")
+    offset = cur.u64(f"offset of {what}")
     return at, name, shape, type_id, offset
 
 
 def _check_tensors(raw, path, data_offset, alignment, size, file_index):
     out, seen = [], set()
     for at, name, shape, type_id, rel in raw:
+        what = f"tensor {short(name)}"
         if name in seen:
-            raise _err(path, at, f"duplicate tensor name {name!r}")
+            raise _err(path, at, f"duplicate tensor name {short(name)}")
         seen.add(name)
         qt = BY_ID.get(type_id)
         if qt is None:
-            raise _err(path, at, f"tensor {name!r} has unknown ggml type id {type_id}")
-        n = 1
-        for d in shape:
-            n *= d
-        if n >= 2**62:
-            raise _err(path, at, f"tensor {name!r} shape {list(shape)} is absurdly large")
+            raise _err(path, at, f"{what} has unknown ggml type id {type_id}")
+        if 0 in shape:  # ggml asserts every ne > 0 (gguf_tensor_info_sanitize)
+            raise _err(path, at, f"{what} has a zero dimension: shape {list(shape)}")
+        if math.prod(shape) >= 2**62:
+            raise _err(path, at, f"{what} shape {list(shape)} is absurdly large")
         if shape and shape[0] % qt.block:
-            raise _err(path, at, f"tensor {name!r} of type {qt.name}: ne0 = {shape[0]} is not "
-                       f"a multiple of the block size {qt.block}")
+            raise _err(path, at, f"{what} of type {qt.name}: ne0 = {shape[0]} is not a multiple "
+                       f"of the block size {qt.block}")
         nbytes = qt.nbytes(shape)
         if rel % alignment:
-            raise _err(path, at, f"tensor {name!r} data offset {rel} is not a multiple of the "
-                       f"alignment {alignment}")
+            raise _err(path, at, f"{what} data offset {rel} is not a multiple of the alignment "
+                       f"{alignment}")
         if data_offset + rel + nbytes > size:
-            raise _err(path, at, f"tensor {name!r} data [{data_offset + rel}, "
-                       f"{data_offset + rel + nbytes}) lies beyond the file end ({size} bytes)")
+            raise _err(path, at, f"{what} data [{data_offset + rel}, {data_offset + rel + nbytes})"
+                       f" lies beyond the file end ({size} bytes)")
         out.append(TensorInfo(name, shape, type_id, data_offset + rel, nbytes, file_index))
     by_offset = sorted(out, key=lambda t: t.offset)
     for a, b in pairwise(by_offset):
         if a.offset + a.nbytes > b.offset:
-            raise _err(path, None, f"tensors {a.name!r} and {b.name!r} overlap in the data "
-                       "section")
+            raise _err(path, None, f"tensors {short(a.name)} and {short(b.name)} overlap in the "
+                       "data section")
     return tuple(out)
 
 
@@ -189,7 +198,7 @@ class GGUFModel:
         for f in files:
             for t in f.tensors:
                 if t.name in self.tensors:
-                    raise GGUFError(f"{f.path}: tensor {t.name!r} also appears in "
+                    raise GGUFError(f"{f.path}: tensor {short(t.name)} also appears in "
                                     f"{files[self.tensors[t.name].file_index].path}")
                 self.tensors[t.name] = t
 
@@ -270,7 +279,34 @@ def open_file(path, file_index: int = 0) -> tuple[GGUFFile, mmap.mmap | None]:
 
 
 def open_model(path) -> GGUFModel:
-    """Open a GGUF model; a split model (`NAME-00001-of-0000N.gguf`) opens as one model."""
-    from iqk_studio.gguf.split import open_parts
-
-    return open_parts(Path(path))
+    """Open a GGUF model; a split model (`NAME-00001-of-0000N.gguf`) opens as one model, from
+    any of its parts, each part's split keys checked (gguf/split.py)."""
+    path = Path(path)
+    files, maps = [], []
+    try:
+        first, mm = open_file(path)
+        files.append(first)
+        maps.append(mm)
+        paths = split.part_paths(path, first.metadata)
+        if len(paths) == 1:
+            return GGUFModel(files, maps)
+        count = len(paths)
+        for i, p in enumerate(paths):
+            if i > 0 or p != path:
+                if i == 0:  # opened from a later part: start again from part 1
+                    files.clear()
+                    maps.pop().close()
+                f, m = open_file(p, file_index=i)
+                files.append(f)
+                maps.append(m)
+            split.check_part(p, files[i].metadata, i, count)
+        model = GGUFModel(files, maps)
+        split.check_tensor_count(path, files[0].metadata, count, len(model.tensors))
+        return model
+    except BaseException:
+        for m in maps:
+            try:
+                m.close()
+            except BufferError:
+                pass
+        raise

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from iqk_studio.gguf.reader import DEFAULT_ALIGNMENT, MAX_DIMS
+from iqk_studio.gguf.types import BY_ID, QuantType, by_name
 from iqk_studio.gguf.values import ValueType, encode_kv, encode_string
 from iqk_studio.gguf.writer import TensorSpec
-from iqk_studio.quant.types import BY_ID, QuantType, by_name
 
 U32, F32, BOOL = ValueType.UINT32, ValueType.FLOAT32, ValueType.BOOL
 
@@ -232,7 +232,7 @@ def deepseek_v3(weight_type: str = "bf16", tokenizer: bool = False) -> tuple[lis
 
 def _file_type(weight_type: str) -> int:
     """llama_ftype whose name spells the weight type (bf16 -> BF16 = 32), else 0."""
-    from iqk_studio.quant.types import FTYPE_BY_NAME
+    from iqk_studio.gguf.types import FTYPE_BY_NAME
 
     ft = FTYPE_BY_NAME.get(weight_type.upper())
     return ft.id if ft else 0

@@ -6,6 +6,7 @@ array payload = u32 item_type | u64 n | n items (strings each with their own u64
 
 from __future__ import annotations
 
+import math
 import struct
 from enum import IntEnum
 
@@ -57,6 +58,24 @@ _U64 = struct.Struct("<Q")
 STR_ENCODING = "utf-8"
 STR_ERRORS = "surrogateescape"  # invalid UTF-8 bytes survive a read/write round trip
 
+# Caps checked before anything is allocated: a corrupted length in a 50 GiB file must not become
+# a 10 GiB allocation. Each is far above what real files hold.
+MAX_NAME_BYTES = 65535  # a key (GGUF spec: at most 2^16-1 bytes) or a tensor name
+MAX_STRING_BYTES = 1 << 26  # one string value (chat templates: KBs; a tokenizer.json: <35 MB)
+MAX_ARRAY_ITEMS = 1 << 22  # items of a string array (vocabularies and merges: <300k)
+MAX_ARRAY_BYTES = 1 << 26  # payload of a numeric array (scores, token types: ~1 MB)
+SHORT_CHARS = 60  # names and values quoted in messages are cut to this many characters
+
+
+def short(s) -> str:
+    """repr() of a name or value for a message: ASCII-safe (invalid UTF-8 shows as escapes) and
+    cut, so a corrupted 1 GB string never becomes a 1 GB message."""
+    r = repr(s)
+    if len(r) <= SHORT_CHARS:
+        return r
+    tail = f"... ({len(s):,} characters)" if isinstance(s, str) else "..."
+    return r[:SHORT_CHARS] + tail
+
 
 class DecodeError(Exception):
     """Raised by the decoder with (offset, message); the reader adds the file name."""
@@ -92,11 +111,14 @@ class Cursor:
         self.pos += 8
         return v
 
-    def string(self, what: str) -> str:
+    def string(self, what: str, limit: int = MAX_STRING_BYTES) -> str:
         n = self.u64(f"length of {what}")
         if n > self.end - self.pos:
             raise DecodeError(self.pos - 8, f"{what}: string length {n} exceeds the "
                               f"{self.end - self.pos} bytes left in the file")
+        if n > limit:
+            raise DecodeError(self.pos - 8, f"{what}: string length {n:,} is over the limit "
+                              f"of {limit:,} bytes (a corrupted length?)")
         s = bytes(self.buf[self.pos:self.pos + n]).decode(STR_ENCODING, STR_ERRORS)
         self.pos += n
         return s
@@ -134,11 +156,17 @@ def _read_array(cur: Cursor, what: str):
         if n > left // 8:
             raise DecodeError(start, f"{what}: array of {n} strings cannot fit in the "
                               f"{left} bytes left in the file")
+        if n > MAX_ARRAY_ITEMS:
+            raise DecodeError(start, f"{what}: array of {n:,} strings is over the limit of "
+                              f"{MAX_ARRAY_ITEMS:,} items (a corrupted count?)")
         return _read_str_array(cur, n, what), it
     dt = DTYPES[it]
     if n > left // dt.itemsize:
         raise DecodeError(start, f"{what}: array of {n} {TYPE_NAMES[it]} cannot fit in the "
                           f"{left} bytes left in the file")
+    if n * dt.itemsize > MAX_ARRAY_BYTES:
+        raise DecodeError(start, f"{what}: array of {n:,} {TYPE_NAMES[it]} is over the limit "
+                          f"of {MAX_ARRAY_BYTES:,} bytes (a corrupted count?)")
     arr = np.frombuffer(cur.buf, dt, n, cur.pos).copy()
     cur.pos += n * dt.itemsize
     if it is ValueType.BOOL:
@@ -162,10 +190,81 @@ def _read_str_array(cur: Cursor, n: int, what: str) -> list[str]:
         if ln > end - pos:
             raise DecodeError(pos - 8, f"{what}[{i}]: string length {ln} exceeds the "
                               f"{end - pos} bytes left in the file")
+        if ln > MAX_STRING_BYTES:
+            raise DecodeError(pos - 8, f"{what}[{i}]: string length {ln:,} is over the limit "
+                              f"of {MAX_STRING_BYTES:,} bytes (a corrupted length?)")
         out[i] = buf[pos:pos + ln].decode(STR_ENCODING, STR_ERRORS)
         pos += ln
     cur.pos = pos
     return out
+
+
+# ------------------------------------------------------------------------ typed metadata reads
+
+class MetadataError(ValueError):
+    """A metadata value of the wrong type or out of range; the message names the key."""
+
+
+def _describe(v) -> str:
+    kind = "array" if isinstance(v, (list, tuple, np.ndarray)) else type(v).__name__
+    return f"{kind} {short(v)}"
+
+
+def meta_int(md, key: str, default=None, lo: int = 0, hi: int = 2**31 - 1,
+             per_layer: bool = False):
+    """An integer hyper-parameter (any GGUF integer type, not bool or float) within [lo, hi];
+    `default` when absent. per_layer: a non-empty integer array gives its first value (layer 0,
+    as llama.cpp's get_key_or_arr)."""
+    v = md.get(key)
+    if v is None:
+        return default
+    if per_layer and isinstance(v, (list, tuple, np.ndarray)) and len(v):
+        arr = np.asarray(v)
+        if arr.dtype.kind in "iu":
+            v = arr.reshape(-1)[0]
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise MetadataError(f"metadata {key} must be an integer, got {_describe(v)}")
+    if not lo <= int(v) <= hi:
+        raise MetadataError(f"metadata {key} = {int(v)} is out of range ({lo} to {hi})")
+    return int(v)
+
+
+def meta_float(md, key: str, default=None) -> float | None:
+    """A finite real hyper-parameter (float or integer type); `default` when absent."""
+    v = md.get(key)
+    if v is None:
+        return default
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise MetadataError(f"metadata {key} must be a number, got {_describe(v)}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise MetadataError(f"metadata {key} must be finite, got {f}")
+    return f
+
+
+def meta_str(md, key: str, default: str = "") -> str:
+    v = md.get(key)
+    if v is None:
+        return default
+    if not isinstance(v, str):
+        raise MetadataError(f"metadata {key} must be a string, got {_describe(v)}")
+    return v
+
+
+def meta_len(md, key: str, item=None) -> int | None:
+    """Length of an array value (None when absent); item: required element kind, str or a
+    numpy dtype kind string such as "iu" / "f"."""
+    v = md.get(key)
+    if v is None:
+        return None
+    if isinstance(v, list) and (item is None or item is str):
+        if item is str and not all(isinstance(x, str) for x in v):
+            raise MetadataError(f"metadata {key} must be an array of strings")
+        return len(v)
+    if isinstance(v, np.ndarray) and item is not str and (item is None or v.dtype.kind in item):
+        return len(v)
+    want = "strings" if item is str else "numbers" if item else "values"
+    raise MetadataError(f"metadata {key} must be an array of {want}, got {_describe(v)}")
 
 
 # ---------------------------------------------------------------------------------- encoding

@@ -8,6 +8,7 @@ zero padding to `alignment` | data (each tensor starts at a multiple of `alignme
 
 from __future__ import annotations
 
+import glob
 import os
 import struct
 from collections.abc import Iterable, Sequence
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from iqk_studio.gguf.types import QuantType, by_id
 from iqk_studio.gguf.values import ValueType, encode_kv, encode_string
-from iqk_studio.quant.types import QuantType, by_id
 
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSION = 3
@@ -68,6 +69,48 @@ def set_kv(kvs: Sequence[KV], updates: Iterable[KV] = (), remove: Iterable[str] 
 
 def _pad(n: int, alignment: int) -> int:
     return (alignment - n % alignment) % alignment
+
+
+# ------------------------------------------------------------------------------- temp files
+
+def temp_path(path) -> Path:
+    """Where `path` is written before its rename: `.NAME.PID.tmp` in the same folder."""
+    path = Path(path)
+    return path.parent / f".{path.name}.{os.getpid()}.tmp"
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send Ctrl-C there: never guess, keep the file
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user
+        return True
+    return True
+
+
+def remove_stale_temps(path) -> list[Path]:
+    """Delete the temp files of `path` left by processes that no longer run (a kill -9, a
+    crash, a power cut); a live process's temp file is never touched. Returns what was removed."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        found = list(path.parent.glob(glob.escape(prefix) + "*.tmp"))
+    except OSError:
+        return removed
+    for p in found:
+        pid = p.name[len(prefix):-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
 
 
 class GGUFWriter:
@@ -126,8 +169,10 @@ class GGUFWriter:
             raise OSError(f"output directory {str(folder)!r} does not exist")
         if self.path.is_dir():
             raise OSError(f"output path {str(self.path)!r} is a directory")
-        self._tmp = folder / f".{self.path.name}.{os.getpid()}.tmp"
-        self._fh = open(self._tmp, "wb")
+        remove_stale_temps(self.path)
+        tmp = temp_path(self.path)
+        self._fh = open(tmp, "wb")
+        self._tmp = tmp  # only once it exists: a failed open leaves nothing to clean up
         try:
             self._fh.write(head)
         except BaseException:
@@ -204,7 +249,7 @@ class GGUFWriter:
         if self._tmp is not None:
             try:
                 self._tmp.unlink()
-            except FileNotFoundError:
+            except OSError:  # already gone, or the folder turned read-only: nothing to do
                 pass
             self._tmp = None
 
@@ -217,7 +262,10 @@ class GGUFWriter:
 
     def __del__(self):
         if getattr(self, "_tmp", None) is not None and not self.finished:
-            self.abort()
+            try:
+                self.abort()
+            except Exception:  # never a traceback from a destructor
+                pass
 
 
 def write_gguf(path, kvs: Sequence[KV], specs: Sequence[TensorSpec], data: Iterable,

@@ -12,13 +12,12 @@ from PySide6.QtWidgets import (
     QLabel,
     QMessageBox,
     QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
     QVBoxLayout,
 )
 
-from iqk_studio.gui.workers import JobRunner
-from iqk_studio.jobs.events import Failed, Finished, Progress, TensorDone
+from iqk_studio.gui.job_panel import JobPanel
+from iqk_studio.jobs.events import Finished, Progress, TensorDone
+from iqk_studio.jobs.warmup import warm_types
 from iqk_studio.recipe import cmdline, library
 
 
@@ -48,10 +47,12 @@ class TextDialog(QDialog):
 
 
 def export_command(win, mainline: bool) -> str | None:
-    r = win.recipe_panel.recipe()
+    snap = win.session.flush()
+    r = snap.recipe
     if r is None:
+        QMessageBox.warning(win, "Cannot export", snap.error or "no recipe")
         return None
-    src = str(win.model_path) if win.model_path else "MODEL.gguf"
+    src = str(win.session.model_path) if win.session.model_path else "MODEL.gguf"
     out = str(Path(src).with_name(Path(src).stem + f"-{r.base}.gguf"))
     try:
         if mainline:
@@ -82,7 +83,7 @@ def import_command(win) -> bool:
     except ValueError as e:
         QMessageBox.warning(win, "Cannot import", str(e))
         return False
-    win.recipe_panel.set_recipe(r)
+    win.session.set_recipe(r, "import command", name="imported")
     if lints:
         win.statusBar().showMessage("; ".join(w.message for w in lints), 10000)
     return True
@@ -91,77 +92,75 @@ def import_command(win) -> bool:
 def fill_library_menu(win, menu) -> None:
     for name in library.names():
         a = menu.addAction(name)
-        a.triggered.connect(lambda _=False, n=name: win.recipe_panel.set_recipe(
-            library.load_named(n)))
+        a.triggered.connect(lambda _=False, n=name: _load_library(win, n))
+
+
+def _load_library(win, name: str) -> None:
+    err = win.session.load_recipe_file(library.recipes_dir() / f"{name}.recipe", library=True)
+    if err:
+        QMessageBox.critical(win, "Cannot load recipe", err)
+
+
+def quantize_job(path, plan, out, imatrix, recipe):
+    """Compile the plan's types on first use (announced), then quantize."""
+    from iqk_studio.gguf.types import parse_ftype
+    from iqk_studio.jobs.quantize import plan_targets, quantize_model
+
+    yield from warm_types({e.type for e in plan.entries if e.type != e.source_type})
+    yield from quantize_model(path, plan_targets(plan), out, imatrix,
+                              allow_requantize=recipe.allow_requantize,
+                              ftype=parse_ftype(recipe.base), imatrix_path=recipe.imatrix)
 
 
 class QuantizeControl:
-    """Runs the quantize job for the current plan; a progress bar and Cancel in the status bar."""
+    """Runs the quantize job for the recipe shown; a compact job panel in the status bar."""
 
     def __init__(self, win):
         self.win = win
-        self.runner = JobRunner(win)
-        self.bar = QProgressBar()
-        self.bar.setMaximumWidth(320)
-        self.bar.hide()
-        self.cancel = QPushButton("Cancel")
-        self.cancel.hide()
-        win.statusBar().addPermanentWidget(self.bar)
-        win.statusBar().addPermanentWidget(self.cancel)
-        self.cancel.clicked.connect(self.runner.cancel)
-        self.runner.event.connect(self._on_event)
-        self.runner.failed.connect(lambda m: QMessageBox.critical(win, "Quantize failed", m))
-        self.runner.done.connect(self._on_done)
-        self._count = 0
+        self.panel = JobPanel(compact=True)
+        win.statusBar().addPermanentWidget(self.panel)
+        self.runner = self.panel.runner
+        self.panel.event.connect(self._on_event)
+        self.panel.done.connect(self._on_done)
+        self.panel.compiling.connect(lambda m: win.statusBar().showMessage(m, 0))
+        self.panel.failed.connect(lambda m: QMessageBox.critical(win, "Quantize failed", m))
 
     def start_dialog(self) -> None:
         w = self.win
-        if w.model is None or w.plan is None:
-            return
-        if w.plan.errors:
-            QMessageBox.warning(w, "Cannot quantize", "\n".join(e.message for e in w.plan.errors))
+        why = w.session.flush().refusal()
+        if why:
+            QMessageBox.warning(w, "Cannot quantize", why)
             return
         out, _ = QFileDialog.getSaveFileName(w, "Write quantized GGUF", "", "GGUF (*.gguf)")
         if out:
             self.start(out)
 
     def start(self, out: str) -> bool:
-        from iqk_studio.gguf.imatrix import load_imatrix
-        from iqk_studio.jobs.quantize import quantize_model
         w = self.win
-        r = w.recipe_panel.recipe()
-        imatrix = None
-        if r.imatrix:
-            try:
-                imatrix = load_imatrix(r.imatrix)
-            except (OSError, ValueError) as e:
-                QMessageBox.critical(w, "Cannot read imatrix", str(e))
-                return False
-        plan, path = w.plan, str(w.model_path)
-        self._count = len(plan.entries)
-        ok = self.runner.start(lambda: quantize_model(
-            path, plan, out, imatrix, allow_requantize=r.allow_requantize, ftype=r.base,
-            imatrix_path=r.imatrix))
-        if ok:
-            self.bar.setRange(0, self._count)
-            self.bar.setValue(0)
-            self.bar.show()
-            self.cancel.show()
-        return ok
+        snap = w.session.flush()
+        why = snap.refusal()
+        if why:
+            w.statusBar().showMessage(f"cannot quantize: {why}", 10000)
+            return False
+        try:
+            imatrix = w.session.imatrix(snap.recipe)
+        except (OSError, ValueError) as e:
+            QMessageBox.critical(w, "Cannot read imatrix", str(e))
+            return False
+        plan, path, recipe = snap.plan, str(w.session.model_path), snap.recipe
+        return self.panel.start(lambda: quantize_job(path, plan, out, imatrix, recipe),
+                                "quantizing...")
 
     def _on_event(self, ev) -> None:
         if isinstance(ev, TensorDone):
-            self.bar.setValue(ev.index)
-            self.bar.setFormat(f"{ev.index}/{ev.count} {ev.name}")
+            self.panel.progress.setRange(0, ev.count)
+            self.panel.progress.setValue(ev.index)
+            self.panel.progress.setFormat(f"{ev.index}/{ev.count} {ev.name}")
         elif isinstance(ev, Progress) and ev.message:
             self.win.statusBar().showMessage(ev.message, 2000)
         elif isinstance(ev, Finished):
             self.win.statusBar().showMessage(ev.message or "quantized", 15000)
-        elif isinstance(ev, Failed):
-            QMessageBox.critical(self.win, "Quantize failed", ev.message)
 
     def _on_done(self, cancelled: bool) -> None:
-        self.bar.hide()
-        self.cancel.hide()
         if cancelled:
             self.win.statusBar().showMessage("quantization cancelled; no file was written", 10000)

@@ -1,48 +1,39 @@
-"""`iqk-studio [MODEL]`: start the desktop app, optionally on a model (`demo` = the demo model)."""
+"""`iqk-studio [MODEL]`: start the desktop app, optionally on a model (`demo` = the demo model).
+
+Kernels are not compiled at start-up: each type's kernels compile on first use (announced in the
+status bar, cached on disk by numba)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import threading
-
-
-def warm_kernels(stop: threading.Event | None = None) -> int:
-    """Compile (or load from cache) every registered kernel on a tiny input; returns the count."""
-    import numpy as np
-
-    from iqk_studio.quant import api, registry
-    from iqk_studio.quant.types import by_name
-    n = 0
-    x = np.linspace(-1, 1, 256, dtype=np.float32)[None, :]
-    for name in sorted(registry.quantizers()):
-        if stop is not None and stop.is_set():
-            break
-        t = by_name(name)
-        if 256 % t.block:
-            continue
-        try:
-            raw = api.quantize(x, name)
-            api.dequantize(raw, name, 256)
-            n += 1
-        except Exception:  # a broken kernel shows up when used, with its own message
-            continue
-    return n
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="iqk-studio", description=__doc__)
+    parser = argparse.ArgumentParser(prog="iqk-studio", description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", help="GGUF file (first split part), or `demo`")
     parser.add_argument("--recipe", help="recipe file to load")
+    parser.add_argument("--fresh", action="store_true",
+                        help="ignore the remembered model, recipe and window layout")
     args = parser.parse_args(argv)
 
+    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
+    from iqk_studio.gui import desktop
     from iqk_studio.gui.main_window import MainWindow
+    from iqk_studio.gui.results_model import ResultsModel
+    from iqk_studio.gui.store_source import StoreSource
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("iqk-studio")
-    win = MainWindow()
+    app.setOrganizationName("iqk-studio")
+    settings = QSettings()
+    if args.fresh:
+        settings.clear()
+    # every run is kept in the results store (or in memory, saying why, when it cannot be opened)
+    win = MainWindow(settings=settings, ask_to_save=True,
+                     results=ResultsModel(StoreSource.open()))
     app.aboutToQuit.connect(win.shutdown)
     win.show()
     if args.model:
@@ -53,18 +44,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"iqk-studio: {e}", file=sys.stderr)
             return 1
         win.open_model(str(path))
+    elif not args.recipe:
+        desktop.restore_session(win, settings)
     if args.recipe:
-        from iqk_studio.recipe import textfile
-        try:
-            win.recipe_panel.set_recipe(textfile.load(args.recipe))
-        except (OSError, ValueError) as e:
-            print(f"iqk-studio: cannot load recipe: {e}", file=sys.stderr)
-    stop = threading.Event()
-    win.statusBar().showMessage("Compiling kernels...", 5000)
-    threading.Thread(target=warm_kernels, args=(stop,), daemon=True, name="warm-kernels").start()
-    rc = app.exec()
-    stop.set()
-    return rc
+        err = win.session.load_recipe_file(args.recipe)
+        if err:
+            print(f"iqk-studio: cannot load recipe: {err}", file=sys.stderr)
+    return app.exec()
 
 
 if __name__ == "__main__":

@@ -1,272 +1,313 @@
-"""The main window: open a GGUF, edit a recipe, watch the per-tensor plan and sizes update live."""
+"""The main window: recipe editor | tabs (tensors, grids, evaluate, chart, sensitivity) | summary,
+wired through one Session; menus, shortcuts, drag and drop, remembered settings."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+import pyqtgraph as pg
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QComboBox,
     QFileDialog,
-    QHBoxLayout,
-    QHeaderView,
-    QLineEdit,
     QMainWindow,
     QMessageBox,
-    QPushButton,
     QSplitter,
-    QTableView,
     QTabWidget,
-    QVBoxLayout,
-    QWidget,
 )
 
-from iqk_studio.gguf.reader import GGUFError, open_model
+from iqk_studio.gui import desktop, import_dialogs
 from iqk_studio.gui.actions import (
     QuantizeControl,
     export_command,
     fill_library_menu,
     import_command,
 )
-from iqk_studio.gui.compare_view import CompareView
+from iqk_studio.gui.chart_view import ChartView
+from iqk_studio.gui.eval_view import EvalView
 from iqk_studio.gui.grids_view import GridsView
-from iqk_studio.gui.ppl_view import PerplexityView
 from iqk_studio.gui.recipe_panel import RecipePanel
+from iqk_studio.gui.results_model import ResultsModel
 from iqk_studio.gui.sensitivity_view import SensitivityView
+from iqk_studio.gui.session import Session, Snapshot
 from iqk_studio.gui.summary import SummaryPanel, size_line
-from iqk_studio.gui.tensor_table import Column, TensorFilterProxy, TensorTableModel
-from iqk_studio.jobs.recipe_eval import RecipePoint
-from iqk_studio.quant.types import FTYPE_BY_ID, QUANT_TYPES, Kind
-from iqk_studio.recipe import model_view, plan, textfile
-from iqk_studio.recipe.records import Recipe
-from iqk_studio.recipe.selection import with_selection_rule
+from iqk_studio.gui.tensors_view import TensorsView
 
-DEFAULT_RECIPE = Recipe(base="Q8_0", note="")
+RECIPE_FILTER = "Recipe (*.recipe);;Text (*.txt);;All (*)"
 
 
 class MainWindow(QMainWindow):
-    model_opened = Signal(object)  # GGUFModel
-    plan_changed = Signal(object)  # Plan
-
-    def __init__(self):
+    def __init__(self, settings=None, ask_to_save: bool = False, results: ResultsModel = None):
+        """settings: a QSettings to restore from and save to (None: nothing is remembered);
+        ask_to_save: ask before closing with unsaved recipe changes (the app does; tests not);
+        results: the results list (the app's is over the results store; default: in memory)."""
         super().__init__()
+        pg.setConfigOptions(background="w", foreground="k", antialias=True)
         self.setWindowTitle("iqk-studio")
-        self.resize(1500, 900)
-        self.model = None
-        self.model_path: str | None = None
-        self.plan = None
-        self.plan_ms = 0.0
+        self.resize(1400, 860)
+        self.settings, self.ask_to_save = settings, ask_to_save
+        self.session = Session(self)
+        self.results = results or ResultsModel(parent=self)
+        s = self.session
 
-        self.table_model = TensorTableModel(self)
-        self.proxy = TensorFilterProxy(self)
-        self.proxy.setSourceModel(self.table_model)
-        self.table = QTableView()
-        self.table.setModel(self.proxy)
-        self.table.setSortingEnabled(True)
-        self.table.sortByColumn(Column.NAME, Qt.AscendingOrder)
-        self.table.setSelectionBehavior(QTableView.SelectRows)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(20)
-        self.table.setWordWrap(False)
-        hh = self.table.horizontalHeader()
-        hh.setSectionResizeMode(QHeaderView.Interactive)
-        hh.setStretchLastSection(True)
-        for col, width in ((Column.NAME, 260), (Column.LAYER, 45), (Column.SHAPE, 120),
-                           (Column.SOURCE, 70), (Column.TYPE, 70), (Column.BYTES, 80),
-                           (Column.BPW, 60), (Column.DEVICE, 55)):
-            hh.resizeSection(col, width)
-        self.filter = QLineEdit()
-        self.filter.setPlaceholderText("filter tensors by regex, e.g. blk\\.1[0-9]\\.ffn_down")
-        self.filter.textChanged.connect(self._filter)
-
-        self.recipe_panel = RecipePanel()
-        self.summary = SummaryPanel()
-        self.recipe_panel.recipe_changed.connect(self.replan)
-        self.recipe_panel.lint_clicked.connect(self._show_lint_tensors)
-
-        tensors = QWidget()
-        tl = QVBoxLayout(tensors)
-        tl.setContentsMargins(0, 0, 0, 0)
-        row = QHBoxLayout()
-        row.addWidget(self.filter, 1)
-        self.set_type = QComboBox()
-        self.set_type.addItems([t.name for t in QUANT_TYPES if t.is_quantized or t.kind == Kind.FLOAT])
-        self.set_type.setCurrentText("q8_0")
-        apply_btn = QPushButton("Set type of selected rows")
-        apply_btn.setToolTip("adds a rule for exactly the selected tensors at the top of the recipe")
-        apply_btn.clicked.connect(self.set_selection_type)
-        row.addWidget(self.set_type)
-        row.addWidget(apply_btn)
-        tl.addLayout(row)
-        tl.addWidget(self.table)
-        self.tabs = QTabWidget()
-        self.tabs.addTab(tensors, "Tensors")
+        self.recipe_panel = RecipePanel(s)
+        self.tensors_view = TensorsView(s)
         self.grids_view = GridsView()
-        self.tabs.addTab(self.grids_view, "Grids && error")
-        self.ppl_view = PerplexityView()
-        self.tabs.addTab(self.ppl_view, "Perplexity")
-        self.compare_view = CompareView()
-        self.tabs.addTab(self.compare_view, "Size vs quality")
-        self.sensitivity_view = SensitivityView()
-        self.sensitivity_view.text_source = lambda: self.ppl_view.text.text().strip()
-        self.tabs.addTab(self.sensitivity_view, "Sensitivity")
-        self.ppl_view.plan_provider = self.current_plan
-        self.ppl_view.finished.connect(self._evaluated)
-        self.table.selectionModel().currentRowChanged.connect(self._tensor_selected)
-        split = QSplitter()
-        split.addWidget(self.recipe_panel)
-        split.addWidget(self.tabs)
-        split.addWidget(self.summary)
-        split.setSizes([380, 850, 300])
-        self.setCentralWidget(split)
+        self.eval_view = EvalView(s, self.results)
+        self.chart_view = ChartView(self.results)
+        self.sensitivity_view = SensitivityView(s)
+        self.sensitivity_view.text_source = lambda: self.eval_view.settings.text.text().strip()
+        self.sensitivity_view.record = lambda job, spec: self.results.source.record(
+            job, spec, on_error=self.eval_view.store_problem.emit)
+        self.summary = SummaryPanel()
+        self.tabs = QTabWidget()
+        for w, name in ((self.tensors_view, "Tensors"), (self.grids_view, "Grids"),
+                        (self.eval_view, "Evaluate"), (self.chart_view, "Size/quality"),
+                        (self.sensitivity_view, "Sensitivity")):
+            self.tabs.addTab(w, name)
+        self.split = QSplitter()
+        self.split.addWidget(self.recipe_panel)
+        self.split.addWidget(self.tabs)
+        self.split.addWidget(self.summary)
+        for i, stretch in enumerate((1, 4, 1)):  # a smaller window shrinks all three
+            self.split.setStretchFactor(i, stretch)
+        self.split.setSizes([320, 820, 220])
+        self.recipe_panel.setMinimumWidth(180)
+        self.tabs.setMinimumWidth(420)
+        self.setCentralWidget(self.split)
         self.quantize_control = QuantizeControl(self)
-        self._menus()
-        self.statusBar().showMessage("open a GGUF model (File > Open)")
 
+        s.plan_changed.connect(self._plan_changed)
+        s.stale_changed.connect(self._stale)
+        s.message.connect(self.statusBar().showMessage)
+        self.results.message.connect(lambda m: self.statusBar().showMessage(m, 15000))
+        s.undo_stack.cleanChanged.connect(self._title)
+        self.recipe_panel.lint_clicked.connect(
+            lambda lint: lint is not None and self.tensors_view.show_tensors(lint.tensors))
+        self.recipe_panel.editor.files_dropped.connect(self.open_files)
+        self.tensors_view.table.selectionModel().currentRowChanged.connect(self._tensor_selected)
+        self.chart_view.open_run.connect(self.eval_view.open_recipe)
+        s.model_changed.connect(lambda m: self.chart_view.set_model(
+            m.metadata if m is not None else None))
+        for panel in (self.eval_view.panel, self.sensitivity_view.panel):
+            panel.compiling.connect(lambda m: self.statusBar().showMessage(m, 0))
+            panel.done.connect(lambda _: self.statusBar().clearMessage())
+        self.setAcceptDrops(True)
+        self._menus()
+        self.statusBar().showMessage("open a GGUF model (File > Open, or drop it on the window)")
+        if settings is not None:
+            desktop.restore(self, settings)
+        warning = getattr(self.results.source, "warning", "")
+        if warning:  # said once here; the results list keeps a red "not saved" with the reason
+            self.statusBar().showMessage(warning, 30000)
+
+    # --- menus -------------------------------------------------------------------------------
     def _menus(self) -> None:
         m = self.menuBar().addMenu("&File")
         self._action(m, "&Open model...", self.open_dialog, QKeySequence.Open)
-        self._action(m, "Load &recipe...", self.load_recipe_dialog)
-        self._action(m, "&Save recipe...", self.save_recipe_dialog, QKeySequence.Save)
+        self.recent_menu = m.addMenu("Open &recent")
+        desktop.fill_recent(self)
+        m.addSeparator()
+        self._action(m, "&Load recipe...", self.load_recipe_dialog, "Ctrl+L")
+        self._action(m, "&Save recipe", self.save_recipe, QKeySequence.Save)
+        self._action(m, "Save recipe &as...", self.save_recipe_dialog, QKeySequence.SaveAs)
+        m.addSeparator()
+        self._action(m, "Import &log file...", self.import_log_dialog)
+        self._action(m, "Import &points (CSV)...", self.import_points_dialog)
         m.addSeparator()
         self._action(m, "&Quit", self.close, QKeySequence.Quit)
+        e = self.menuBar().addMenu("&Edit")
+        undo = self.session.undo_stack.createUndoAction(self, "&Undo")
+        undo.setShortcut(QKeySequence.Undo)
+        redo = self.session.undo_stack.createRedoAction(self, "&Redo")
+        redo.setShortcut(QKeySequence.Redo)
+        e.addAction(undo)
+        e.addAction(redo)
+        self.undo_action, self.redo_action = undo, redo
+        e.addSeparator()
+        self._action(e, "&Paste log...", lambda: import_dialogs.paste_log(self), "Ctrl+Shift+V")
+        im = self.eval_view.list.import_menu
+        im.addAction("Paste a log...", lambda: import_dialogs.paste_log(self))
+        im.addAction("Log file...", self.import_log_dialog)
+        im.addAction("Points from CSV (name, GiB, PPL[, err])...", self.import_points_dialog)
         r = self.menuBar().addMenu("&Recipe")
         self._action(r, "Export &ik_llama.cpp command...", lambda: export_command(self, False))
         self._action(r, "Export &mainline llama.cpp command...", lambda: export_command(self, True))
         self._action(r, "&Import command or custom= block...", lambda: import_command(self))
         fill_library_menu(self, r.addMenu("Published &recipes"))
         run = self.menuBar().addMenu("&Run")
-        self._action(run, "&Quantize to GGUF...", self.quantize_control.start_dialog)
-        self._action(run, "&Perplexity", lambda: self.tabs.setCurrentWidget(self.ppl_view))
+        self._action(run, "&Evaluate", self.run_evaluation, "F5")
+        self._action(run, "&Cancel running jobs", self.cancel_jobs, "Shift+F5")
+        self._action(run, "&Quantize to GGUF...", self.quantize_control.start_dialog, "Ctrl+Shift+Q")
+        self._action(run, "Compare &importance modes...", self.compare_importance)
+        h = self.menuBar().addMenu("&Help")
+        self._action(h, "&About iqk-studio", lambda: desktop.about(self))
 
     def _action(self, menu, text, slot, shortcut=None) -> QAction:
         a = QAction(text, self)
         if shortcut is not None:
-            a.setShortcut(shortcut)
+            a.setShortcut(QKeySequence(shortcut))
         a.triggered.connect(slot)
         menu.addAction(a)
         return a
 
     # --- model -------------------------------------------------------------------------------
+    @property
+    def model(self):
+        return self.session.model
+
+    @property
+    def plan(self):
+        return self.session.snapshot.plan
+
     def open_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open GGUF", "", "GGUF (*.gguf);;All (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Open GGUF", desktop.last_dir(self),
+                                              "GGUF (*.gguf);;All (*)")
         if path:
             self.open_model(path)
 
     def open_model(self, path) -> bool:
-        t0 = time.perf_counter()
-        try:
-            model = open_model(path)
-        except (GGUFError, OSError) as e:
-            QMessageBox.critical(self, "Cannot open model", str(e))
+        err = self.session.open_model(path)
+        if err:
+            QMessageBox.critical(self, "Cannot open model", err)
             return False
-        if self.model is not None:
-            self.model.close()
-        self.model = model
-        self.model_path = str(path)
-        self.ppl_view.model_path = self.model_path
-        self.sensitivity_view.model, self.sensitivity_view.model_path = model, self.model_path
-        model_view(model)
-        ms = (time.perf_counter() - t0) * 1000
+        m = self.session.model
         self.setWindowTitle(f"iqk-studio \u2014 {Path(path).name}")
-        self.statusBar().showMessage(
-            f"opened {path}: {len(model.tensors)} tensors, {model.arch} in {ms:.0f} ms")
-        if self.recipe_panel.recipe() is None:
-            self.recipe_panel.set_recipe(starting_recipe(model))
-        else:
-            self.replan(self.recipe_panel.recipe())
-        self.model_opened.emit(model)
+        self._title()
+        self.statusBar().showMessage(f"opened {path}: {len(m.tensors)} tensors, {m.arch}", 10000)
+        desktop.add_recent(self, str(path))
         return True
 
-    # --- recipe -> plan ----------------------------------------------------------------------
-    def replan(self, recipe: Recipe) -> None:
-        if self.model is None:
-            return
-        t0 = time.perf_counter()
-        try:
-            p = plan(self.model, recipe)
-        except (KeyError, ValueError) as e:
-            self.recipe_panel.status.setText(f"<span style='color:#c00'>{e}</span>")
-            return
-        self.plan_ms = (time.perf_counter() - t0) * 1000
-        self.plan = p
-        self.table_model.set_plan(p)
-        self.summary.show_plan(p)
-        self.recipe_panel.show_lints(p.warnings)
-        self.statusBar().showMessage(
-            f"{size_line(p)} \u2014 planned {len(p.entries)} tensors in {self.plan_ms:.1f} ms")
-        self.plan_changed.emit(p)
+    def open_files(self, paths) -> None:
+        """Dropped files: a .gguf opens as the model, a .csv adds third-party points, a
+        llama-perplexity log is imported, anything else loads as a recipe."""
+        from iqk_studio.external.logimport import parse_log
 
-    def current_plan(self):
-        """(plan, imatrix or None, label) of the recipe being edited, for an evaluation."""
-        r = self.recipe_panel.recipe()
-        imatrix = None
-        if r is not None and r.imatrix:
-            from iqk_studio.gguf.imatrix import load_imatrix
-            try:
-                imatrix = load_imatrix(r.imatrix)
-            except (OSError, ValueError) as e:
-                QMessageBox.critical(self, "Cannot read imatrix", str(e))
-                return None, None, ""
-        label = recipe_label(r) if r is not None else ""
-        return self.plan, imatrix, label
+        for p in paths:
+            low = str(p).lower()
+            if not p:
+                continue
+            if low.endswith(".gguf"):
+                self.open_model(p)
+            elif low.endswith(".csv"):
+                import_dialogs.import_points_csv(self, p)
+            elif low.endswith(".recipe"):
+                self._load_recipe_or_say(p)
+            else:
+                try:
+                    text = import_dialogs.read_text(p)
+                    parse_log(text)
+                except (OSError, ValueError):
+                    self._load_recipe_or_say(p)
+                else:
+                    import_dialogs.import_log_file(self, p, text)
 
-    def _evaluated(self, result) -> None:
-        if isinstance(result, RecipePoint):
-            self.compare_view.add(result)
+    def _load_recipe_or_say(self, path) -> None:
+        err = self.session.load_recipe_file(path)
+        if err:
+            self.statusBar().showMessage(f"not a recipe or a llama-perplexity log: {err}", 10000)
+
+    def import_log_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import a llama-perplexity log",
+                                              desktop.last_dir(self),
+                                              "Logs (*.log *.txt *.md);;All (*)")
+        if path:
+            import_dialogs.import_log_file(self, path)
+
+    def import_points_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import points: name, GiB, PPL[, PPL err]",
+                                              desktop.last_dir(self), "CSV (*.csv);;All (*)")
+        if path:
+            import_dialogs.import_points_csv(self, path)
+
+    def dragEnterEvent(self, e) -> None:  # noqa: N802 (Qt API)
+        if e.mimeData().hasUrls():
+            e.acceptProposedAction()
+
+    def dropEvent(self, e) -> None:  # noqa: N802
+        self.open_files([u.toLocalFile() for u in e.mimeData().urls() if u.isLocalFile()])
+
+    # --- plan ----------------------------------------------------------------------------------
+    def _plan_changed(self, snap: Snapshot) -> None:
+        if snap.plan is not None:
+            self.summary.show_plan(snap.plan)
+            self.statusBar().showMessage(f"{size_line(snap.plan)} \u2014 planned "
+                                         f"{len(snap.plan.entries)} tensors in "
+                                         f"{snap.plan_ms:.1f} ms")
+        self._stale()
+
+    def _stale(self, *_) -> None:
+        s = self.session
+        why = ("the recipe has an error: these are the numbers of the last valid recipe"
+               if s.snapshot.plan is None and not s.pending else "updating...")
+        self.summary.set_stale(s.stale, why)
 
     def _tensor_selected(self, current, _previous=None) -> None:
-        if self.model is None or not current.isValid():
+        tv = self.tensors_view
+        if self.session.model is None or not current.isValid():
             return
-        name = self.table_model.name_at(self.proxy.mapToSource(current).row())
-        self.grids_view.set_tensor(self.model, name)
+        name = tv.table_model.name_at(tv.proxy.mapToSource(current).row())
+        self.grids_view.set_tensor(self.session.model, name)
 
-    def selected_names(self) -> list[str]:
-        rows = {self.proxy.mapToSource(i).row() for i in self.table.selectionModel().selectedRows()}
-        return [self.table_model.name_at(r) for r in sorted(rows)]
+    # --- recipe files --------------------------------------------------------------------------
+    def load_recipe_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load recipe", desktop.last_dir(self),
+                                              RECIPE_FILTER)
+        if path:
+            err = self.session.load_recipe_file(path)
+            if err:
+                QMessageBox.critical(self, "Cannot load recipe", err)
 
-    def set_selection_type(self) -> bool:
-        """A rule for exactly the selected tensors, first in the recipe (first match wins)."""
-        r, names = self.recipe_panel.recipe(), self.selected_names()
-        if r is None or not names:
-            self.statusBar().showMessage("select tensors in the table first", 5000)
+    def save_recipe(self) -> bool:
+        path = self.session.recipe_path
+        return self._save_to(path) if path else self.save_recipe_dialog()
+
+    def save_recipe_dialog(self) -> bool:
+        name = (self.session.recipe_name or "recipe") + ".recipe"
+        path, _ = QFileDialog.getSaveFileName(self, "Save recipe",
+                                              str(Path(desktop.last_dir(self)) / name),
+                                              RECIPE_FILTER)
+        if not path:
             return False
-        self.recipe_panel.set_recipe(with_selection_rule(r, names, self.set_type.currentText()))
+        if not Path(path).suffix:
+            path += ".recipe"
+        return self._save_to(path)
+
+    def _save_to(self, path: str) -> bool:
+        err = self.session.save_recipe_file(path)
+        if err:
+            QMessageBox.critical(self, "Cannot save recipe", err)
+            return False
+        self.statusBar().showMessage(f"saved {path}", 5000)
         return True
 
-    def _filter(self, text: str) -> None:
-        ok = self.proxy.set_pattern(text)
-        self.filter.setStyleSheet("" if ok else "background: #fdd")
+    def _title(self, clean: bool | None = None) -> None:
+        if clean is not None:
+            self._clean = clean
+        name = Path(self.session.model_path).name if self.session.model_path else ""
+        dirty = "" if getattr(self, "_clean", True) else " *"
+        self.setWindowTitle(f"iqk-studio \u2014 {name}{dirty}" if name else f"iqk-studio{dirty}")
 
-    def _show_lint_tensors(self, lint) -> None:
-        if lint is not None and lint.tensors:
-            names = "|".join(n.replace(".", r"\.") for n in lint.tensors[:200])
-            self.filter.setText(f"^({names})$")
+    # --- jobs ----------------------------------------------------------------------------------
+    def run_evaluation(self) -> bool:
+        self.tabs.setCurrentWidget(self.eval_view)
+        return self.eval_view.start()
 
-    def load_recipe_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load recipe", "", "Recipe (*.txt *.recipe);;All (*)")
-        if path:
-            try:
-                self.recipe_panel.set_recipe(textfile.load(path))
-            except (OSError, ValueError) as e:
-                QMessageBox.critical(self, "Cannot load recipe", str(e))
+    def cancel_jobs(self) -> None:
+        for r in self.runners():
+            r.cancel()
 
-    def save_recipe_dialog(self) -> None:
-        r = self.recipe_panel.recipe()
-        if r is None:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Save recipe", "recipe.txt", "Recipe (*.txt)")
-        if path:
-            try:
-                textfile.save(r, path)
-            except OSError as e:
-                QMessageBox.critical(self, "Cannot save recipe", str(e))
+    def compare_importance(self) -> None:
+        """The recipe with each imatrix, default weights and w = 1 (a dialog; runs to the list)."""
+        from iqk_studio.gui.importance_dialog import open_dialog
+
+        dlg = open_dialog(self)
+        if dlg is not None:
+            dlg.exec()
 
     def runners(self):
-        return (self.ppl_view.runner, self.quantize_control.runner, self.grids_view.runner,
-                self.sensitivity_view.runner)
+        return (self.eval_view.panel.runner, self.quantize_control.runner,
+                self.grids_view.runner, self.grids_view.stats_view.runner,
+                self.sensitivity_view.panel.runner)
 
     def shutdown(self) -> None:
         """Cancel running jobs and wait for their threads (a cancelled quantize removes its
@@ -275,28 +316,20 @@ class MainWindow(QMainWindow):
             r.cancel()
         for r in self.runners():
             r.wait(60000)
-        if self.model is not None:
-            self.model.close()
-            self.model = None
+        self.session.close_model()
+        self.eval_view.list.timer.stop()
 
-    def closeEvent(self, event) -> None:  # Qt API name
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        if self.ask_to_save and not self.session.undo_stack.isClean():
+            answer = QMessageBox.question(
+                self, "Unsaved recipe", "The recipe has unsaved changes. Save them first?",
+                QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.Save)
+            if answer == QMessageBox.Cancel or (answer == QMessageBox.Save
+                                                and not self.save_recipe()):
+                event.ignore()
+                return
+        if self.settings is not None:
+            desktop.save(self, self.settings)
         self.shutdown()
         super().closeEvent(event)
 
-
-def recipe_label(r: Recipe) -> str:
-    """A short name for a chart point: the note's first line, else base + rules."""
-    if r.note:
-        return r.note.splitlines()[0][:40]
-    rules = ",".join(str(x) for x in r.rules[:3]) + ("..." if len(r.rules) > 3 else "")
-    return f"{r.base} {rules}".strip()
-
-
-def starting_recipe(model) -> Recipe:
-    """The file's own ftype as base (Q8_0 for float files); for an already quantized file,
-    --allow-requantize, without which llama-quantize refuses."""
-    ft = FTYPE_BY_ID.get(int(model.metadata.get("general.file_type", -1)) & ~1024)
-    quantized_source = any(t.qtype.is_quantized for t in model.tensors.values())
-    base = "Q8_0" if ft is None or ft.name in ("F32", "F16", "BF16") else ft.name
-    note = "the source is already quantized: requantizing loses quality" if quantized_source else ""
-    return DEFAULT_RECIPE.with_(base=base, allow_requantize=quantized_source, note=note)

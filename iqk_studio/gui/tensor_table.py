@@ -17,6 +17,10 @@ from PySide6.QtGui import QBrush, QColor
 from iqk_studio.recipe.records import Plan
 
 SORT_ROLE = Qt.UserRole + 1
+_ROLES = [Qt.DisplayRole, SORT_ROLE, Qt.ToolTipRole, Qt.ForegroundRole]
+_DISPLAY, _SORT, _FOREGROUND = int(Qt.DisplayRole.value), int(SORT_ROLE), int(Qt.ForegroundRole.value)
+_ALIGN, _TOOLTIP = int(Qt.TextAlignmentRole.value), int(Qt.ToolTipRole.value)
+_RIGHT = int((Qt.AlignRight | Qt.AlignVCenter).value)
 
 
 class Column(IntEnum):
@@ -31,6 +35,9 @@ class Column(IntEnum):
     REASON = 8
 
 
+_NCOL = len(Column)
+_TYPE_COL = int(Column.TYPE)
+_RIGHT_COLS = frozenset((int(Column.LAYER), int(Column.BYTES), int(Column.BPW)))
 HEADERS = {
     Column.NAME: "tensor", Column.LAYER: "layer", Column.SHAPE: "shape (ggml)",
     Column.SOURCE: "source", Column.TYPE: "type", Column.BYTES: "MiB", Column.BPW: "bpw",
@@ -55,62 +62,109 @@ class TensorTableModel(QAbstractTableModel):
         self._quantized = np.zeros(0, bool)
         self._warned = np.zeros(0, bool)
         self._tips = np.zeros(0, object)
+        self._rows: list[list] = [[] for _ in Column]
+        self._sort_rows: list[list] = [[] for _ in Column]
+        self._names: tuple[str, ...] = ()
+        self._nel = np.zeros(0, np.int64)
 
     def set_plan(self, plan: Plan | None) -> None:
+        """Show a plan. For the same tensors as now (an edit of the recipe), rows are updated in
+        place: dataChanged for the rows whose type, size, device or reason changed, so the view
+        keeps its selection, scroll position and sort without a reset. Otherwise a reset."""
+        entries = plan.entries if plan is not None else ()
+        names = tuple(e.name for e in entries)
+        if self._n and names == self._names:
+            self._update(entries)
+        else:
+            self.reset(plan)
+
+    def reset(self, plan: Plan | None) -> None:
+        """Rebuild every column (a new model, or the first plan)."""
         self.beginResetModel()
         entries = plan.entries if plan is not None else ()
         n = len(entries)
-        nbytes = np.array([e.bytes for e in entries], dtype=np.int64)
         nel = np.array([max(e.n_elements, 1) for e in entries], dtype=np.int64)
-        bpw = nbytes * 8 / nel if n else np.zeros(0)
         layer = np.array([-1 if e.layer is None else e.layer for e in entries], dtype=np.int64)
+        self._names = tuple(e.name for e in entries)
+        self._nel = nel
         self._text = {
-            Column.NAME: np.array([e.name for e in entries], dtype=object),
+            Column.NAME: np.array(self._names, dtype=object),
             Column.LAYER: np.array(["" if v < 0 else str(v) for v in layer], dtype=object),
             Column.SHAPE: np.array([fmt_shape(e.shape) for e in entries], dtype=object),
             Column.SOURCE: np.array([e.source_type for e in entries], dtype=object),
+        }
+        self._sort = dict(self._text)
+        self._sort[Column.NAME] = np.arange(n)  # file order
+        self._sort[Column.LAYER] = layer
+        self._sort[Column.SHAPE] = nel
+        self._set_varying(entries)
+        self._n = n
+        self.endResetModel()
+
+    def _set_varying(self, entries) -> np.ndarray:
+        """(Re)compute the columns an edit can change; returns a mask of the rows that changed."""
+        n = len(entries)
+        nbytes = np.array([e.bytes for e in entries], dtype=np.int64)
+        bpw = nbytes * 8 / self._nel if n else np.zeros(0)
+        cols = {
             Column.TYPE: np.array([e.type for e in entries], dtype=object),
             Column.BYTES: np.array([f"{b / 2**20:.3f}" for b in nbytes], dtype=object),
             Column.BPW: np.array([f"{v:.3f}" for v in bpw], dtype=object),
             Column.DEVICE: np.array([e.device for e in entries], dtype=object),
             Column.REASON: np.array([e.reason for e in entries], dtype=object),
         }
-        self._sort = dict(self._text)
-        self._sort[Column.NAME] = np.arange(n)  # file order
-        self._sort[Column.LAYER] = layer
-        self._sort[Column.SHAPE] = nel
+        tips = np.array(["\n".join((e.reason, *e.warnings)) for e in entries], dtype=object)
+        changed = np.zeros(n, dtype=bool)
+        if self._tips.shape == tips.shape and Column.TYPE in self._text:
+            for c, a in cols.items():
+                changed |= a != self._text[c]
+            changed |= tips != self._tips
+        self._text.update(cols)
+        self._sort.update(cols)
         self._sort[Column.BYTES] = nbytes
         self._sort[Column.BPW] = bpw
         self._quantized = np.array([e.type != e.source_type for e in entries], dtype=bool)
         self._warned = np.array([bool(e.warnings) for e in entries], dtype=bool)
-        self._tips = np.array(["\n".join((e.reason, *e.warnings)) for e in entries], dtype=object)
-        self._n = n
-        self.endResetModel()
+        self._tips = tips
+        self._rows = [self._text[c].tolist() for c in Column]  # what data() reads: lists
+        self._sort_rows = [np.asarray(self._sort[c]).tolist() for c in Column]
+        return changed
+
+    def _update(self, entries) -> None:
+        changed = self._set_varying(entries)
+        rows = np.flatnonzero(changed)
+        if not rows.size:
+            return
+        # one dataChanged per run of consecutive changed rows, over the columns an edit changes
+        breaks = np.flatnonzero(np.diff(rows) > 1)
+        starts = np.concatenate([[rows[0]], rows[breaks + 1]])
+        ends = np.concatenate([rows[breaks], [rows[-1]]])
+        for r0, r1 in zip(starts.tolist(), ends.tolist()):
+            self.dataChanged.emit(self.index(r0, Column.TYPE), self.index(r1, Column.REASON),
+                                  _ROLES)
 
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 (Qt API)
         return 0 if parent.isValid() else self._n
 
     def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(Column)
+        return 0 if parent.isValid() else _NCOL
 
     def data(self, index: QModelIndex, role=Qt.DisplayRole):
-        if not index.isValid():
+        # called for every role of every painted cell: plain ints and lists, no enum objects
+        role = int(role)
+        if role == _DISPLAY:
+            return self._rows[index.column()][index.row()]
+        if role == _SORT:
+            return self._sort_rows[index.column()][index.row()]
+        if role == _FOREGROUND:
+            if index.column() == _TYPE_COL:
+                r = index.row()
+                return _WARN if self._warned[r] else (_CHANGED if self._quantized[r] else None)
             return None
-        r, c = index.row(), Column(index.column())
-        if role == Qt.DisplayRole:
-            return self._text[c][r]
-        if role == SORT_ROLE:
-            v = self._sort[c][r]
-            return v.item() if isinstance(v, np.generic) else v
-        if role == Qt.ToolTipRole:
-            return self._tips[r]
-        if role == Qt.ForegroundRole and c == Column.TYPE:
-            if self._warned[r]:
-                return _WARN
-            if self._quantized[r]:
-                return _CHANGED
-        if role == Qt.TextAlignmentRole and c in (Column.LAYER, Column.BYTES, Column.BPW):
-            return int(Qt.AlignRight | Qt.AlignVCenter)
+        if role == _ALIGN:
+            return _RIGHT if index.column() in _RIGHT_COLS else None
+        if role == _TOOLTIP:
+            return self._tips[index.row()]
         return None
 
     def headerData(self, section, orientation, role=Qt.DisplayRole):  # noqa: N802
@@ -119,7 +173,7 @@ class TensorTableModel(QAbstractTableModel):
         return None
 
     def name_at(self, row: int) -> str:
-        return self._text[Column.NAME][row]
+        return self._names[row]
 
 
 class TensorFilterProxy(QSortFilterProxyModel):

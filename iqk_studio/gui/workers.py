@@ -92,11 +92,16 @@ class JobRunner(QObject):
     def wait(self, ms: int = 30000) -> bool:
         return self._thread.wait(ms) if self._thread is not None else True
 
-    def _on_done(self, cancelled: bool) -> None:
-        thread = self._thread
+    def _on_done(self, stopped: bool) -> None:
+        # Keep both references until the thread has ended: dropping the worker here while its
+        # run() is still unwinding on the worker thread would delete a QObject under it (the
+        # last reference then goes away on the wrong thread). After wait() the worker and the
+        # thread are released here, on the GUI thread, with nothing left running in them.
+        thread, worker = self._thread, self._worker
         self._thread = None
         self._worker = None
         if thread is not None:
             thread.quit()
             thread.wait()
-        self.done.emit(cancelled)
+        del worker, thread
+        self.done.emit(stopped)

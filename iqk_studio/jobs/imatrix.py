@@ -137,7 +137,8 @@ def run_imatrix(fw: Forward, collector: ImatrixCollector, tokens: np.ndarray,
 
 
 def imatrix_job(model_path, text_path, out_path, n_ctx: int = 512, chunks: int = -1,
-                weights=None, fmt: str | None = None) -> Iterator[object]:
+                weights=None, fmt: str | None = None, act_quant: str = "ik",
+                ik_threads: int | None = None) -> Iterator[object]:
     """Collect an imatrix over a text file and write it atomically to out_path, as the legacy
     .dat (ik_llama.cpp, default) or mainline's GGUF format (fmt "gguf", or a .gguf name);
     Finished.result is the Imatrix record."""
@@ -149,7 +150,8 @@ def imatrix_job(model_path, text_path, out_path, n_ctx: int = 512, chunks: int =
     with open_model(model_path) as model:
         yield Progress(0, 0, "tokenizing the input")
         tokens, add_bos, bos_id = tokenize_file(model, text_path)
-        fw = Forward.from_model(model, weights=weights)
+        fw = Forward.from_model(model, weights=weights, act_quant=act_quant,
+                                ik_threads=ik_threads)
         collector = ImatrixCollector(fw.cfg.n_expert)
         fw.observer = collector
         for ev in run_imatrix(fw, collector, tokens, n_ctx, chunks, add_bos, bos_id,

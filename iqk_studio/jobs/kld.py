@@ -121,13 +121,16 @@ def is_base_file(path) -> bool:
 
 
 def kld_job(base_path, model_path, text_path=None, n_ctx: int = 512, chunks: int = -1,
-            save_base=None, weights=None) -> Iterator[object]:
+            save_base=None, weights=None, act_quant: str = "ik",
+            ik_threads: int | None = None) -> Iterator[object]:
     """KLD of model_path against base_path: a GGUF (evaluated on text_path, optionally saving
-    its log-probs to save_base) or a base log-prob file (its tokens are used; text ignored)."""
+    its log-probs to save_base) or a base log-prob file (its tokens are used; text ignored).
+    act_quant / ik_threads: as engine.forward.Forward, for both models."""
     from iqk_studio.gguf.reader import open_model
 
     with open_model(model_path) as model:
-        fw = Forward.from_model(model, weights=weights)
+        fw = Forward.from_model(model, weights=weights, act_quant=act_quant,
+                                ik_threads=ik_threads)
         add_bos, bos_id = bos_of(model, fw)  # the tested model's vocabulary decides
         if is_base_file(base_path):
             reader = BaseFileReader(base_path)
@@ -139,7 +142,7 @@ def kld_job(base_path, model_path, text_path=None, n_ctx: int = 512, chunks: int
         with open_model(base_path) as bmodel:
             yield Progress(0, 0, "tokenizing the input")
             tokens, b_bos, b_bos_id = tokenize_file(bmodel, text_path)
-            bfw = Forward.from_model(bmodel)
+            bfw = Forward.from_model(bmodel, act_quant=act_quant, ik_threads=ik_threads)
             writer = None
             if save_base is not None:
                 n = n_chunks_for(len(tokens), n_ctx, chunks, "kl_divergence")
@@ -156,8 +159,8 @@ def kld_job(base_path, model_path, text_path=None, n_ctx: int = 512, chunks: int
                     writer.close(ok)
 
 
-def save_base_job(base_path, text_path, out_path, n_ctx: int = 512,
-                  chunks: int = -1) -> Iterator[object]:
+def save_base_job(base_path, text_path, out_path, n_ctx: int = 512, chunks: int = -1,
+                  act_quant: str = "ik", ik_threads: int | None = None) -> Iterator[object]:
     """Evaluate the base model once and write its log-probs for reuse across candidates; yields
     Progress and a Chunk per chunk (the base's running PPL), then Finished."""
     from iqk_studio.gguf.reader import open_model
@@ -165,7 +168,7 @@ def save_base_job(base_path, text_path, out_path, n_ctx: int = 512,
     with open_model(base_path) as model:
         yield Progress(0, 0, "tokenizing the input")
         tokens, add_bos, bos_id = tokenize_file(model, text_path)
-        fw = Forward.from_model(model)
+        fw = Forward.from_model(model, act_quant=act_quant, ik_threads=ik_threads)
         n = n_chunks_for(len(tokens), n_ctx, chunks)
         writer = BaseFileWriter(Path(out_path), n_ctx, fw.cfg.n_vocab, tokens[:n * n_ctx])
         ok = False

@@ -181,11 +181,15 @@ def decode_rows(rows: np.ndarray, n_vocab: int) -> BaseLogProbs:
 
 
 class BaseFileWriter:
-    """Writes the base file chunk by chunk to PATH.tmp, renamed into place by close()."""
+    """Writes the base file chunk by chunk to a temp file (.NAME.PID.tmp), renamed into place by
+    close()."""
 
     def __init__(self, path, n_ctx: int, n_vocab: int, tokens: np.ndarray):
+        from iqk_studio.gguf.writer import remove_stale_temps, temp_path
+
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        remove_stale_temps(self.path)  # left by a kill -9 of an earlier run
+        self.tmp = temp_path(self.path)
         self.f = open(self.tmp, "wb")
         n_chunk = len(tokens) // n_ctx
         self.f.write(MAGIC + struct.pack("<iii", n_ctx, n_vocab, n_chunk))

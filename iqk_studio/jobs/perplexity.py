@@ -56,14 +56,17 @@ def chunk_window(tokens: np.ndarray, i: int, n_ctx: int, add_bos: bool, bos_id: 
 
 def run_layers(fw: Forward, win: np.ndarray, first: int, last: int, step0: int, total: int,
                label: str, all_rows: bool = False) -> Generator[Progress, None, np.ndarray]:
-    """Drive fw.steps over one window, yielding a Progress per layer; returns the hidden rows."""
-    gen = fw.steps(win, first, last, all_rows)
+    """Drive fw.steps over one window, yielding a Progress per layer; returns the hidden rows
+    first..last-1. The last layer computes every row from `first` to the window's end, as the
+    reference's does (its batch size decides how ik multiplies); the rows past `last` are
+    dropped."""
+    gen = fw.steps(win, first, len(win), all_rows)
     n = fw.cfg.n_layer
     while True:
         try:
             done = next(gen)
         except StopIteration as stop:
-            return stop.value
+            return stop.value[:last - first]
         yield Progress(step0 + done, total, f"{label}: layer {done}/{n}")
 
 
@@ -78,10 +81,20 @@ def ppl_and_err(nll: float, nll2: float, count: int) -> tuple[float, float]:
 
 
 def chunk_nll(fw: Forward, h: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """NLL of each scored position (float64), logits computed in vocabulary slices."""
-    acc = NllAccumulator(targets, fw.cfg.n_vocab)
-    for v0, logits in fw.iter_logit_slices(h):
+    """NLL of each scored position (float64), logits computed in vocabulary slices (on the
+    engine's threads, each slice's log-sum-exp beside its GEMM, then merged)."""
+    n_vocab = fw.cfg.n_vocab
+    NllAccumulator(targets, n_vocab)  # checks the targets
+
+    def slice_acc(v0: int, logits: np.ndarray) -> NllAccumulator:
+        acc = NllAccumulator(targets, n_vocab)
         acc.add(v0, logits)
+        return acc
+
+    parts = fw.map_logit_slices(h, slice_acc)
+    acc = parts[0]
+    for p in parts[1:]:
+        acc.merge(p)
     return acc.nll()
 
 
@@ -156,13 +169,16 @@ def bos_of(model, fw: Forward) -> tuple[bool, int]:
 
 
 def perplexity_job(model_path, text_path, n_ctx: int = 512, chunks: int = -1,
-                   weights=None) -> Iterator[object]:
+                   weights=None, act_quant: str = "ik",
+                   ik_threads: int | None = None) -> Iterator[object]:
     """Open a model, tokenize a text file and run perplexity over it (events as run_perplexity).
-    weights: an optional weight source replacing the file's tensors (e.g. a recipe's)."""
+    weights: an optional weight source replacing the file's tensors (e.g. a recipe's);
+    act_quant / ik_threads: as engine.forward.Forward."""
     from iqk_studio.gguf.reader import open_model
 
     with open_model(model_path) as model:
         yield Progress(0, 0, "tokenizing the input")
         tokens, add_bos, bos_id = tokenize_file(model, text_path)
-        fw = Forward.from_model(model, weights=weights)
+        fw = Forward.from_model(model, weights=weights, act_quant=act_quant,
+                                ik_threads=ik_threads)
         yield from run_perplexity(fw, tokens, n_ctx, chunks, add_bos, bos_id)

@@ -54,7 +54,8 @@ def plan_importance(model, plan, imatrix) -> dict:
 
 
 def evaluate_plan(model_path, plan, text_path, n_ctx: int = 512, chunks: int = -1,
-                  imatrix=None, label: str = "") -> Iterator[object]:
+                  imatrix=None, label: str = "", act_quant: str = "ik",
+                  ik_threads: int | None = None) -> Iterator[object]:
     """Perplexity of the model as the plan would quantize it; Finished.result is a RecipePoint."""
     from iqk_studio.gguf.reader import open_model
 
@@ -63,7 +64,9 @@ def evaluate_plan(model_path, plan, text_path, n_ctx: int = 512, chunks: int = -
         tokens, add_bos, bos_id = tokenize_file(model, text_path)
         ws = QuantizedWeights(GGUFWeights(model), plan_types(plan),
                               plan_importance(model, plan, imatrix))
-        fw = Forward.from_model(model, weights=ws)
+        for done, total, name in ws.prepare():
+            yield Progress(done, total, f"quantizing {name}")
+        fw = Forward.from_model(model, weights=ws, act_quant=act_quant, ik_threads=ik_threads)
         for ev in run_perplexity(fw, tokens, n_ctx, chunks, add_bos, bos_id):
             if isinstance(ev, Finished) and ev.result is not None:
                 r = ev.result

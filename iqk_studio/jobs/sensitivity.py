@@ -150,7 +150,8 @@ class BaseRun:
     def evaluate(self, weights, start: int, label: str = ""):
         """KLD of the model with `weights` against the base: a generator of Progress returning
         a KldResult; only the steps from `start` (see start_for) are run again."""
-        fw = Forward(self.fw.cfg, weights, None, self.fw.kv_f16)
+        fw = Forward(self.fw.cfg, weights, None, self.fw.kv_f16, self.fw.mm.mode,
+                     self.fw.mm.ik_threads)  # multiplied as the base is
         n_layer = fw.cfg.n_layer
         per = n_layer - max(start, 0) + 1
         acc, t0 = KldAccumulator(), time.perf_counter()
@@ -209,7 +210,9 @@ def sensitivity_job(model_path, text_path, cands: list[Candidate], n_ctx: int = 
         for k, cand in enumerate(cands):
             t0 = time.perf_counter()
             imp = tensor_importance(model, cand.types, imatrix)
-            ws = QuantizedWeights(base.fw.ws, cand.types, imp, keep=False)
+            ws = QuantizedWeights(base.fw.ws, cand.types, imp)
+            for _, _, name in ws.prepare():  # a cancel lands within one row block
+                yield Progress((k + 1) * steps, total, f"{cand.label}: quantizing {name}")
             gen = base.evaluate(ws, base.start_for(cand.types), cand.label)
             try:
                 while True:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from iqk_studio.gguf.types import by_name
 from iqk_studio.quant import api, registry
-from iqk_studio.quant.types import by_name
 
 MAX_SAMPLE = 1 << 18  # weights: enough for stable error figures, fast for every type
 
@@ -48,11 +48,17 @@ def score(x: np.ndarray, qtype: str, importance: np.ndarray | None = None) -> Ty
     return TypeScore(qtype, bpw, rel, wrel, time.perf_counter() - t0)
 
 
+def default_types() -> list[str]:
+    """Every registered quantizer by bits per weight, without the _R4/_R8 interleaved forms
+    (their values are their base type's)."""
+    return sorted((n for n in registry.quantizers() if by_name(n).interleave == 1),
+                  key=lambda n: by_name(n).bpw)
+
+
 def type_errors(x: np.ndarray, importance: np.ndarray | None = None, types=None):
-    """Yield a TypeScore for each type (default: every registered quantizer fitting the rows)."""
+    """Yield a TypeScore for each type fitting the rows (default: default_types())."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    names = types if types is not None else sorted(
-        registry.quantizers(), key=lambda n: by_name(n).bpw)
+    names = types if types is not None else default_types()
     for name in names:
         t = by_name(name)
         if not t.is_quantized or x.shape[1] % t.block:

@@ -21,7 +21,8 @@ from iqk_studio.recipe.plan import plan
 from iqk_studio.recipe.records import Recipe, Rule
 from iqk_studio.results.records import CostKey, CostRow
 
-METHOD = "kld-v1"  # bump when what a stored measurement means changes
+METHOD = "kld-v2"  # bump when what a stored measurement means changes (v2: activations
+# quantized in the matmuls as ik_llama.cpp does, engine of issue 15)
 
 
 @dataclass(frozen=True)
@@ -258,9 +259,11 @@ def optimize_job(model_path, text_path, budget: Budget, types=DEFAULT_TYPES, n_c
                 for k, (g, okey) in enumerate(need_kld):
                     opt = space.option(g, okey)
                     tmap = dict(zip(space.groups[g], opt.types))
-                    ws = QuantizedWeights(base.fw.ws, tmap, tensor_importance(model, tmap, imx),
-                                          keep=False)
                     s0 = time.perf_counter()
+                    ws = QuantizedWeights(base.fw.ws, tmap, tensor_importance(model, tmap, imx))
+                    for _, _, name in ws.prepare():  # a cancel lands within one row block
+                        yield Progress(k, len(need_kld), f"KLD {k + 1}/{len(need_kld)}: "
+                                       f"quantizing {name}")
                     res = yield from _drive(base.evaluate(ws, base.start_for(tmap), g), k,
                                             1, len(need_kld), f"KLD {k + 1}/{len(need_kld)} ")
                     s = res.stats
@@ -398,9 +401,10 @@ def _verify(model, base, cands, imx, key, st, cached):
             out.append(c)
             continue
         changed = {n: t for n, t in c.types.items() if t != model.tensors[n].qtype.name}
-        ws = QuantizedWeights(base.fw.ws, changed, tensor_importance(model, changed, imx),
-                              keep=False)
         s0 = time.perf_counter()
+        ws = QuantizedWeights(base.fw.ws, changed, tensor_importance(model, changed, imx))
+        for _, _, name in ws.prepare():
+            yield Progress(k, len(cands), f"verifying candidate {k + 1}: quantizing {name}")
         res = yield from _drive(base.evaluate(ws, base.start_for(changed), "verify"), k, 1,
                                 len(cands), f"verifying candidate {k + 1}/{len(cands)}: ")
         s = res.stats

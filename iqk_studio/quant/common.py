@@ -35,15 +35,15 @@ from iqk_studio.quant._fp import (
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _amax_signed(x):
-    """(max |x|, the signed element reaching it, first on ties)."""
+def amax_signed(x, j0, n):
+    """(max |x|, the signed element reaching it; first on ties) over x[j0:j0+n]."""
     amax = F(0.0)
     mx = F(0.0)
-    for i in range(x.shape[0]):
-        ax = abs(x[i])
+    for j in range(j0, j0 + n):
+        ax = abs(x[j])
         if ax > amax:
             amax = ax
-            mx = x[i]
+            mx = x[j]
     return amax, mx
 
 
@@ -77,7 +77,7 @@ def make_qx_quants(x, w, nmax, L):
     """iqk_quantize.cpp make_qx_quants (used by IQ2_K/IQ2_KS scales): L[i] = l + nmax; returns scale.
 
     The running sums are fused in both loops (scalar loops in the reference build)."""
-    amax, mx = _amax_signed(x)
+    amax, mx = amax_signed(x, 0, x.shape[0])
     if amax == 0:
         L[:] = 0
         return F(0.0)
@@ -107,7 +107,7 @@ def _qx_cand_sums(sc, x, w, nmax):
     iscales = sc[0]
     sx = sc[1]
     s2 = sc[2]
-    _, mx = _amax_signed(x)
+    _, mx = amax_signed(x, 0, x.shape[0])
     for k in range(19):
         iscales[2 * k] = -(F(nmax) + F(0.1) * F(k - 9)) / mx
         iscales[2 * k + 1] = (F(nmax - 1) + F(0.1) * F(k - 9)) / mx
@@ -139,7 +139,7 @@ def make_qx_quants_ggml(x, w, nmax, L):
 def make_qx_quants_ggml_sc(x, w, nmax, L, sc):
     """make_qx_quants_ggml with caller-owned scratch sc (3 x >= 38 float32)."""
     n = x.shape[0]
-    amax, mx = _amax_signed(x)
+    amax, mx = amax_signed(x, 0, x.shape[0])
     if amax < F(1e-15):
         L[:] = 0
         return F(0.0)

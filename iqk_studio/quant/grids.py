@@ -1,6 +1,9 @@
-"""Non-uniform value grids of the IQ/IQK quant types (exact integers, ggml-common.h), as records.
+"""Value grids of the quant types (exact integers, ggml-common.h of ik_llama.cpp 8337e4cd3) and the
+4-bit grids they are compared with (nf4, fe1m2, e2m1, int4, q4_0/q8_0 as linear), as records.
 
 Each table with a shifted half stores base then shifted values; `Grid.halves` says how many halves.
+`Grid.values` is in index order exactly as the format defines it (the code a weight stores ->
+its value); `curves()` gives them sorted and scaled to max |v| = 1 for the study's plot.
 """
 
 from __future__ import annotations
@@ -80,6 +83,11 @@ class Grid:
     bits: int  # bits of one index into one half
     halves: int = 1  # 2 when a per-block shift bit selects base or shifted half
     note: str = ""
+    source: str = ""  # where the table is defined
+
+    @property
+    def integer(self) -> bool:
+        return self.values.dtype.kind in "iu"
 
     @property
     def base(self) -> np.ndarray:
@@ -90,18 +98,98 @@ class Grid:
         return self.values[len(self.values) // 2:] if self.halves == 2 else None
 
 
+_COMMON = "ggml/src/ggml-common.h"
 GRIDS: tuple[Grid, ...] = (
-    Grid("kvalues_iq4nl", kvalues_iq4nl, ("iq4_nl", "iq4_xs"), 4),
-    Grid("iq4k_values", iq4k_values, ("iq4_k", "iq4_ks", "iq4_kss"), 4, 2, "shift +4"),
-    Grid("iq2nl_values", iq2nl_values, ("iq2_k", "iq2_ks"), 2, 2, "shift +5"),
-    Grid("iq3nl_values", iq3nl_values, ("iq3_k", "iq3_ks"), 3, 2, "shift +4"),
-    Grid("iq5nl_values", iq5nl_values, ("iq5_k", "iq5_ks"), 5, 2, "shift +2"),
+    Grid("kvalues_iq4nl", kvalues_iq4nl, ("iq4_nl", "iq4_xs"), 4, 1, "",
+         "ggml/src/ggml-quants.c:3911"),
+    Grid("iq4k_values", iq4k_values, ("iq4_k", "iq4_ks", "iq4_kss"), 4, 2, "shift +4",
+         f"{_COMMON}:2227"),
+    Grid("iq2nl_values", iq2nl_values, ("iq2_k", "iq2_ks"), 2, 2, "shift +5", f"{_COMMON}:2212"),
+    Grid("iq3nl_values", iq3nl_values, ("iq3_k", "iq3_ks"), 3, 2, "shift +4", f"{_COMMON}:2222"),
+    Grid("iq5nl_values", iq5nl_values, ("iq5_k", "iq5_ks"), 5, 2, "shift +2", f"{_COMMON}:2232"),
     Grid("iq6nl_values", iq6nl_values, ("iq6_k",), 6, 2,
-         "shift +1; the quantizer's search grid (dequantization uses the IQ6_K cubic)"),
+         "shift +1; the quantizer's search grid (dequantization uses the IQ6_K cubic)",
+         f"{_COMMON}:2237"),
     Grid("iq6k_cubic", np.concatenate([iq6k_cubic(False), iq6k_cubic(True)]), ("iq6_k",), 6, 2,
-         "float values IQ6_K dequantizes to: -127 + q(6.2568 + q(-0.11218 + 0.0011972q)) (+1)"),
+         "float values IQ6_K dequantizes to: -127 + q(6.2568 + q(-0.11218 + 0.0011972q)) (+1)",
+         "ggml/src/iqk/iqk_quantize.cpp:3442 (A_IQ6K..D_IQ6K) and :3477"),
     Grid("iq2kl_values", iq2kl_pairs, ("iq2_kl",), 5, 1,
-         "2-D grid: 32 (first, second) pairs drawn from the iq3nl base values"),
-    Grid("kvalues_mxfp4", kvalues_mxfp4, ("mxfp4",), 4, 1, "e2m1 values doubled"),
+         "2-D grid: 32 (first, second) pairs drawn from the iq3nl base values", f"{_COMMON}:2216"),
+    Grid("kvalues_mxfp4", kvalues_mxfp4, ("mxfp4",), 4, 1, "e2m1 values doubled",
+         f"{_COMMON}:2250"),
 )
 GRID_BY_NAME: dict[str, Grid] = {g.name: g for g in GRIDS}
+
+# ---------------------------------------------------------------- grids from outside ggml
+# QLoRA's NormalFloat4 (Dettmers et al. 2023, bitsandbytes functional.py get_4bit_type("nf4")),
+# codes 0..15 in ascending order
+NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+                -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+                0.07958029955625534, 0.16093020141124725, 0.24611230194568634,
+                0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+                0.7229568362236023, 1.0])
+
+
+def fp4(exp_bits: int, bias: int) -> np.ndarray:
+    """A 4-bit float (1 sign bit, `exp_bits` exponent bits with `bias`, the rest mantissa, with
+    subnormals, no inf/NaN) by code 0..15: code = sign<<3 | exponent<<m | mantissa."""
+    m = 3 - exp_bits
+    out = []
+    for code in range(16):
+        sign, e, f = code >> 3, (code >> m) & ((1 << exp_bits) - 1), code & ((1 << m) - 1)
+        mag = (f / 2**m) * 2.0 ** (1 - bias) if e == 0 else (1 + f / 2**m) * 2.0 ** (e - bias)
+        out.append(-mag if sign else mag)
+    return np.array(out)
+
+
+FE1M2 = fp4(1, 1)  # 0, .25, .5, .75, 1, 1.25, 1.5, 1.75, then negated (-0 included)
+E2M1 = fp4(2, 1)  # OCP MX v1.0 FP4: 0, .5, 1, 1.5, 2, 3, 4, 6, then negated
+INT4 = np.array([c - 16 if c > 7 else c for c in range(16)], dtype=np.int8)  # two's complement
+Q4_0 = np.arange(16, dtype=np.int8) - 8  # dequantize_row_q4_0: (q - 8) * d
+Q8_0 = np.arange(256, dtype=np.uint8).view(np.int8)  # the stored int8, times d
+
+REFERENCE_GRIDS: tuple[Grid, ...] = (
+    Grid("nf4", NF4, (), 4, 1, "NormalFloat4: quantiles of N(0,1) scaled to [-1, 1]",
+         "Dettmers et al., QLoRA (2023); bitsandbytes get_4bit_type('nf4')"),
+    Grid("fe1m2", FE1M2, (), 4, 1, "4-bit float, 1 exponent bit (bias 1), 2 mantissa bits",
+         "ik_llama.cpp discussion #359 (compared there with iq4k_values)"),
+    Grid("e2m1", E2M1, ("mxfp4",), 4, 1, "FP4 E2M1 (kvalues_mxfp4 halved)",
+         "OCP Microscaling Formats (MX) v1.0, section 5.3.3"),
+    Grid("int4", INT4, (), 4, 1, "two's complement 4-bit integer", "linear"),
+    Grid("q4_0", Q4_0, ("q4_0",), 4, 1, "linear: value = q - 8",
+         "ggml/src/ggml-quants.c dequantize_row_q4_0"),
+    Grid("q8_0", Q8_0, ("q8_0",), 8, 1, "linear: the stored int8",
+         "ggml/src/ggml-quants.c dequantize_row_q8_0"),
+)
+ALL_GRIDS: tuple[Grid, ...] = GRIDS + REFERENCE_GRIDS
+
+
+def table_json() -> dict[str, list]:
+    """Grid name -> values in index order, as the format defines them: integers for the ggml
+    tables, floats for nf4 / fp4 (IQ2_KL: [first, second] pairs; -0.0 stays -0.0)."""
+    out = {}
+    for g in ALL_GRIDS:
+        out[g.name] = [int(v) if g.integer else float(v) for v in g.values.reshape(-1)] \
+            if g.values.ndim == 1 else [[int(a), int(b)] for a, b in g.values]
+    return out
+
+
+def iq4k_variants() -> dict[str, np.ndarray]:
+    """The four value rows an IQ4_K / IQ4_KS block can use, in index order: the block scale's
+    sign mirrors the row (index i -> -v[i]), the block's shift bit picks the shifted row."""
+    base, shifted = iq4k_values[:16].astype(np.int16), iq4k_values[16:].astype(np.int16)
+    return {"iq4k": base, "iq4k shifted": shifted, "iq4k mirrored": -base,
+            "iq4k shifted mirrored": -shifted}
+
+
+def curves() -> dict[str, np.ndarray]:
+    """The study's plot: each 1-D grid (one row) sorted ascending and divided by its max |v|
+    (float64); a weight's code is its rank. The four iq4k variants come first."""
+    out = {k: v.astype(np.float64) for k, v in iq4k_variants().items()}
+    rows = {"iq4nl": kvalues_iq4nl, "iq2k": iq2nl_values[:4], "iq2k shifted": iq2nl_values[4:],
+            "iq3k": iq3nl_values[:8], "iq3k shifted": iq3nl_values[8:],
+            "iq5k": iq5nl_values[:32], "iq5k shifted": iq5nl_values[32:],
+            "iq6k": iq6nl_values[:64], "iq6k shifted": iq6nl_values[64:],
+            "nf4": NF4, "fe1m2": FE1M2, "e2m1": E2M1, "q4_0 (int4)": Q4_0, "q8_0": Q8_0}
+    out.update({k: np.asarray(v, dtype=np.float64) for k, v in rows.items()})
+    return {k: np.sort(v) / np.abs(v).max() for k, v in out.items()}

@@ -1,27 +1,14 @@
-"""Which imatrix entry a tensor uses (llama-quantize's name fallbacks and size check,
-src/llama-quantize.cpp:1626-1680; quant-formats.md §3.5)."""
+"""The importance vector a tensor is quantized with: its imatrix entry, found through
+llama-quantize's name fallbacks (gguf/imatrix.py: candidate_names), with its size check
+(src/llama-quantize.cpp:1626-1680; quant-formats.md §3.5)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from iqk_studio.gguf.imatrix import candidate_names
 
-def candidate_names(name: str) -> list[str]:
-    """The exact name, then the fallbacks llama-quantize tries, in its order."""
-    out = [name]
-    for part in ("ffn_up_exps.weight", "ffn_gate_exps.weight"):
-        if part in name:
-            head = name[:name.find(part)]
-            return out + [head + "ffn_gate_up_exps.weight", head + "ffn_up_exps.weight"]
-    if "ffn_gate_up_exps.weight" in name:
-        return out + [name[:name.find("ffn_gate_up_exps.weight")] + "ffn_up_exps.weight"]
-    if "ffn_gate.weight" in name:
-        return out + [name[:name.find("ffn_gate.weight")] + "ffn_up.weight"]
-    for a, b in ((".attn_v_b.weight", ".attn_kv_b.weight"), (".attn_kv_b.weight",
-                                                            ".attn_v_b.weight")):
-        if a in name:
-            return out + [name[:name.find(a)] + b]
-    return out
+__all__ = ["candidate_names", "imatrix_values", "importance_for"]
 
 
 def imatrix_values(imatrix) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from iqk_studio.quant.types import BY_NAME, parse_ftype
+from iqk_studio.gguf.types import BY_NAME, parse_ftype
 from iqk_studio.recipe.records import CLASS_OPTIONS, FLAG_OPTIONS, Lint, Placement, Recipe, Rule
 from iqk_studio.recipe.textfile import RecipeSyntaxError
 

@@ -34,8 +34,8 @@ def attn_v(c: Counters, o: Options, f: ModelFacts, new: str):
     i, n = c.i_attention_wv, f.n_attention_wv
     c.i_attention_wv += 1
     ft, gqa, E = o.ftype, f.n_gqa, f.n_expert
-    if o.attn_v:
-        return o.attn_v, f"--attn-v-type {o.attn_v}"
+    if o.attn_v_type:
+        return o.attn_v_type, f"--attn-v-type {o.attn_v_type}"
     if E >= 4:
         return "q8_0", f"attn_v with n_expert {E} >= 4"
     if f.model_type == "70B":
@@ -89,8 +89,8 @@ def attn_v(c: Counters, o: Options, f: ModelFacts, new: str):
 
 
 def attn_k(o: Options, f: ModelFacts):
-    if o.attn_k:
-        return o.attn_k, f"--attn-k-type {o.attn_k}"
+    if o.attn_k_type:
+        return o.attn_k_type, f"--attn-k-type {o.attn_k_type}"
     if f.n_expert >= 4:
         return "q8_0", f"attn_k* with n_expert {f.n_expert} >= 4"
     if o.ftype == "IQ3_XS":
@@ -101,8 +101,8 @@ def attn_k(o: Options, f: ModelFacts):
 
 
 def attn_q(o: Options, f: ModelFacts):
-    if o.attn_q:
-        return o.attn_q, f"--attn-q-type {o.attn_q}"
+    if o.attn_q_type:
+        return o.attn_q_type, f"--attn-q-type {o.attn_q_type}"
     ft = o.ftype
     if ft == "IQ3_XS":
         return "iq3_xxs", "IQ3_XS mix: attn_q*"
@@ -115,8 +115,8 @@ def attn_q(o: Options, f: ModelFacts):
 
 
 def ffn_down(o: Options, f: ModelFacts, il: int, nl: int):
-    if o.ffn_down:
-        return o.ffn_down, f"--ffn-down-type {o.ffn_down}"
+    if o.ffn_down_type:
+        return o.ffn_down_type, f"--ffn-down-type {o.ffn_down_type}"
     ft, im, falcon = o.ftype, o.has_imatrix, f.arch == "falcon"
     early, umb = il < nl // 8, use_more_bits(il, nl)
     why = f"{ft} mix: ffn_down of layer {il}/{nl}"
@@ -157,8 +157,8 @@ def ffn_down(o: Options, f: ModelFacts, il: int, nl: int):
 
 
 def attn_output(o: Options, f: ModelFacts):
-    if o.attn_output:
-        return o.attn_output, f"--attn-output-type {o.attn_output}"
+    if o.attn_output_type:
+        return o.attn_output_type, f"--attn-output-type {o.attn_output_type}"
     ft = o.ftype
     if f.arch == "falcon":
         return ("q4_K", f"{ft} mix: attn_output (falcon)") if ft == "Q3_K_L" else None

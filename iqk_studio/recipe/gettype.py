@@ -1,8 +1,9 @@
-"""llama_tensor_get_type end to end, change_type_if_necessary and the interleave tables
-(src/llama-quantize.cpp:83-120, 222-303, 305-867)."""
+"""llama_tensor_get_type end to end and change_type_if_necessary (src/llama-quantize.cpp:222-303,
+305-867); the interleave table (:83-120) is gguf/types.py's INTERLEAVED."""
 
 from __future__ import annotations
 
+from iqk_studio.gguf.types import INTERLEAVED
 from iqk_studio.recipe import generic, mixes
 from iqk_studio.recipe.mixes import Counters, Options
 from iqk_studio.recipe.model import ModelFacts, TensorRef
@@ -18,22 +19,6 @@ FALLBACK.update({t: "q6_0" for t in ("iq5_k", "iq5_k_r4", "q5_k_r4", "q5_K")})
 FALLBACK.update({t: "q8_0" for t in ("iq6_k", "q6_k_r4", "q8_k_r8", "q6_K")})
 BITNET = ("iq1_bn", "iq2_bn", "iq2_bn_r4")  # need ne0 % 64; no fallback: llama-quantize throws
 
-# interleaved_properties: type -> (type used when ne1 % rows != 0, rows)
-INTERLEAVED: dict[str, tuple[str, int]] = {
-    "q4_0_4x4": ("q4_0", 4), "q4_0_4x8": ("q4_0", 4), "q4_0_8x8": ("q4_0", 8),
-    "q4_0_r8": ("q4_0", 8), "q5_0_r4": ("q5_0", 4), "q6_0_r4": ("q6_0", 4),
-    "q8_0_r8": ("q8_0", 8), "q2_k_r4": ("q2_K", 4), "q3_k_r4": ("q3_K", 4),
-    "q4_k_r4": ("q4_K", 4), "q5_k_r4": ("q5_K", 4), "q6_k_r4": ("q6_K", 4),
-    "iq2_xxs_r4": ("iq2_xxs", 4), "iq2_xs_r4": ("iq2_xs", 4), "iq2_s_r4": ("iq2_s", 4),
-    "iq3_xxs_r4": ("iq3_xxs", 4), "iq3_s_r4": ("iq3_s", 4), "iq4_xs_r8": ("iq4_xs", 8),
-    "iq4_nl_r4": ("iq4_nl", 4), "iq1_s_r4": ("iq1_s", 4), "iq1_m_r4": ("iq1_m", 4),
-    "iq2_bn_r4": ("iq2_bn", 4), "iq2_k_r4": ("iq2_k", 4), "iq3_k_r4": ("iq3_k", 4),
-    "iq4_k_r4": ("iq4_k", 4), "iq4_ks_r4": ("iq4_ks", 4), "iq5_ks_r4": ("iq5_ks", 4),
-    "iq5_k_r4": ("iq5_k", 4), "mxfp4_r8": ("mxfp4", 8), "q8_KV_r8": ("q8_KV", 8),
-    "q8_k_r8": ("q8_0", 8), "bf16_r16": ("bf16", 16),
-}
-
-
 class QuantizeAbort(Exception):
     """A condition on which llama-quantize throws and stops the whole run."""
 
@@ -42,7 +27,8 @@ def change_type_if_necessary(t: str, ne0: int) -> str:
     if t in FALLBACK and ne0 % 256:
         return FALLBACK[t]
     if t in BITNET and ne0 % 64:
-        raise QuantizeAbort(f"{t} needs ne0 % 64 == 0 (ne0 = {ne0}): 'Unsupported tensor size'")
+        raise QuantizeAbort(f"{t} needs ne0 % 64 == 0 (ne0 = {ne0}): 'Unsupported tensor size "
+                            "encountered'")
     return t
 
 
@@ -70,9 +56,9 @@ def _branch(c: Counters, o: Options, f: ModelFacts, t: TensorRef, new: str):
     if name == "output.weight" or (not f.has_output and name == "token_embd.weight"):
         return mixes.output_rule(o, f, t.shape[0], new)
     if name == "token_embd.weight":
-        return mixes.embd_rule(o, o.token_embd, "token-embedding")
+        return mixes.embd_rule(o, o.token_embedding_type, "token-embedding")
     if name == "per_layer_token_embd.weight":
-        return mixes.embd_rule(o, o.per_layer_token_embd, "per-layer-token-embedding")
+        return mixes.embd_rule(o, o.per_layer_token_embedding_type, "per-layer-token-embedding")
     if o.ftype in ("IQ1_S_R4", "IQ1_M_R4", "IQ2_KT"):
         return mixes.trellis_r4_branch(c, o, f, name, lambda i: layer_info(f, i, name))
     if o.ftype in mixes.IQ2_FAMILY:
@@ -92,11 +78,11 @@ def _branch(c: Counters, o: Options, f: ModelFacts, t: TensorRef, new: str):
     if "ffn_gate" in name:
         il, nl = layer_info(f, c.i_ffn_gate, name)
         c.i_ffn_gate += 1
-        return generic.ffn_gate_up(o, o.ffn_gate, "ffn-gate", il, nl)
+        return generic.ffn_gate_up(o, o.ffn_gate_type, "ffn-gate", il, nl)
     if "ffn_up" in name:
         il, nl = layer_info(f, c.i_ffn_up, name)
         c.i_ffn_up += 1
-        return generic.ffn_gate_up(o, o.ffn_up, "ffn-up", il, nl)
+        return generic.ffn_gate_up(o, o.ffn_up_type, "ffn-up", il, nl)
     return None
 
 

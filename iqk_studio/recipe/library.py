@@ -28,7 +28,7 @@ def load_named(name: str) -> Recipe:
     return load(p)
 
 
-def resolve(name_or_path: str) -> Recipe:
-    """A recipe file path, or the name of a library recipe."""
+def resolve(name_or_path: str, need_base: bool = False) -> Recipe:
+    """A recipe file path, or the name of a library recipe (see textfile.load for need_base)."""
     p = Path(name_or_path)
-    return load(p) if p.is_file() else load_named(name_or_path)
+    return load(p, need_base) if p.is_file() else load_named(name_or_path)

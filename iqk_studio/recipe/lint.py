@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from iqk_studio.quant.types import BY_NAME, by_name, parse_ftype
+import re
+
+from iqk_studio.gguf.types import BY_NAME, by_name, parse_ftype
 from iqk_studio.recipe.ecma import translate
 from iqk_studio.recipe.mixes import IQ2_FAMILY
 from iqk_studio.recipe.records import CLASS_OPTIONS, Lint, Plan, Recipe
@@ -57,6 +59,46 @@ def lint_rules(recipe: Recipe) -> list[Lint]:
             msg = note.message + (" (llama-quantize aborts at the first tensor)"
                                   if note.severity == "error" else "")
             out.append(Lint(code, note.severity, msg, _where(i, r, note.column), i))
+    return out
+
+
+# llama.cpp's -ot buffer type names (ggml_backend_buft_name of each backend's default buffer type)
+DEVICE_NAME = re.compile(r"CPU|(CUDA|ROCm|MUSA|Vulkan|SYCL|CANN)\d+|Metal|RPC\d*\[[^\]]+\]")
+DEVICE_FORMS = "CPU, CUDA0, ROCm0, Vulkan0, SYCL0, CANN0, Metal, RPC0[host:port]"
+
+
+_SPELLING = {n.upper(): n for n in ("CPU", "Metal", "CUDA", "ROCm", "MUSA", "Vulkan", "SYCL", "CANN")}
+
+
+def _device_spelling(dev: str) -> str | None:
+    """The buffer type a wrongly cased name meant (cpu -> CPU, cuda0 -> CUDA0), else None."""
+    m = re.fullmatch(r"([A-Za-z]+)(\d*)", dev)
+    if m is None or m.group(1).upper() not in _SPELLING:
+        return None
+    fix = _SPELLING[m.group(1).upper()] + m.group(2)
+    return fix if DEVICE_NAME.fullmatch(fix) else None
+
+
+def lint_placement(recipe: Recipe) -> list[Lint]:
+    """-ot items that llama-server would refuse: a bad regex, a comma, an unknown buffer type."""
+    out = []
+    for i, p in enumerate(recipe.placement):
+        where = f"placement {i + 1} '{p}'"
+        if "," in p.pattern:
+            out.append(Lint("placement-comma", "error", "a placement regex cannot contain ',': "
+                            "-ot splits its argument at every comma", where))
+        for note in translate(p.pattern).notes:
+            if note.severity == "error":
+                out.append(Lint("placement-regex", "error", note.message, where))
+        if not p.pattern:
+            out.append(Lint("placement-empty", "warning", "an empty pattern matches every "
+                            "tensor", where))
+        if not DEVICE_NAME.fullmatch(p.device):
+            fix = _device_spelling(p.device)
+            hint = (f"; did you mean {fix}? buffer type names are case-sensitive" if fix else
+                    f" (llama.cpp's buffer types look like {DEVICE_FORMS})")
+            out.append(Lint("placement-device", "error", f"unknown device {p.device!r}{hint}",
+                            where))
     return out
 
 
@@ -169,5 +211,5 @@ def _plan_checks(plan: Plan) -> list[Lint]:
 
 
 def lint_plan(plan: Plan, recipe: Recipe, matches, candidates: frozenset[int]) -> tuple[Lint, ...]:
-    return tuple(lint_rules(recipe) + lint_options(recipe)
+    return tuple(lint_rules(recipe) + lint_options(recipe) + lint_placement(recipe)
                  + _rule_usage(plan, recipe, matches, candidates) + _plan_checks(plan))

@@ -37,18 +37,18 @@ class Options:
     ftype: str
     default_type: str
     has_imatrix: bool
-    attn_q: str | None = None
-    attn_k: str | None = None
-    attn_v: str | None = None
-    attn_qkv: str | None = None
-    attn_output: str | None = None
-    ffn_gate: str | None = None
-    ffn_up: str | None = None
-    ffn_down: str | None = None
-    output: str | None = None
-    token_embd: str | None = None
-    per_layer_token_embd: str | None = None
-    ffn_gate_inp: str | None = None
+    attn_q_type: str | None = None
+    attn_k_type: str | None = None
+    attn_v_type: str | None = None
+    attn_qkv_type: str | None = None
+    attn_output_type: str | None = None
+    ffn_gate_type: str | None = None
+    ffn_up_type: str | None = None
+    ffn_down_type: str | None = None
+    output_tensor_type: str | None = None
+    token_embedding_type: str | None = None
+    per_layer_token_embedding_type: str | None = None
+    ffn_gate_inp_type: str | None = None
 
 
 def use_more_bits(i: int, n: int) -> bool:
@@ -58,8 +58,8 @@ def use_more_bits(i: int, n: int) -> bool:
 
 def output_rule(o: Options, f: ModelFacts, ne0: int, new: str):
     """:359-389 output.weight, or token_embd.weight of a tied-embedding model."""
-    if o.output:
-        return o.output, f"--output-tensor-type {o.output}"
+    if o.output_tensor_type:
+        return o.output_tensor_type, f"--output-tensor-type {o.output_tensor_type}"
     if f.arch == "falcon" or ne0 % 256:
         return "q8_0", f"output rule: ne0 {ne0} % 256 != 0 → q8_0"
     tied = "" if f.has_output else " (tied embeddings)"
@@ -119,8 +119,8 @@ def trellis_r4_branch(c: Counters, o: Options, f: ModelFacts, name: str, layer_o
     if "ffn_down" in name:
         il, nl = layer_of(c.i_ffn_down)
         c.i_ffn_down += 1
-        if o.ffn_down:
-            return o.ffn_down, f"--ffn-down-type {o.ffn_down}"
+        if o.ffn_down_type:
+            return o.ffn_down_type, f"--ffn-down-type {o.ffn_down_type}"
         if il < nl // 8:
             return (K["q2"] if r4 else "iq3_k"), f"{ft} mix: ffn_down of layer {il} < {nl}/8"
         return None
@@ -159,8 +159,8 @@ def iq2_family_branch(c: Counters, o: Options, f: ModelFacts, name: str):
                 f"{ft} mix: ffn_down #{i} in file order < {n}/8 (counter, not layer)"
         return None
     if "attn_output.weight" in name:
-        if o.attn_output:
-            return o.attn_output, f"--attn-output-type {o.attn_output}"
+        if o.attn_output_type:
+            return o.attn_output_type, f"--attn-output-type {o.attn_output_type}"
         if E >= 4:
             return "q5_K", f"{ft} mix: attn_output with n_expert {E} >= 4"
         if ft in ("IQ1_S", "IQ1_M"):

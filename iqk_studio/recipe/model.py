@@ -6,10 +6,12 @@ llama_tensor_get_type reads (src/llama-hparams.cpp, src/llama-quantize.cpp:1259-
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
-from iqk_studio.quant.types import BY_ID, QuantType
+from iqk_studio.gguf.types import BY_ID, QuantType
+from iqk_studio.gguf.values import meta_int, meta_len, meta_str
 
 _BLK = re.compile(r"blk\.(\d+)\.")
 
@@ -24,10 +26,7 @@ class TensorRef:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def n_dims(self) -> int:
@@ -61,16 +60,9 @@ class ModelFacts:
         return self.n_head // self.n_head_kv if self.n_head_kv else 0
 
 
-def _scalar(v, default: int = 0) -> int:
-    if v is None:
-        return default
-    if isinstance(v, (list, tuple)) or hasattr(v, "shape") and getattr(v, "shape", ()) != ():
-        seq = list(v)
-        return int(seq[0]) if seq else default
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return default
+# ik_llama.cpp's limits (llama-hparams.h LLAMA_MAX_LAYERS, llama-hparams.cpp LLAMA_MAX_EXPERTS)
+MAX_LAYERS = 512
+MAX_EXPERTS = 512
 
 
 def model_type(arch: str, n_layer: int, n_vocab: int, n_head: int, n_head_kv: int,
@@ -108,21 +100,21 @@ def tensor_refs(model_like) -> tuple[TensorRef, ...]:
 
 
 def model_facts(metadata: dict, tensors: tuple[TensorRef, ...]) -> ModelFacts:
-    arch = str(metadata.get("general.architecture", ""))
+    """The hyper-parameters llama-quantize reads; a value of the wrong type or out of range is a
+    MetadataError naming its key (llama.cpp's "key ... has wrong type")."""
+    arch = meta_str(metadata, "general.architecture")
 
-    def key(k, default=None):
-        return metadata.get(f"{arch}.{k}", default)
+    def key(k, default=0, hi=2**31 - 1, per_layer=False):
+        return meta_int(metadata, f"{arch}.{k}", default, 0, hi, per_layer)
 
-    n_layer = _scalar(key("block_count"))
-    n_head = _scalar(key("attention.head_count"))
-    kv = key("attention.head_count_kv")
-    n_head_kv = n_head if kv is None else _scalar(kv)
-    n_vocab = _scalar(key("vocab_size"), -1)
-    if n_vocab < 0:
-        toks = metadata.get("tokenizer.ggml.tokens")
-        n_vocab = len(toks) if toks is not None else 0
-    n_embd = _scalar(key("embedding_length"))
-    n_expert = _scalar(key("expert_count"))
+    n_layer = key("block_count", hi=MAX_LAYERS)
+    n_head = key("attention.head_count", per_layer=True)
+    n_head_kv = key("attention.head_count_kv", n_head, per_layer=True)
+    n_vocab = key("vocab_size", None)
+    if n_vocab is None:
+        n_vocab = meta_len(metadata, "tokenizer.ggml.tokens", str) or 0
+    n_embd = key("embedding_length")
+    n_expert = key("expert_count", hi=MAX_EXPERTS)
     has_output = False
     n_wv = 0
     for t in tensors:
@@ -156,7 +148,7 @@ class StandIn:
 
 def stand_in(tensors, metadata: dict) -> StandIn:
     """From [(name, shape (ggml order), type name)] in file order, e.g. gguf.skeleton presets."""
-    from iqk_studio.quant.types import BY_NAME
+    from iqk_studio.gguf.types import BY_NAME
 
     infos = {}
     for name, shape, tname in tensors:

@@ -6,25 +6,18 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from iqk_studio.quant.types import BY_NAME, FType, parse_ftype
+from iqk_studio.gguf.imatrix import candidate_names
+from iqk_studio.gguf.types import BY_NAME, FType, parse_ftype
 from iqk_studio.recipe import classify
 from iqk_studio.recipe.ecma import translate
 from iqk_studio.recipe.gettype import INTERLEAVED, QuantizeAbort, change_type_if_necessary, get_type
 from iqk_studio.recipe.lint import lint_plan
 from iqk_studio.recipe.mixes import Counters, Options
 from iqk_studio.recipe.model import ModelFacts, TensorRef, model_facts, tensor_refs
-from iqk_studio.recipe.records import Lint, Plan, PlanEntry, Recipe, Rule
+from iqk_studio.recipe.records import CLASS_OPTIONS, Lint, Plan, PlanEntry, Recipe, Rule
 
 VERY_LOW_BPW = {"iq2_xxs", "iq2_xxs_r4", "iq2_xs", "iq2_xs_r4", "iq2_s", "iq2_s_r4", "iq1_s",
                 "iq1_s_r4", "iq1_m", "iq1_m_r4", "iq1_kt", "iq2_kt"}
-_OPTION_FIELDS = {"attn_q": "attn_q_type", "attn_k": "attn_k_type", "attn_v": "attn_v_type",
-                  "attn_qkv": "attn_qkv_type", "attn_output": "attn_output_type",
-                  "ffn_gate": "ffn_gate_type", "ffn_up": "ffn_up_type", "ffn_down": "ffn_down_type",
-                  "output": "output_tensor_type", "token_embd": "token_embedding_type",
-                  "per_layer_token_embd": "per_layer_token_embedding_type",
-                  "ffn_gate_inp": "ffn_gate_inp_type"}
-
-
 class ModelView:
     """Per-model facts computed once and reused by every re-plan (plus rule-match caches)."""
 
@@ -76,31 +69,14 @@ def model_view(model_like) -> ModelView:
 
 
 def imatrix_entry(name: str, names) -> bool:
-    """Whether llama-quantize finds imatrix data for a tensor, with its name fallbacks
-    (src/llama-quantize.cpp:1626-1662)."""
-    if name in names:
-        return True
-    for part in ("ffn_up_exps.weight", "ffn_gate_exps.weight"):
-        if part in name:
-            pre = name[:name.find(part)]
-            return pre + "ffn_gate_up_exps.weight" in names or pre + "ffn_up_exps.weight" in names
-    if "ffn_gate_up_exps.weight" in name:
-        return name[:name.find("ffn_gate_up_exps.weight")] + "ffn_up_exps.weight" in names
-    if "ffn_gate.weight" in name:
-        return name[:name.find("ffn_gate.weight")] + "ffn_up.weight" in names
-    for a, b in ((".attn_v_b.weight", ".attn_kv_b.weight"),
-                 (".attn_kv_b.weight", ".attn_v_b.weight")):
-        if a in name:
-            return name[:name.find(a)] + b in names
-    return False
+    """Whether llama-quantize finds imatrix data for a tensor, with its name fallbacks."""
+    return any(c in names for c in candidate_names(name))
 
 
 def resolve_options(recipe: Recipe, ftype: FType, has_imatrix: bool | None = None) -> Options:
     """Per-class options as llama-quantize reads them: an unknown or miss-cased name is 'unset'."""
-    vals = {}
-    for key, field in _OPTION_FIELDS.items():
-        raw = getattr(recipe, field)
-        vals[key] = raw if raw in BY_NAME else None
+    vals = {field: getattr(recipe, field) for field in CLASS_OPTIONS}
+    vals = {field: v if v in BY_NAME else None for field, v in vals.items()}
     return Options(ftype=ftype.name, default_type=ftype.default_type,
                    has_imatrix=recipe.has_imatrix if has_imatrix is None else has_imatrix,
                    **vals)
@@ -113,7 +89,7 @@ def _not_candidate(t: TensorRef, skip: str | None, recipe: Recipe, o: Options) -
         return skip
     if recipe.leave_output_tensor and n == "output.weight":
         return "--leave-output-tensor"
-    if "ffn_gate_inp.weight" in n and (o.ffn_gate_inp is None or o.ffn_gate_inp == t.qtype.name):
+    if "ffn_gate_inp.weight" in n and o.ffn_gate_inp_type in (None, t.qtype.name):
         return "router (ffn_gate_inp): quantized only with --ffn-gate-inp-type"
     return None
 
@@ -154,14 +130,14 @@ def _rules(recipe: Recipe, ftype: FType, view: ModelView) -> dict[int, tuple[int
 def _post_overrides(t: TensorRef, o: Options, new: str, reasons: list[str]) -> str:
     """:1561-1610 options applied after get_type (also with --pure)."""
     n = t.name
-    if not (o.token_embd or o.per_layer_token_embd or o.output or o.ffn_gate_inp
-            or n == "token_embd.weight"):
+    conds = {"token_embedding_type": n == "token_embd.weight",
+             "per_layer_token_embedding_type": n == "per_layer_token_embd.weight",
+             "output_tensor_type": n == "output.weight",
+             "ffn_gate_inp_type": "ffn_gate_inp.weight" in n}
+    if not (any(getattr(o, field) for field in conds) or n == "token_embd.weight"):
         return new
-    for opt, cond, flag in ((o.token_embd, n == "token_embd.weight", "--token-embedding-type"),
-                            (o.per_layer_token_embd, n == "per_layer_token_embd.weight",
-                             "--per-layer-token-embedding-type"),
-                            (o.output, n == "output.weight", "--output-tensor-type"),
-                            (o.ffn_gate_inp, "ffn_gate_inp.weight" in n, "--ffn-gate-inp-type")):
+    for field, cond in conds.items():
+        opt, flag = getattr(o, field), CLASS_OPTIONS[field]
         if opt and cond and opt != new:
             reasons.append(f"{flag} {opt}")
             new = opt

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 # per-class options of llama-quantize: Recipe field -> command-line option
@@ -86,10 +86,6 @@ class Recipe:
 
     def with_(self, **changes) -> Recipe:
         return replace(self, **changes)
-
-
-def recipe_fields() -> tuple[str, ...]:
-    return tuple(f.name for f in fields(Recipe))
 
 
 @dataclass(frozen=True)

@@ -100,15 +100,33 @@ def dumps(recipe: Recipe) -> str:
     return "\n".join(out) + "\n"
 
 
-def load(path) -> Recipe:
+def load(path, need_base: bool = False) -> Recipe:
+    """A recipe file; need_base (no base type given elsewhere): a file without an @base line is
+    an error rather than silently Q8_0, and so is a file with nothing in it."""
     p = Path(path)
-    return loads(p.read_text(encoding="utf-8"), str(p))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeSyntaxError(1, 1, f"not UTF-8 text (byte {e.start})", str(p)) from None
+    recipe = loads(text, str(p))
+    if need_base and not any(line.strip().startswith("@base") for line in text.splitlines()):
+        empty = recipe == Recipe(note=recipe.note)
+        what = "is empty (no @base line and no rules)" if empty else "has no @base line"
+        raise RecipeSyntaxError(1, 1, f"the recipe {what}: add '@base TYPE' or give the base "
+                                "type on the command line", str(p))
+    return recipe
 
 
 def save(recipe: Recipe, path) -> Path:
     """Write atomically (temp file + rename), so a failure never leaves half a recipe."""
+    from iqk_studio.gguf.writer import temp_path
+
     p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(dumps(recipe), encoding="utf-8")
-    tmp.replace(p)
+    tmp = temp_path(p)
+    try:
+        tmp.write_text(dumps(recipe), encoding="utf-8")
+        tmp.replace(p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return p

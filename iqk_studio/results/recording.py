@@ -4,13 +4,13 @@ the identities that make runs comparable, and the RunSpec of an evaluation or im
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from iqk_studio.jobs.events import Chunk, Failed, Finished, KldChunk, RunInfo
-from iqk_studio.results.records import ChunkRow, GroupRow, RunSpec
+from iqk_studio.results.imported import chunk_row
+from iqk_studio.results.records import GroupRow, RunSpec
 from iqk_studio.results.store import ResultsStore, StoreError
 
 
@@ -77,14 +77,6 @@ def evaluation_spec(kind: str, model_path, text_path=None, n_ctx: int | None = N
                    kv_type or ("f16" if engine == "iqk-studio" else None), engine,
                    __version__ if engine_version is None and engine == "iqk-studio"
                    else engine_version or "", tuple(command), dict(facts or {}))
-
-
-def _chunk_row(ev, seconds: float) -> ChunkRow:
-    if isinstance(ev, KldChunk):
-        return ChunkRow(ev.index, ev.ppl, ev.ppl_err, math.nan, ev.ppl_base, ev.ln_ratio,
-                        ev.ln_ratio_err, ev.kld, ev.kld_err, ev.rms_dp, ev.rms_dp_err,
-                        ev.same_top, ev.same_top_err, seconds)
-    return ChunkRow(ev.index, ev.ppl, ev.ppl_err, ev.nll, seconds=seconds)
 
 
 def _finals(result, last) -> dict:
@@ -165,7 +157,7 @@ class RecordedJob:
             for ev in self._job:
                 if isinstance(ev, (Chunk, KldChunk)):
                     last = ev
-                    self._write("add_chunk", _chunk_row(ev, time.monotonic() - t0))
+                    self._write("add_chunk", chunk_row(ev, time.monotonic() - t0))
                 elif _is_sensitivity(ev):
                     self._write("add_group", GroupRow(ev.index, ev.label, ev.bytes_before,
                                                       ev.bytes_after, ev.kld, ev.kld_err,
@@ -216,33 +208,3 @@ def info_values(ev: RunInfo) -> dict:
     if f.get("n_ctx"):
         out["n_ctx"] = f["n_ctx"]
     return out
-
-
-def imported_spec(log, name: str = "", source_path: str | None = None) -> RunSpec:
-    f = dict(log.facts)
-    if source_path:
-        f["log_file"] = str(source_path)
-    n = f.get("n_chunks") or len(log.chunks)
-    size, unit = f.get("model_size"), f.get("model_size_unit")
-    nbytes = int(size * (2**30 if unit == "GiB" else 2**20)) if size else None
-    return RunSpec(log.kind, "imported", name, f.get("model_path"), f.get("model_name"),
-                   None, None, None, None, nbytes, f.get("bpw"), None, None,
-                   log.n_ctx, n, _kv(f), log.engine or "", log.version, (), f)
-
-
-def _kv(f: dict) -> str | None:
-    k, v = f.get("kv_k"), f.get("kv_v")
-    return None if k is None else k if k == v else f"{k}/{v}"
-
-
-def import_rows(log) -> list[ChunkRow]:
-    if log.kld_rows:
-        return [_chunk_row(r, math.nan) for r in log.kld_rows]
-    rows, prev = [], None
-    for i, ppl in enumerate(log.chunks, 1):
-        nll = math.nan
-        if ppl > 0 and math.isfinite(ppl) and (i == 1 or (prev and prev > 0)):
-            nll = i * math.log(ppl) - ((i - 1) * math.log(prev) if i > 1 else 0.0)
-        rows.append(ChunkRow(i, ppl, nll=nll))
-        prev = ppl
-    return rows

@@ -221,7 +221,7 @@ class ResultsStore:
 
     def add_imported(self, log, name: str = "", source_path: str | None = None) -> int:
         """Store an external.logimport.ImportedLog; returns the new run's id."""
-        from iqk_studio.results.recording import import_rows, imported_spec
+        from iqk_studio.results.imported import import_rows, imported_spec
 
         spec = imported_spec(log, name, source_path)
         run_id = self.start_run(spec, status="imported")
