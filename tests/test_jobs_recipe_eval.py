@@ -1,10 +1,10 @@
 """Evaluating a recipe in memory gives exactly the perplexity of the file the quantize job writes."""
 
 from iqk_studio.gguf.reader import open_model
+from iqk_studio.jobs.evaluate import RecipePoint, evaluate_plan
 from iqk_studio.jobs.events import Finished
 from iqk_studio.jobs.perplexity import perplexity_job
 from iqk_studio.jobs.quantize import plan_targets, quantize_model
-from iqk_studio.jobs.recipe_eval import RecipePoint, evaluate_plan
 from iqk_studio.recipe import plan
 from iqk_studio.recipe.records import Recipe, Rule
 

@@ -57,7 +57,7 @@ def recipe_job(model_path, args):
     from iqk_studio.commands.plan import recipe_from_args
     from iqk_studio.gguf.imatrix import load_imatrix
     from iqk_studio.gguf.reader import open_model
-    from iqk_studio.jobs.recipe_eval import evaluate_plan
+    from iqk_studio.jobs.evaluate import evaluate_plan
     from iqk_studio.recipe import plan
 
     recipe = recipe_from_args(args, args.base)

@@ -37,6 +37,8 @@ class EvalSpec:
     base_path: str | None = None  # KL-divergence against this GGUF; None: perplexity only
     recipe_text: str = ""
     recipe_name: str = ""
+    act_quant: str = "ik"  # engine.matmul.ACT_QUANT_MODES: "ik" as llama-perplexity, "none"
+    ik_threads: int | None = None  # the llama-perplexity -t whose work split is emulated
 
 
 @dataclass(frozen=True)
@@ -108,17 +110,13 @@ def type_mix(entries, limit: int = 3) -> str:
     return "+".join(names[:limit]) + ("+..." if len(names) > limit else "")
 
 
-def _preload(ws, model, changed: dict) -> Iterator[Progress]:
-    """Quantize (or dequantize) the weights before the first chunk, with progress and cancel
-    within one row block of a quantized tensor (between tensors for the others), so chunk times
-    (and the ETA) measure evaluation only."""
+def _preload(ws, changed: dict) -> Iterator[Progress]:
+    """Quantize the recipe's tensors before the first chunk, with progress and a cancel landing
+    within one row block, so chunk times (and the ETA) measure evaluation only. The other
+    tensors are left to the engine, which builds them from the stored bytes on first use."""
     if isinstance(ws, QuantizedWeights):
         for done, total, name in ws.prepare():
             yield Progress(done, total, f"quantizing {name} to {changed[name]}")
-    names = [n for n, t in model.tensors.items() if len(t.shape) >= 2 and n not in changed]
-    for i, name in enumerate(names):
-        yield Progress(i, len(names), f"loading {name}")
-        ws.get(name)
 
 
 def evaluate(spec: EvalSpec) -> Iterator[object]:
@@ -138,8 +136,9 @@ def evaluate(spec: EvalSpec) -> Iterator[object]:
             imp = plan_importance(model, spec.plan, spec.imatrix) if (
                 spec.importance == "imatrix" and spec.imatrix is not None) else {}
             ws = QuantizedWeights(base_ws, changed, imp, uniform=spec.importance == "uniform")
-        yield from _preload(ws, model, changed)
-        fw = Forward.from_model(model, weights=ws)
+        yield from _preload(ws, changed)
+        engine = {"act_quant": spec.act_quant, "ik_threads": spec.ik_threads}
+        fw = Forward.from_model(model, weights=ws, **engine)
         if spec.base_path is None:
             events = run_perplexity(fw, tokens, spec.n_ctx, spec.chunks, add_bos, bos_id)
             yield from _collect(events, spec, model, None, t_start)
@@ -147,7 +146,7 @@ def evaluate(spec: EvalSpec) -> Iterator[object]:
         same = Path(spec.base_path).resolve() == Path(spec.model_path).resolve()
         bmodel = model if same else open_model(spec.base_path)
         try:
-            bfw = Forward.from_model(bmodel, weights=base_ws if same else None)
+            bfw = Forward.from_model(bmodel, weights=base_ws if same else None, **engine)
             if bfw.cfg.n_vocab != fw.cfg.n_vocab:
                 yield Failed(f"the base model's vocabulary ({bfw.cfg.n_vocab}) differs from the "
                              f"model's ({fw.cfg.n_vocab})")
@@ -221,3 +220,35 @@ class _Entry:
     type: str
     shape: tuple
     bytes: int
+
+
+@dataclass(frozen=True)
+class RecipePoint:
+    """One point of the size-vs-quality chart."""
+
+    label: str
+    total_bytes: int
+    bpw: float
+    ppl: float
+    ppl_err: float
+    n_chunks: int
+    n_ctx: int
+    text: str
+
+
+def evaluate_plan(model_path, plan, text_path, n_ctx: int = 512, chunks: int = -1,
+                  imatrix=None, label: str = "", act_quant: str = "ik",
+                  ik_threads: int | None = None) -> Iterator[object]:
+    """Perplexity of the model as the plan would quantize it (evaluate() with the plan's imatrix,
+    or the default weighting without one); Finished.result is a RecipePoint."""
+    spec = EvalSpec(str(model_path), str(text_path), n_ctx, chunks, plan,
+                    "imatrix" if imatrix is not None else "default", imatrix,
+                    recipe_name=label, act_quant=act_quant, ik_threads=ik_threads)
+    for ev in evaluate(spec):
+        if isinstance(ev, Finished) and isinstance(ev.result, RunResult):
+            r = ev.result
+            yield Finished(ev.message, RecipePoint(label, plan.total_bytes, plan.bpw, r.ppl,
+                                                   r.ppl_err, r.n_chunks, r.n_ctx,
+                                                   str(text_path)))
+        else:
+            yield ev

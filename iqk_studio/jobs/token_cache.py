@@ -70,7 +70,7 @@ def lookup(path: Path) -> tuple[np.ndarray, bool, int] | None:
 
 def store(path: Path, ids: np.ndarray, add_bos: bool, bos_id: int) -> None:
     """Write atomically; a cache that cannot be written is simply not written."""
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # one per writer
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(tmp, ids=np.asarray(ids, dtype=np.int32), add_bos=np.bool_(add_bos),
