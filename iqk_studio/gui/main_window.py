@@ -59,6 +59,7 @@ class MainWindow(QMainWindow):
         self.sensitivity_view.record = lambda job, spec: self.results.source.record(
             job, spec, on_error=self.eval_view.store_problem.emit)
         self.summary = SummaryPanel()
+        self.summary.prediction.store = self.cost_store
         self.tabs = QTabWidget()
         for w, name in ((self.tensors_view, "Tensors"), (self.grids_view, "Grids"),
                         (self.eval_view, "Evaluate"), (self.chart_view, "Size/quality"),
@@ -88,6 +89,8 @@ class MainWindow(QMainWindow):
         self.chart_view.open_run.connect(self.eval_view.open_recipe)
         s.model_changed.connect(lambda m: self.chart_view.set_model(
             m.metadata if m is not None else None))
+        s.model_changed.connect(lambda m: self.summary.prediction.set_model(
+            s.model_path if m is not None else None))
         for panel in (self.eval_view.panel, self.sensitivity_view.panel):
             panel.compiling.connect(lambda m: self.statusBar().showMessage(m, 0))
             panel.done.connect(lambda _: self.statusBar().clearMessage())
@@ -151,6 +154,13 @@ class MainWindow(QMainWindow):
         return a
 
     # --- model -------------------------------------------------------------------------------
+    @property
+    def cost_store(self):
+        """Where the optimizer's measurements are kept and read: the results list's store
+        when it is a file, else the user's default store (None)."""
+        src = self.results.source
+        return src.store.path if getattr(src, "persistent", False) else None
+
     @property
     def model(self):
         return self.session.model
