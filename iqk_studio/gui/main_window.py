@@ -76,6 +76,7 @@ class MainWindow(QMainWindow):
         self.tabs.setMinimumWidth(420)
         self.setCentralWidget(self.split)
         self.quantize_control = QuantizeControl(self)
+        self._optimize = None  # the optimizer's dialog, once opened
 
         s.plan_changed.connect(self._plan_changed)
         s.stale_changed.connect(self._stale)
@@ -142,6 +143,7 @@ class MainWindow(QMainWindow):
         self._action(run, "&Cancel running jobs", self.cancel_jobs, "Shift+F5")
         self._action(run, "&Quantize to GGUF...", self.quantize_control.start_dialog, "Ctrl+Shift+Q")
         self._action(run, "Compare &importance modes...", self.compare_importance)
+        self._action(run, "&Optimize for a size budget...", self.optimize_dialog)
         h = self.menuBar().addMenu("&Help")
         self._action(h, "&About iqk-studio", lambda: desktop.about(self))
 
@@ -314,10 +316,26 @@ class MainWindow(QMainWindow):
         if dlg is not None:
             dlg.exec()
 
+    def optimize_dialog(self):
+        """The optimizer's dialog (modeless; the one running is raised instead of a new one)."""
+        from iqk_studio.gui.optimize_dialog import open_dialog
+
+        dlg = self._optimize
+        if dlg is not None and dlg.runner.busy:
+            dlg.raise_()
+            return dlg
+        if dlg is not None:
+            dlg.deleteLater()
+        self._optimize = dlg = open_dialog(self)
+        if dlg is not None:
+            dlg.show()
+        return dlg
+
     def runners(self):
+        extra = (self._optimize.runner,) if self._optimize is not None else ()
         return (self.eval_view.panel.runner, self.quantize_control.runner,
                 self.grids_view.runner, self.grids_view.stats_view.runner,
-                self.sensitivity_view.panel.runner)
+                self.sensitivity_view.panel.runner) + extra
 
     def shutdown(self) -> None:
         """Cancel running jobs and wait for their threads (a cancelled quantize removes its
