@@ -101,3 +101,30 @@ def test_cancel_keeps_measurements_and_bad_input_is_one_line(win, qtbot, tmp_pat
     assert 2 <= n <= len(seen) + 1 and n < 4 * 6 + 2 * 2  # not every probe: it did stop
     assert not any(isinstance(e, Failed) for e in seen)
     dlg.close()
+
+
+def test_a_model_the_engine_cannot_run_says_so(qtbot, shared, tmp_path, monkeypatch):
+    """No tokenizer (the quantizer test inputs): the costs are the quantization error, the
+    dialog says so, the recipe still loads; a quantized file is told it will be requantized."""
+    monkeypatch.setenv("IQK_STUDIO_DATA", str(tmp_path))
+    win = MainWindow()
+    qtbot.addWidget(win)
+    assert win.open_model(str(shared("refs", "quant", "inputs.gguf")))
+    win.eval_view.settings.text.setText(str(shared("data", "wiki.test.raw")))
+    dlg = win.optimize_dialog()
+    assert dlg.note.text() == ""  # a float file
+    dlg.kind.setCurrentIndex(1)
+    dlg.value.setValue(6.0)
+    dlg.types.setText("q4_0,q8_0")
+    with qtbot.waitSignal(dlg.runner.done, timeout=120000) as done:
+        assert dlg.start()
+    assert done.args == [False] and dlg.result is not None
+    assert "cannot run this model" in dlg.measured.text()
+    assert "not a KLD" in dlg.summary.text()
+    assert textfile.loads(win.session.text, "x") == dlg.result.recipe
+    assert dlg.result.plan.bpw <= 6.0
+    dlg.close()
+    assert win.open_model(str(shared("refs", "quant", "out", "q8_0.gguf")))
+    dlg = win.optimize_dialog()
+    assert "@allow-requantize" in dlg.note.text()
+    dlg.close()

@@ -273,8 +273,8 @@ class OptimizeDialog(QDialog):
                      f"{p['chunks']} chunk(s) of {p['n_ctx']}")
         line += f"; {p['measurements']} KLD measurements, {elapsed}."
         if kld != "KLD":
-            line += (" The built-in engine cannot run this model: the costs are the "
-                     "imatrix-weighted quantization error, not a KLD.")
+            line += (" The built-in engine cannot run this model: the costs are its "
+                     "quantization error (imatrix-weighted when one is given), not a KLD.")
         self.summary.setText(line)
         bpw = lambda b: 8 * b / max(self.n_elements, 1)  # noqa: E731
         for k, c in enumerate(r.candidates, 1):
@@ -286,6 +286,9 @@ class OptimizeDialog(QDialog):
             self.table.resizeColumnToContents(i)
 
     def _done(self, stopped: bool) -> None:
+        if not stopped and self.result is not None:
+            self.panel.progress.setFormat(
+                f"done in {fmt_seconds(time.monotonic() - self._t0)}")
         if self._notes:
             self.measured.setText("; ".join(self._notes[-1:]) + (
                 "\n" + self.measured.text() if self.measured.text() else ""))

@@ -318,7 +318,8 @@ def optimize_job(model_path, text_path, budget: Budget, types=DEFAULT_TYPES, n_c
                                          "measured_kld": _num(c.measured),
                                          "total_bytes": c.total_bytes} for c in cands]}
             times["total"] = time.perf_counter() - t0
-            yield Finished(f"{pl.total_bytes / 2**30:.3f} GiB, {pl.bpw:.3f} bpw, predicted KLD "
+            what = "KLD" if unit.startswith("mean KLD") else "weighted error"
+            yield Finished(f"{pl.total_bytes / 2**30:.3f} GiB, {pl.bpw:.3f} bpw, predicted {what} "
                            f"{best.predicted:.5f}",
                            OptimizeResult(best.recipe, pl, predicted, tuple(cands), times))
     finally:
@@ -330,6 +331,7 @@ def _start_base(model, text_path, n_ctx, chunks, state):
     """Run the base pass once (with an activation collector); False after a Failed event.
     A model the engine cannot run leaves state["base"] None (with a Progress saying so)."""
     from iqk_studio.engine.model import ModelError
+    from iqk_studio.engine.tokenizer import UnsupportedTokenizer
     from iqk_studio.engine.weights import WeightError
     from iqk_studio.jobs.imatrix import ImatrixCollector
     from iqk_studio.jobs.perplexity import TextTooShort
@@ -347,9 +349,9 @@ def _start_base(model, text_path, n_ctx, chunks, state):
     except TextTooShort as e:
         yield Failed(str(e).replace("\n", "; "))
         return False
-    except (ModelError, WeightError, NotImplementedError) as e:
+    except (ModelError, WeightError, UnsupportedTokenizer, NotImplementedError) as e:
         yield Progress(0, 0, f"the built-in engine cannot run this model ({e}): costs from the "
-                       "imatrix-weighted quantization error")
+                       "quantization error (weighted by the imatrix when one is given)")
         return True
     state["base"], state["collector"] = base, collector
     return True
