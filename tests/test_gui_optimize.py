@@ -6,6 +6,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 from iqk_studio.gui.main_window import MainWindow
+from iqk_studio.gui.optimize_dialog import load_result
 from iqk_studio.jobs.events import Failed
 from iqk_studio.optimize.job import Measured
 from iqk_studio.recipe import textfile
@@ -125,6 +126,9 @@ def test_a_model_the_engine_cannot_run_says_so(qtbot, shared, tmp_path, monkeypa
     assert dlg.result.plan.bpw <= 6.0
     dlg.close()
     assert win.open_model(str(shared("refs", "quant", "out", "q8_0.gguf")))
+    before = win.session.text
+    load_result(win, dlg.result, "# late\n", dlg)  # a result for the model no longer open
+    assert win.session.text == before and dlg.summary.text().startswith("Not loaded")
     dlg = win.optimize_dialog()
     assert "@allow-requantize" in dlg.note.text()
     dlg.close()

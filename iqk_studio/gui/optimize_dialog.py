@@ -318,14 +318,20 @@ def open_dialog(win) -> OptimizeDialog | None:
         s.model_path, m.n_elements, any(t.qtype.is_quantized for t in m.tensors.values()), ev.text.text().strip(), ev.n_ctx.value(),
         ", ".join(str(p) for p in r.placement) if r is not None else "",
         (r.imatrix or "") if r is not None else "", win.cost_store, win)
-    dlg.result_ready.connect(lambda res, comment: load_result(win, res, comment))
+    dlg.result_ready.connect(lambda res, comment: load_result(win, res, comment, dlg))
     return dlg
 
 
-def load_result(win, result: OptimizeResult, comment: str) -> None:
-    """The optimizer's recipe in the editor as one undoable step; the prediction re-read."""
+def load_result(win, result: OptimizeResult, comment: str, dlg=None) -> None:
+    """The optimizer's recipe in the editor as one undoable step; the prediction re-read.
+    Not when another model was opened meanwhile (the dialog says so)."""
     from iqk_studio.recipe.textfile import dumps
 
+    if dlg is not None and win.session.model_path != dlg.model_path:
+        dlg.summary.setText(f"Not loaded: the editor now has {win.session.model_path}; this "
+                            f"recipe is for {dlg.model_path} (open it again and re-run: the "
+                            "measurements are in the store, it takes seconds).")
+        return
     win.summary.prediction.reload()  # the measurements this run added
     bpw = result.plan.bpw
     win.session.set_text(comment + dumps(result.recipe), "optimize",
