@@ -47,6 +47,7 @@ def test_optimize_loads_one_undoable_recipe(win, qtbot, tmp_path):
     before = s.text
     assert win.summary.prediction.text() == ""  # nothing measured for this model yet
     dlg = _dialog(win)
+    dlg.placement.setText("ffn_=CPU")  # kept in the recipe with a total budget
     with qtbot.waitSignal(dlg.runner.done, timeout=120000) as done:
         assert dlg.start()
     assert done.args == [False], dlg.panel.status.toolTip()
@@ -57,6 +58,7 @@ def test_optimize_loads_one_undoable_recipe(win, qtbot, tmp_path):
     # the editor holds the result (a comment on top), planned to the same bytes
     assert textfile.loads(s.text, "x") == r.recipe and s.text.startswith("# iqk-studio optimize")
     assert win.plan.total_bytes == r.plan.total_bytes
+    assert [str(p) for p in r.recipe.placement] == ["ffn_=CPU"] and win.plan.cpu_bytes > 0
     # the summary's live prediction: now measured, the optimizer's own prediction
     assert win.summary.prediction.text() == f"predicted KLD {r.predicted['kld']:.4f}"
     assert "measured" in dlg.summary.text() and dlg.table.topLevelItemCount() >= 1
@@ -81,6 +83,13 @@ def test_cancel_keeps_measurements_and_bad_input_is_one_line(win, qtbot, tmp_pat
     dlg.text.setText(win.eval_view.settings.text.text())
     dlg.kind.setCurrentIndex(2)  # GPU + CPU without placement rules
     assert not dlg.start() and "placement" in dlg.panel.status.toolTip()
+    dlg.gpu.setValue(1.5)
+    dlg.cpu.setValue(0.25)
+    dlg.placement.setText("ffn_=CPU, exps")
+    budget, place, _ = dlg.budget()
+    assert (budget.gpu, budget.cpu, budget.total) == (3 * 2**29, 2**28, None)
+    assert [(p.pattern, p.device) for p in place] == [("ffn_", "CPU"), ("exps", "CPU")]
+    dlg.placement.setText("")
     dlg.kind.setCurrentIndex(1)
     dlg.value.setValue(0.5)  # far below the smallest types: one line from the job
     failed = []

@@ -89,11 +89,13 @@ class OptimizeDialog(QDialog):
         self.value.setDecimals(3)
         self.gpu, self.cpu = QDoubleSpinBox(), QDoubleSpinBox()
         for w in (self.gpu, self.cpu):
-            w.setDecimals(3)
+            w.setDecimals(4)
             w.setRange(0.0, 100000.0)
             w.setSuffix(" GiB")
         self.placement = QLineEdit(placement)
         self.placement.setPlaceholderText("regex=DEVICE, ... (e.g. exps=CPU): the rest on GPU")
+        self.placement.setToolTip("written into the recipe as @placement; with a GPU + CPU "
+                                  "budget it decides which budget each tensor counts against")
         self.text = QLineEdit(text or find_text(model_path))
         self.text.setPlaceholderText("text the losses are measured on, e.g. wiki.test.raw")
         self.n_ctx = QSpinBox()
@@ -158,7 +160,7 @@ class OptimizeDialog(QDialog):
     def _kind_changed(self, *_) -> None:
         k = self.kind.currentIndex()
         split = k == SPLIT
-        for w in (self.gpu, self.cpu, self.placement):
+        for w in (self.gpu, self.cpu):
             self.form.setRowVisible(w, split)
         self.form.setRowVisible(self.value, not split)
         gib_45 = self.n_elements * 4.5 / 8 / 2**30  # 4.5 bpw as a first guess
@@ -199,12 +201,13 @@ class OptimizeDialog(QDialog):
                 raise ValueError("give a GPU or a CPU budget above 0")
             return (Budget(gpu=int(g * 2**30), cpu=int(c * 2**30)), place,
                     f"GPU {g:g} GiB + CPU {c:g} GiB")
+        place = parse_placement(self.placement.text())  # kept in the recipe
         v = self.value.value()
         if v <= 0:
             raise ValueError("the budget must be above 0")
         if k == TOTAL:
-            return Budget(total=int(v * 2**30)), (), f"{v:g} GiB"
-        return Budget(total=int(v * self.n_elements / 8)), (), f"{v:g} bpw"
+            return Budget(total=int(v * 2**30)), place, f"{v:g} GiB"
+        return Budget(total=int(v * self.n_elements / 8)), place, f"{v:g} bpw"
 
     # --- run ---------------------------------------------------------------------------------
     def start(self) -> bool:
