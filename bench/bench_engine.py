@@ -72,7 +72,8 @@ def run_ours(fw, tokens, chunks: int) -> tuple[float, float, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--llama-perplexity", required=True, help="a local llama-perplexity binary")
+    ap.add_argument("--llama-perplexity", required=True,
+                    help="a local llama-perplexity binary, or its build folder")
     ap.add_argument("--chunks", type=int, default=8, help="chunks timed (a multiple of 4, >= 8)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", help="GGUF (default: the demo model)")
@@ -81,6 +82,12 @@ def main() -> int:
     ap.add_argument("--blas-core", help="set OPENBLAS_CORETYPE for our process (default: as the "
                     "environment says, else iqk_studio's choice for this CPU)")
     args = ap.parse_args()
+    from iqk_studio.external.binaries import BinaryNotFound, locate
+
+    try:
+        args.llama_perplexity = str(locate("llama-perplexity", args.llama_perplexity))
+    except BinaryNotFound as e:
+        raise SystemExit(str(e)) from None
     if args.blas_core:
         os.environ["OPENBLAS_CORETYPE"] = args.blas_core
     if args.chunks < 8 or args.chunks % 4:

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kld": ("kld", "KL-divergence of a model against a base model"),
     "imatrix": ("imatrix", "compute an importance matrix over a calibration text"),
     "sensitivity": ("sensitivity", "KLD cost of quantizing each tensor group to a type"),
+    "optimize": ("optimize", "the mix that loses least for a size budget, as a recipe"),
     "import-log": ("import_log", "read a published llama-perplexity / KLD log (forum, card)"),
     "results": ("results", "the results store: list, show, export runs"),
     "compare-importance": ("compare_importance",

@@ -205,3 +205,30 @@ def test_cli_through_llama_perplexity(shared, tmp_path, monkeypatch, capsys):
     assert main(["compare-importance", str(path), "--recipe", str(recipe), "-f",
                  str(_text(shared, tmp_path)), "--", "-t", "2"]) == 1
     assert "--llama-perplexity" in capsys.readouterr().err
+
+
+def test_cli_records_each_run_in_the_store(shared, tmp_path, monkeypatch, capsys):
+    """Every built-in run of the comparison (the file, each mode) is a run of the results store,
+    named as the window's results list names them; --no-store records nothing."""
+    from iqk_studio.results import ENV_DATA, open_store
+
+    monkeypatch.setenv(ENV_DATA, str(tmp_path / "data"))
+    path = shared("refs", "ppl", "tiny", "tiny-qwen2.gguf")
+    text = _text(shared, tmp_path)
+    recipe = save(RECIPE, tmp_path / "r.recipe")
+    argv = ["compare-importance", str(path), "--recipe", str(recipe), "-f", str(text),
+            "-c", "128", "--chunks", "1", "--no-default", "--json"]
+    assert main(argv + ["--no-store"]) == 0
+    capsys.readouterr()
+    assert not (tmp_path / "data").exists() or not open_store().list_runs()
+    assert main(argv) == 0
+    j = json.loads(capsys.readouterr().out)
+    with open_store() as store:
+        runs = {s.name: store.get_run(s.id) for s in store.list_runs(kind="perplexity")}
+    assert set(runs) == {"tiny-qwen2.gguf (file)", f"{recipe}: no imatrix, w = 1"}
+    file_run, mode_run = runs["tiny-qwen2.gguf (file)"], runs[f"{recipe}: no imatrix, w = 1"]
+    assert file_run.info.status == mode_run.info.status == "finished"
+    assert file_run.info.final_ppl == pytest.approx(j["base"]["ppl"])
+    assert mode_run.info.final_ppl == pytest.approx(j["rows"][0]["ppl"])
+    assert mode_run.info.facts["importance"] == "uniform" and mode_run.info.recipe
+    assert len(mode_run.chunks) == 1

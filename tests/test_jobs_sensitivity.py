@@ -53,3 +53,24 @@ def test_cli(tiny, capsys):
     assert rc == 0 and "blk.0.attn_v.weight" in out and "cheapest savings" in out
     assert main(["sensitivity", str(model), "-f", str(text), "--type", "Q4_0"]) == 1
     assert "case-sensitive" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pattern", [r"blk\.2\.ffn_down", r"token_embd", r"^output\.weight"])
+def test_prefix_cache_equals_a_full_kld_run(tiny, pattern):
+    """Starting from the base's stored hidden rows gives the KLD of a whole forward pass."""
+    from iqk_studio.engine.weights import GGUFWeights, QuantizedWeights
+    from iqk_studio.jobs.events import Finished
+    from iqk_studio.jobs.kld import kld_job
+
+    model, text = tiny
+    with open_model(model) as m:
+        cand = candidates(m, "q4_0", "tensor", pattern)[0]
+        got = [e for e in sensitivity_job(model, text, [cand], n_ctx=128, chunks=1)
+               if isinstance(e, Sensitivity)][0]
+        ws = QuantizedWeights(GGUFWeights(m), cand.types)
+        fin = [e for e in kld_job(model, model, text, 128, 1, weights=ws)
+               if isinstance(e, Finished)][0]
+    assert got.kld > 0
+    assert got.kld == pytest.approx(fin.result.stats.kld, rel=1e-6, abs=1e-9)
+    # a difference of two nearly equal NLL means: logits blocked differently round apart
+    assert got.ln_ratio == pytest.approx(fin.result.stats.ln_ratio, abs=1e-7)

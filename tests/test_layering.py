@@ -24,6 +24,7 @@ LAYERS: dict[str, float] = {
     "iqk_studio.jobs": 3,
     "iqk_studio.external": 3.5,  # drives llama.cpp's tools; yields the jobs' events
     "iqk_studio.results": 3.5,  # the results store; records any job's events
+    "iqk_studio.optimize": 3.7,  # sensitivities (jobs) cached in the results store, the solver
     "iqk_studio.gui": 4,
     "iqk_studio.cli": 4,
     "iqk_studio.commands": 4,

@@ -144,7 +144,7 @@ def test_damaged_newer_and_foreign_files(tmp_path):
     db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match="newer iqk-studio .*schema 99.* up to 1"):
+    with pytest.raises(StoreError, match="newer iqk-studio .*schema 99.* up to 2"):
         ResultsStore(newer)
     foreign = tmp_path / "foreign.sqlite3"
     db = sqlite3.connect(foreign)
@@ -189,3 +189,35 @@ def test_recorded_sensitivity_groups(store):
     g = run.groups[1]
     assert (g.index, g.label, g.bytes_before, g.bytes_after, g.kld, g.same_top) == (
         2, "ffn_down", 8192, 2048, 0.031, 0.95)
+
+
+def test_costs_merge_and_key(tmp_path):
+    from iqk_studio.results import CostKey, CostRow
+
+    key = CostKey("m", "t", 512, 2, "", "v1")
+    with open_store(tmp_path / "r.sqlite3") as s:
+        s.put_costs(key, [CostRow("blk.0.attn_v", "q4_0", kld=0.01, kld_err=0.001, bytes=10)])
+        s.put_costs(key, [CostRow("blk.0.attn_v", "q4_0", err=3.5, bytes=10),
+                          CostRow("token_embd", "q8_0", kld=0.002, bytes=99)])
+        s.put_costs(CostKey("m", "t", 512, 4, "", "v1"), [CostRow("x", "q4_0", kld=1.0)])
+        rows = {(r.group, r.type): r for r in s.get_costs(key)}
+    assert set(rows) == {("blk.0.attn_v", "q4_0"), ("token_embd", "q8_0")}
+    r = rows[("blk.0.attn_v", "q4_0")]
+    assert (r.kld, r.kld_err, r.err, r.bytes) == (0.01, 0.001, 3.5, 10)
+    assert math.isnan(rows[("token_embd", "q8_0")].err)
+
+
+def test_version_1_file_gains_the_costs_table(tmp_path):
+    p = tmp_path / "old.sqlite3"
+    with open_store(p):
+        pass
+    db = sqlite3.connect(p)
+    db.execute("DROP TABLE costs")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    from iqk_studio.results import CostKey, CostRow
+
+    with open_store(p) as s:
+        s.put_costs(CostKey("m", "t", 512, 1), [CostRow("g", "q4_0", kld=0.5)])
+        assert s.get_costs(CostKey("m", "t", 512, 1))[0].kld == 0.5

@@ -1,12 +1,12 @@
-"""What the commands print while a job runs: llama-perplexity's `[i]ppl,` stream and
-llama-quantize's per-tensor line (built-in and external runs alike)."""
+"""What the commands print while a job runs: llama-perplexity's `[i]ppl,` stream, its KLD table,
+and llama-quantize's per-tensor line (built-in and external runs alike)."""
 
 from __future__ import annotations
 
 import sys
 
 from iqk_studio.cli import CliError, interruptible
-from iqk_studio.jobs.events import Chunk, Failed, Finished, Progress
+from iqk_studio.jobs.events import Chunk, Failed, Finished, KldChunk, Progress
 
 
 def print_chunks(events, prog: str, progress: bool = False) -> Finished:
@@ -34,6 +34,37 @@ def print_chunks(events, prog: str, progress: bool = False) -> Finished:
             print()
             return ev
     raise CliError("the job ended without a result")
+
+
+def print_kld(events) -> int:
+    """Print llama-perplexity's KLD table, a row per KldChunk, then the final statistics; 0."""
+    from iqk_studio.jobs.kld import format_chunk, format_header
+
+    first = True
+    for ev in interruptible(events):
+        if isinstance(ev, Progress) and not ev.total and ev.message:
+            print(f"kl_divergence: {ev.message} ..", file=sys.stderr, flush=True)
+        elif isinstance(ev, KldChunk):
+            if first:
+                print(f"kl_divergence: {ev.tokens_per_second:.1f} tokens/s", file=sys.stderr)
+                print(format_header())
+                first = False
+            print(format_chunk(ev), flush=True)
+        elif isinstance(ev, Failed):
+            raise CliError(ev.message)
+        elif isinstance(ev, Finished):
+            print()
+            if ev.message:
+                print(ev.message)
+            return 0
+    raise CliError("the job ended without a result")
+
+
+def print_quant_totals(r) -> None:
+    """llama-quantize's closing lines for a quantize result (source_bytes, bytes, seconds)."""
+    print(f"model size  = {r.source_bytes / 2**20:8.2f} MB")
+    print(f"quant size  = {r.bytes / 2**20:8.2f} MB")
+    print(f"quantize time = {r.seconds * 1000:8.2f} ms")
 
 
 def eta(seconds: float) -> str:

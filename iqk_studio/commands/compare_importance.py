@@ -30,9 +30,10 @@ def add_arguments(p) -> None:
     p.add_argument("--no-default", action="store_true", help="skip the default weighting")
     p.add_argument("--no-uniform", action="store_true", help="skip w = 1")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    from iqk_studio.commands.external import add_llama_option
+    from iqk_studio.commands.external import add_llama_option, add_store_option
 
     add_llama_option(p, "llama-perplexity")
+    add_store_option(p)
     p.add_argument("--workdir", metavar="DIR",
                    help="with --llama-perplexity: where each mode's GGUF is written and deleted "
                    "after its run (default: the model's folder)")
@@ -112,7 +113,8 @@ def run(args) -> int:
 
         no_extra(args, "--llama-perplexity")
         job = compare_importance_job(path, pl, args.file, modes, args.ctx_size, args.chunks,
-                                     not args.no_base, args.recipe, dumps(recipe))
+                                     not args.no_base, args.recipe, dumps(recipe),
+                                     wrap=None if args.no_store else _record)
     table = None
     tty = sys.stderr.isatty()
     for ev in job:
@@ -134,6 +136,17 @@ def run(args) -> int:
     else:
         print_table(table)
     return 0
+
+
+def _record(job, spec, name):
+    """A built-in run of the comparison recorded in the results store under `name`."""
+    from iqk_studio.results import RecordedJob
+    from iqk_studio.results.recording import builtin_spec
+
+    def warn(msg: str) -> None:
+        print(f"iqk-studio-cli: warning: the run is not recorded: {msg}", file=sys.stderr)
+
+    return RecordedJob(job, builtin_spec(spec, name), on_error=warn)
 
 
 def table_json(table) -> dict:

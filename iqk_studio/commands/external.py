@@ -163,9 +163,9 @@ def run_kld(args, base, model) -> int:
     import os
     import tempfile
 
-    from iqk_studio.commands._print import print_chunks
+    from iqk_studio.commands._print import print_chunks, print_kld
     from iqk_studio.external.runs import kld_run, save_base_run
-    from iqk_studio.jobs.kld import format_chunk, format_header, is_base_file
+    from iqk_studio.jobs.kld import is_base_file
 
     b = binary(args, "llama-perplexity")
     extra = tool_args(args)
@@ -202,8 +202,7 @@ def run_kld(args, base, model) -> int:
                        base_model_path=None if is_base_file(base) else base, source="external",
                        engine=b.engine, engine_version=b.version)
         try:
-            return _print_kld(cli_events(job, "kl_divergence", args.progress), format_header,
-                              format_chunk)
+            return print_kld(cli_events(job, "kl_divergence", args.progress))
         finally:
             job.close()
     finally:
@@ -211,29 +210,13 @@ def run_kld(args, base, model) -> int:
             Path(temp).unlink(missing_ok=True)
 
 
-def _print_kld(events, format_header, format_chunk) -> int:
-    first = True
-    for ev in events:
-        if isinstance(ev, KldChunk):
-            if first:
-                print(format_header())
-                first = False
-            print(format_chunk(ev), flush=True)
-        elif isinstance(ev, Failed):
-            raise CliError(ev.message)
-        elif isinstance(ev, Finished):
-            print()
-            if ev.message:
-                print(ev.message)
-            return 0
-    raise CliError("the job ended without a result")
-
 
 @_term_stops_tool
 def run_quantize(args, model: Path, out: Path, recipe) -> int:
     """llama-quantize with the recipe's options in the binary's dialect, printed as ours."""
     from types import SimpleNamespace
 
+    from iqk_studio.commands._print import print_quant_totals
     from iqk_studio.commands._print import tensor_line as _line
     from iqk_studio.external.args import quantize_args
     from iqk_studio.external.runs import quantize_run
@@ -261,10 +244,7 @@ def run_quantize(args, model: Path, out: Path, recipe) -> int:
                 elif isinstance(ev, Failed):
                     raise CliError(ev.message)
                 elif isinstance(ev, Finished):
-                    r = ev.result
-                    print(f"model size  = {r.source_bytes / 2**20:8.2f} MB")
-                    print(f"quant size  = {r.bytes / 2**20:8.2f} MB")
-                    print(f"quantize time = {r.seconds * 1000:8.2f} ms")
+                    print_quant_totals(ev.result)
     finally:
         job.close()
         if type_file is not None:

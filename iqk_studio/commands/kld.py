@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from iqk_studio.cli import CliError, interruptible
+from iqk_studio.cli import CliError
 from iqk_studio.commands._checks import (
     check_memory,
     check_output,
@@ -14,13 +14,12 @@ from iqk_studio.commands._checks import (
     check_threads,
     model_files,
 )
-from iqk_studio.commands._print import print_chunks
+from iqk_studio.commands._print import print_chunks, print_kld
 from iqk_studio.commands.perplexity import act_options, add_act_quant
 from iqk_studio.demo import resolve_model_arg
 from iqk_studio.engine.threads import set_threads
 from iqk_studio.gguf.reader import open_model
-from iqk_studio.jobs.events import Failed, Finished, KldChunk, Progress
-from iqk_studio.jobs.kld import format_chunk, format_header, is_base_file, kld_job, save_base_job
+from iqk_studio.jobs.kld import is_base_file, kld_job, save_base_job
 
 PASSTHROUGH = True  # `-- EXTRA ARGS` go to llama-perplexity
 
@@ -94,27 +93,6 @@ def run(args) -> int:
     job = external.recorded(job, args, "kld", model, args.file, args.ctx_size, args.chunks,
                             base_model_path=None if is_base_file(base) else base)
     try:
-        return _print(job)
+        return print_kld(job)
     finally:
         job.close()
-
-
-def _print(job) -> int:
-    first = True
-    for ev in interruptible(job):
-        if isinstance(ev, Progress) and not ev.total and ev.message:
-            print(f"kl_divergence: {ev.message} ..", file=sys.stderr, flush=True)
-        elif isinstance(ev, KldChunk):
-            if first:
-                print(f"kl_divergence: {ev.tokens_per_second:.1f} tokens/s", file=sys.stderr)
-                print(format_header())
-                first = False
-            print(format_chunk(ev), flush=True)
-        elif isinstance(ev, Failed):
-            raise CliError(ev.message)
-        elif isinstance(ev, Finished):
-            print()
-            if ev.message:
-                print(ev.message)
-            return 0
-    raise CliError("the job ended without a result")

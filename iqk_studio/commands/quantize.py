@@ -9,6 +9,7 @@ from pathlib import Path
 
 from iqk_studio.cli import CliError, interruptible
 from iqk_studio.commands._checks import check_output, check_threads, model_files
+from iqk_studio.commands._print import print_quant_totals
 from iqk_studio.commands._print import tensor_line as _line
 from iqk_studio.jobs.events import Failed, Finished, TensorDone
 
@@ -90,10 +91,7 @@ def run(args) -> int:
                 elif isinstance(ev, Failed):
                     raise CliError(f"failed to quantize: {ev.message}")
                 elif isinstance(ev, Finished):
-                    r = ev.result
-                    print(f"model size  = {r.source_bytes / 2**20:8.2f} MB")
-                    print(f"quant size  = {r.bytes / 2**20:8.2f} MB")
-                    print(f"quantize time = {r.seconds * 1000:8.2f} ms")
+                    print_quant_totals(ev.result)
         finally:
             job.close()  # Ctrl-C between events: the job removes its temp file
     sys.stdout.flush()

@@ -25,9 +25,10 @@ from iqk_studio.gui.job_panel import JobPanel, fmt_seconds
 from iqk_studio.gui.results_model import ResultsModel
 from iqk_studio.gui.results_panel import ResultsPanel
 from iqk_studio.gui.session import Session
-from iqk_studio.gui.store_source import StoreSource, builtin_spec, run_name
+from iqk_studio.gui.store_source import StoreSource, run_name
 from iqk_studio.jobs.evaluate import evaluate
 from iqk_studio.jobs.events import Chunk, KldChunk, RunInfo
+from iqk_studio.results.recording import builtin_spec
 
 REDRAW_MS = 33  # at most ~30 redraws a second
 LIVE = (30, 30, 30)

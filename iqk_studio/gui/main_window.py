@@ -59,6 +59,7 @@ class MainWindow(QMainWindow):
         self.sensitivity_view.record = lambda job, spec: self.results.source.record(
             job, spec, on_error=self.eval_view.store_problem.emit)
         self.summary = SummaryPanel()
+        self.summary.prediction.store = self.cost_store
         self.tabs = QTabWidget()
         for w, name in ((self.tensors_view, "Tensors"), (self.grids_view, "Grids"),
                         (self.eval_view, "Evaluate"), (self.chart_view, "Size/quality"),
@@ -75,6 +76,7 @@ class MainWindow(QMainWindow):
         self.tabs.setMinimumWidth(420)
         self.setCentralWidget(self.split)
         self.quantize_control = QuantizeControl(self)
+        self._optimize = None  # the optimizer's dialog, once opened
 
         s.plan_changed.connect(self._plan_changed)
         s.stale_changed.connect(self._stale)
@@ -88,6 +90,8 @@ class MainWindow(QMainWindow):
         self.chart_view.open_run.connect(self.eval_view.open_recipe)
         s.model_changed.connect(lambda m: self.chart_view.set_model(
             m.metadata if m is not None else None))
+        s.model_changed.connect(lambda m: self.summary.prediction.set_model(
+            s.model_path if m is not None else None))
         for panel in (self.eval_view.panel, self.sensitivity_view.panel):
             panel.compiling.connect(lambda m: self.statusBar().showMessage(m, 0))
             panel.done.connect(lambda _: self.statusBar().clearMessage())
@@ -139,6 +143,7 @@ class MainWindow(QMainWindow):
         self._action(run, "&Cancel running jobs", self.cancel_jobs, "Shift+F5")
         self._action(run, "&Quantize to GGUF...", self.quantize_control.start_dialog, "Ctrl+Shift+Q")
         self._action(run, "Compare &importance modes...", self.compare_importance)
+        self._action(run, "&Optimize for a size budget...", self.optimize_dialog)
         h = self.menuBar().addMenu("&Help")
         self._action(h, "&About iqk-studio", lambda: desktop.about(self))
 
@@ -151,6 +156,13 @@ class MainWindow(QMainWindow):
         return a
 
     # --- model -------------------------------------------------------------------------------
+    @property
+    def cost_store(self):
+        """Where the optimizer's measurements are kept and read: the results list's store
+        when it is a file, else the user's default store (None)."""
+        src = self.results.source
+        return src.store.path if getattr(src, "persistent", False) else None
+
     @property
     def model(self):
         return self.session.model
@@ -304,10 +316,26 @@ class MainWindow(QMainWindow):
         if dlg is not None:
             dlg.exec()
 
+    def optimize_dialog(self):
+        """The optimizer's dialog (modeless; the one running is raised instead of a new one)."""
+        from iqk_studio.gui.optimize_dialog import open_dialog
+
+        dlg = self._optimize
+        if dlg is not None and dlg.runner.busy:
+            dlg.raise_()
+            return dlg
+        if dlg is not None:
+            dlg.deleteLater()
+        self._optimize = dlg = open_dialog(self)
+        if dlg is not None:
+            dlg.show()
+        return dlg
+
     def runners(self):
+        extra = (self._optimize.runner,) if self._optimize is not None else ()
         return (self.eval_view.panel.runner, self.quantize_control.runner,
                 self.grids_view.runner, self.grids_view.stats_view.runner,
-                self.sensitivity_view.panel.runner)
+                self.sensitivity_view.panel.runner) + extra
 
     def shutdown(self) -> None:
         """Cancel running jobs and wait for their threads (a cancelled quantize removes its

@@ -282,22 +282,3 @@ class StoreSource:
 
 def _at(seq, i: int) -> float:
     return seq[i] if i < len(seq) else NAN
-
-
-def builtin_spec(spec) -> RunSpec:
-    """The RunSpec of a built-in evaluation (jobs.evaluate.EvalSpec); hashes the model and the
-    text, so call it on the worker thread. The recipe is kept as typed (comments too)."""
-    from dataclasses import replace
-
-    from iqk_studio.jobs.evaluate import type_mix
-    from iqk_studio.results import evaluation_spec
-
-    p = spec.plan
-    facts = {"importance": spec.importance if p is not None else "",
-             "recipe_name": spec.recipe_name if p is not None else ""}
-    if p is not None:
-        facts.update(types=type_mix(p.entries), n_elements=p.n_elements)
-    rs = evaluation_spec("kld" if spec.base_path else "perplexity", spec.model_path,
-                         spec.text_path, spec.n_ctx, spec.chunks, plan=p,
-                         base_model_path=spec.base_path, facts=facts)
-    return replace(rs, recipe=spec.recipe_text or None) if p is not None else rs

@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QScrollArea, QVBoxLayout, QWidget
 
+from iqk_studio.gui.prediction import PredictionLabel
 from iqk_studio.recipe.records import Plan
 
 CLASS_LABELS = {
@@ -52,6 +53,7 @@ class SummaryPanel(QScrollArea):
         self.total.setWordWrap(True)
         self.state = QLabel("")
         self.state.setWordWrap(True)
+        self.prediction = PredictionLabel()  # the optimizer's predicted KLD (blank: unmeasured)
         self.delta, self.bytes, self.source, self.devices = (_label() for _ in range(4))
         self.delta.setText("")
         self.errors = QLabel("")
@@ -71,6 +73,7 @@ class SummaryPanel(QScrollArea):
         lay = QVBoxLayout(inner)
         lay.addWidget(QLabel("model size"))
         lay.addWidget(self.total)
+        lay.addWidget(self.prediction)
         lay.addWidget(self.state)
         lay.addLayout(totals)
         lay.addWidget(self.errors)
@@ -89,14 +92,17 @@ class SummaryPanel(QScrollArea):
         """Grey the numbers and say why while they are not those of the recipe text."""
         self.stale = stale
         self.total.setStyleSheet(_TOTAL_STYLE + ("; color: #999" if stale else ""))
+        self.prediction.set_stale(stale)
         self.state.setText(f"<span style='color:#b60'>\u23f3 {why}</span>" if stale else "")
 
     def show_plan(self, plan: Plan | None) -> None:
         if plan is None:
             self.total.setText("-")
+            self.prediction.update_plan(None)
             return
         mib = plan.total_bytes < 2**30
         self.total.setText(size_line(plan))
+        self.prediction.update_plan(plan)
         if self._previous is not None and self._previous != plan.total_bytes:
             d = plan.total_bytes - self._previous
             sign = "+" if d > 0 else "\u2212"

@@ -73,11 +73,13 @@ class ImportanceTable:
                       if r.result is not None]
 
 
-def _run(spec: EvalSpec, step0: int, total: int, label: str):
-    """Drive one evaluate() run, re-numbering its progress; returns its RunResult, or raises
-    ValueError with the reason it failed."""
+def _run(spec: EvalSpec, step0: int, total: int, label: str, wrap=None, name: str = ""):
+    """Drive one evaluate() run (through `wrap(job, spec, name)` when given, e.g. to record it),
+    re-numbering its progress; returns its RunResult, or raises ValueError with the reason it
+    failed."""
     result = None
-    for ev in evaluate(spec):
+    job = evaluate(spec) if wrap is None else wrap(evaluate(spec), spec, name or label)
+    for ev in job:
         if isinstance(ev, Progress) and ev.total and ev.message.startswith("chunk"):
             yield Progress(step0 + ev.done * 100 // ev.total, total, f"{label}: {ev.message}")
         elif isinstance(ev, Progress):
@@ -93,10 +95,12 @@ def _run(spec: EvalSpec, step0: int, total: int, label: str):
 
 def compare_importance_job(model_path, plan, text_path, modes: list[ImportanceMode],
                            n_ctx: int = 512, chunks: int = 4, base: bool = True,
-                           recipe_label: str = "recipe", recipe_text: str = ""
+                           recipe_label: str = "recipe", recipe_text: str = "", wrap=None
                            ) -> Iterator[object]:
     """Perplexity of the file as it is (when `base`) and of the plan quantized in each mode,
-    over the same chunks of the text. Progress counts 100 steps per run."""
+    over the same chunks of the text. Progress counts 100 steps per run. `wrap(job, spec,
+    name)`, when given, wraps each run's evaluate() job (the CLI records them in the results
+    store); `name` is the run's name in the results list."""
     if not modes:
         yield Failed("no importance mode to compare")
         return
@@ -106,7 +110,8 @@ def compare_importance_job(model_path, plan, text_path, modes: list[ImportanceMo
                   chunks=chunks)
     if base:
         try:
-            base_res = yield from _run(EvalSpec(**common), 0, total, "unquantized")
+            base_res = yield from _run(EvalSpec(**common), 0, total, "unquantized", wrap,
+                                      f"{Path(model_path).name} (file)")
         except ValueError as e:
             yield Failed(f"unquantized model: {e}")
             return
@@ -116,7 +121,8 @@ def compare_importance_job(model_path, plan, text_path, modes: list[ImportanceMo
         spec = EvalSpec(**common, plan=plan, importance=mode.importance, imatrix=mode.imatrix,
                         recipe_text=recipe_text or recipe_label, recipe_name=recipe_label)
         try:
-            r = yield from _run(spec, 100 * (k + base), total, mode.label)
+            r = yield from _run(spec, 100 * (k + base), total, mode.label, wrap,
+                               f"{recipe_label}: {mode.label}")
             row = ImportanceRow(k + 1, len(modes), mode.label, r.ppl, r.ppl_err, ppl_base,
                                 r.total_bytes, r.bpw, r.n_chunks, r.n_ctx, r.seconds, "", r)
         except (QuantError, ValueError) as e:  # e.g. a type that needs an imatrix

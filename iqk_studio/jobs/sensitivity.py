@@ -8,11 +8,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from iqk_studio.engine.forward import Forward
+from iqk_studio.engine.scoring import BaseLogProbs, base_rows, kld_rows
 from iqk_studio.engine.weights import GGUFWeights, QuantizedWeights
 from iqk_studio.jobs.events import Failed, Finished, Progress
-from iqk_studio.jobs.kld import model_base, run_kld
-from iqk_studio.jobs.perplexity import TextTooShort, n_chunks_for, tokenize_file
+from iqk_studio.jobs.kld_stats import KldAccumulator, result_of
+from iqk_studio.jobs.perplexity import TextTooShort, chunk_window, n_chunks_for, tokenize_file
 from iqk_studio.jobs.recipe_eval import tensor_importance
 from iqk_studio.quant.types import by_name
 
@@ -84,10 +87,111 @@ def _sizes(model, types: dict) -> tuple[int, int]:
     return before, after
 
 
+class BaseRun:
+    """The unchanged model over a few chunks, kept in memory: each chunk's hidden rows entering
+    every layer (n_layer x (n_ctx, n_embd) float32), its normalised final rows and its 16-bit
+    base log-probs. A candidate that changes layers >= L only runs layers L.. again."""
+
+    def __init__(self, fw: Forward, tokens: np.ndarray, n_ctx: int, n_chunk: int, add_bos: bool,
+                 bos_id: int):
+        self.fw, self.tokens, self.n_ctx, self.n_chunk = fw, tokens, n_ctx, n_chunk
+        self.add_bos, self.bos_id = add_bos, bos_id
+        self.inputs: list[list[np.ndarray]] = []  # [chunk][layer] -> (n_ctx, n_embd)
+        self.final: list[np.ndarray] = []  # [chunk] -> normalised rows first..n_ctx-2
+        self.base: list[BaseLogProbs] = []
+
+    @property
+    def first(self) -> int:
+        return self.n_ctx // 2
+
+    def window(self, i: int) -> np.ndarray:
+        return chunk_window(self.tokens, i, self.n_ctx, self.add_bos, self.bos_id)
+
+    def targets(self, i: int) -> np.ndarray:
+        return self.tokens[i * self.n_ctx + self.first + 1:(i + 1) * self.n_ctx]
+
+    def run(self) -> Iterator[Progress]:
+        """Evaluate the base (a generator of Progress, one per layer)."""
+        fw, n_layer = self.fw, self.fw.cfg.n_layer
+        total = self.n_chunk * (n_layer + 1)
+        for i in range(self.n_chunk):
+            if hasattr(fw.observer, "new_chunk"):
+                fw.observer.new_chunk()
+            x = fw.embed(self.window(i))
+            ins = []
+            for il in range(n_layer):
+                ins.append(x)
+                x = fw.layer(x, il, (self.first, self.n_ctx - 1) if il == n_layer - 1 else None)
+                yield Progress(i * (n_layer + 1) + il + 1, total,
+                               f"base chunk {i + 1}/{self.n_chunk}: layer {il + 1}/{n_layer}")
+            h = fw.output_norm(x)
+            parts = [base_rows(lg, self.targets(i)[r0:r0 + lg.shape[0]])
+                     for r0, lg in fw.iter_logits(h)]
+            self.base.append(BaseLogProbs(*(np.concatenate([getattr(p[0], f) for p in parts])
+                                            for f in ("scale", "min_log_prob", "q")),
+                                          nll=np.concatenate([p[1] for p in parts])))
+            self.inputs.append(ins)
+            self.final.append(h)
+            yield Progress((i + 1) * (n_layer + 1), total, f"base chunk {i + 1}/{self.n_chunk}")
+
+    def start_for(self, names) -> int:
+        """First step a change of these tensors affects: -1 the embedding (token_embd, or
+        anything outside blk.N but the output), a layer, or n_layer (output only)."""
+        n_layer = self.fw.cfg.n_layer
+        start = n_layer
+        for n in names:
+            parts = n.split(".")
+            if parts[0] == "blk" and len(parts) > 2 and parts[1].isdigit():
+                start = min(start, int(parts[1]))
+            elif n != "output.weight":
+                return -1
+        return start
+
+    def evaluate(self, weights, start: int, label: str = ""):
+        """KLD of the model with `weights` against the base: a generator of Progress returning
+        a KldResult; only the steps from `start` (see start_for) are run again."""
+        fw = Forward(self.fw.cfg, weights, None, self.fw.kv_f16, self.fw.mm.mode,
+                     self.fw.mm.ik_threads)  # multiplied as the base is
+        n_layer = fw.cfg.n_layer
+        per = n_layer - max(start, 0) + 1
+        acc, t0 = KldAccumulator(), time.perf_counter()
+        for i in range(self.n_chunk):
+            if start >= n_layer:
+                h = self.final[i]
+            else:
+                x = fw.embed(self.window(i)) if start < 0 else self.inputs[i][start]
+                for il in range(max(start, 0), n_layer):
+                    x = fw.layer(x, il, (self.first, self.n_ctx - 1) if il == n_layer - 1
+                                 else None)
+                    yield Progress(i * per + il - max(start, 0) + 1, self.n_chunk * per,
+                                   f"{label}: chunk {i + 1}/{self.n_chunk}, layer {il + 1}")
+                h = fw.output_norm(x)
+            b, t = self.base[i], self.targets(i)
+            for r0, lg in fw.iter_logits(h):
+                r1 = r0 + lg.shape[0]
+                rows = kld_rows(lg, BaseLogProbs(b.scale[r0:r1], b.min_log_prob[r0:r1],
+                                                 b.q[r0:r1]), t[r0:r1])
+                if not (np.isfinite(rows.nll).all() and np.isfinite(rows.kld).all()):
+                    raise FloatingPointError(f"{label}: NaN or Inf in the model's output")
+                acc.add(rows)
+            yield Progress((i + 1) * per, self.n_chunk * per, f"{label}: chunk {i + 1}")
+        return result_of(acc, self.n_chunk, self.n_ctx, time.perf_counter() - t0)
+
+
+def open_base(model, text_path, n_ctx: int, chunks: int, observer=None) -> BaseRun:
+    """A BaseRun of an open model over the first `chunks` chunks of a text (not yet run);
+    TextTooShort when the text is too short. observer: sees every matmul of the base pass."""
+    tokens, add_bos, bos_id = tokenize_file(model, text_path)
+    n_chunk = n_chunks_for(len(tokens), n_ctx, chunks, "kl_divergence")
+    fw = Forward.from_model(model, observer=observer, weights=GGUFWeights(model))
+    return BaseRun(fw, np.asarray(tokens, np.int64).reshape(-1), n_ctx, n_chunk, add_bos,
+                   bos_id)
+
+
 def sensitivity_job(model_path, text_path, cands: list[Candidate], n_ctx: int = 512,
                     chunks: int = 2, imatrix=None) -> Iterator[object]:
-    """Base log-probs are computed once and kept in memory (chunks x scored positions x vocab
-    16-bit values), then each candidate is evaluated against them."""
+    """Base hidden states and log-probs are computed once and kept in memory; each candidate
+    runs only the layers from its first changed tensor on."""
     from iqk_studio.gguf.reader import open_model
 
     if not cands:
@@ -95,45 +199,33 @@ def sensitivity_job(model_path, text_path, cands: list[Candidate], n_ctx: int = 
         return
     with open_model(model_path) as model:
         yield Progress(0, 0, "tokenizing the input")
-        tokens, add_bos, bos_id = tokenize_file(model, text_path)
         try:
-            n_chunk = n_chunks_for(len(tokens), n_ctx, chunks, "kl_divergence")
+            base = open_base(model, text_path, n_ctx, chunks)
         except TextTooShort as e:
             yield Failed(str(e))
             return
-        base_ws = GGUFWeights(model)
-        fw0 = Forward.from_model(model, weights=base_ws)
-        steps = fw0.cfg.n_layer + 1
-        total = n_chunk * steps * (len(cands) + 1)
-        src = model_base(fw0, tokens, n_ctx, add_bos, bos_id)
-        stored = []
-        for i in range(n_chunk):
-            stored.append((yield from src(i, i * steps, total)))
-
-        def cached(i, step0, _total):
-            yield Progress(step0, total, f"base chunk {i + 1}")
-            return stored[i]
-
+        steps = base.n_chunk * (base.fw.cfg.n_layer + 1)
+        total = steps * (len(cands) + 1)
+        yield from base.run()
         for k, cand in enumerate(cands):
             t0 = time.perf_counter()
             imp = tensor_importance(model, cand.types, imatrix)
-            ws = QuantizedWeights(base_ws, cand.types, imp)
-            offset = (k + 1) * n_chunk * steps
+            ws = QuantizedWeights(base.fw.ws, cand.types, imp)
             for _, _, name in ws.prepare():  # a cancel lands within one row block
-                yield Progress(offset, total, f"{cand.label}: quantizing {name}")
-            fw = Forward.from_model(model, weights=ws)
-            result = None
-            for ev in run_kld(fw, tokens, cached, n_ctx, n_chunk, add_bos, bos_id):
-                if isinstance(ev, Failed):
-                    yield Failed(f"{cand.label}: {ev.message}")
-                    return
-                if isinstance(ev, Finished):
-                    result = ev.result
-                elif isinstance(ev, Progress) and ev.total:
-                    yield Progress(offset + ev.done * n_chunk * steps // ev.total, total,
-                                   f"{cand.label}: {ev.message}")
-            s = result.stats
+                yield Progress((k + 1) * steps, total, f"{cand.label}: quantizing {name}")
+            gen = base.evaluate(ws, base.start_for(cand.types), cand.label)
+            try:
+                while True:
+                    ev = next(gen)
+                    if ev.total:
+                        yield Progress((k + 1) * steps + ev.done * steps // ev.total, total,
+                                       ev.message)
+            except StopIteration as stop:
+                s = stop.value.stats
+            except FloatingPointError as e:
+                yield Failed(str(e))
+                return
             before, after = _sizes(model, cand.types)
             yield Sensitivity(k + 1, len(cands), cand.label, before, after, s.kld, s.kld_err,
                               s.ln_ratio, s.same_top, time.perf_counter() - t0)
-        yield Finished(f"{len(cands)} groups tested over {n_chunk} chunks of {n_ctx}")
+        yield Finished(f"{len(cands)} groups tested over {base.n_chunk} chunks of {n_ctx}")

@@ -13,6 +13,8 @@ from iqk_studio.results.records import (
     SOURCES,
     STATUSES,
     ChunkRow,
+    CostKey,
+    CostRow,
     GroupRow,
     Run,
     RunSpec,
@@ -27,6 +29,6 @@ from iqk_studio.results.store import (
     open_store,
 )
 
-__all__ = ["KINDS", "SOURCES", "STATUSES", "ChunkRow", "GroupRow", "Run", "RunSpec", "RunSummary",
+__all__ = ["KINDS", "SOURCES", "STATUSES", "ChunkRow", "CostKey", "CostRow", "GroupRow", "Run", "RunSpec", "RunSummary",
            "RecordedJob", "evaluation_spec", "file_id", "model_id", "ENV_DATA", "ResultsStore",
            "StoreError", "data_dir", "default_path", "open_store"]

@@ -208,3 +208,22 @@ def info_values(ev: RunInfo) -> dict:
     if f.get("n_ctx"):
         out["n_ctx"] = f["n_ctx"]
     return out
+
+
+def builtin_spec(spec, name: str = "") -> RunSpec:
+    """The RunSpec of a built-in evaluation (jobs.evaluate.EvalSpec), named `name`; hashes the
+    model and the text, so call it on the thread that runs the job. The recipe is kept as typed
+    (comments too)."""
+    from dataclasses import replace
+
+    from iqk_studio.jobs.evaluate import type_mix
+
+    p = spec.plan
+    facts = {"importance": spec.importance if p is not None else "",
+             "recipe_name": spec.recipe_name if p is not None else ""}
+    if p is not None:
+        facts.update(types=type_mix(p.entries), n_elements=p.n_elements)
+    rs = evaluation_spec("kld" if spec.base_path else "perplexity", spec.model_path,
+                         spec.text_path, spec.n_ctx, spec.chunks, plan=p,
+                         base_model_path=spec.base_path, facts=facts, name=name)
+    return replace(rs, recipe=spec.recipe_text or None) if p is not None else rs

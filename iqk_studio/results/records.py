@@ -133,3 +133,31 @@ class Run:
     info: RunSummary
     chunks: tuple[ChunkRow, ...]
     groups: tuple[GroupRow, ...]
+
+
+@dataclass(frozen=True)
+class CostKey:
+    """What makes optimizer measurements reusable: the same model, text, context, chunks,
+    imatrix (its file_id, or "" for none) and method (engine version and measure settings)."""
+
+    model_id: str
+    text_id: str
+    n_ctx: int
+    chunks: int
+    imatrix_id: str = ""
+    method: str = ""
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """One measurement of a tensor group at a type: KLD against the unchanged model (nan when
+    only the weighted quantization error is known), and that error."""
+
+    group: str  # "blk.3.ffn_gate_up", "token_embd", or a recipe's "recipe:<sha256>"
+    type: str  # the type its tensors were given ("" for a recipe)
+    kld: float = NAN
+    kld_err: float = NAN
+    ln_ratio: float = NAN
+    err: float = NAN  # weighted squared quantization error of the group's weights
+    bytes: int = 0
+    seconds: float = NAN

@@ -15,13 +15,15 @@ from pathlib import Path
 from iqk_studio.results.records import (
     CHUNK_FIELDS,
     ChunkRow,
+    CostKey,
+    CostRow,
     GroupRow,
     Run,
     RunSpec,
     RunSummary,
 )
 
-SCHEMA = 1
+SCHEMA = 2  # 2: the optimizer's costs table (added to a version-1 file when opened)
 ENV_DATA = "IQK_STUDIO_DATA"  # a folder that replaces the user data folder
 FILE_NAME = "results.sqlite3"
 
@@ -45,7 +47,14 @@ _DDL = [
     "INTEGER, kld REAL, kld_err REAL, ln_ratio REAL, same_top REAL, seconds REAL, "
     "PRIMARY KEY (run_id, idx))",
     "CREATE INDEX IF NOT EXISTS runs_model ON runs(model_id)",
+    "CREATE TABLE IF NOT EXISTS costs (model_id TEXT NOT NULL, text_id TEXT NOT NULL, n_ctx "
+    "INTEGER NOT NULL, chunks INTEGER NOT NULL, imatrix_id TEXT NOT NULL, method TEXT NOT NULL, "
+    "grp TEXT NOT NULL, type TEXT NOT NULL, kld REAL, kld_err REAL, ln_ratio REAL, err REAL, "
+    "bytes INTEGER, seconds REAL, created REAL, PRIMARY KEY (model_id, text_id, n_ctx, chunks, "
+    "imatrix_id, method, grp, type))",
 ]
+_COST_KEY = ("model_id", "text_id", "n_ctx", "chunks", "imatrix_id", "method")
+_COST_VALUES = ("kld", "kld_err", "ln_ratio", "err")
 # RunSpec fields stored as such (command and facts are JSON)
 _SPEC_COLS = tuple(f.name for f in fields(RunSpec) if f.name not in ("command", "facts"))
 _UPDATABLE = set(_SPEC_COLS) | {"command", "facts", "summary", "final_ppl", "final_ppl_err",
@@ -225,6 +234,39 @@ class ResultsStore:
                         same_top=kld.get("same_top"),
                         summary={k: v for k, v in kld.items() if k != "chunks"})
         return run_id
+
+    def put_costs(self, key: CostKey, rows) -> None:
+        """Store optimizer measurements (one transaction); a value given as nan keeps the one
+        already stored (a KLD and an error measured at different times merge)."""
+        k = [getattr(key, f) for f in _COST_KEY]
+        sets = ", ".join(f"{v} = COALESCE(excluded.{v}, {v})" for v in _COST_VALUES)
+        with self._tx():
+            for r in rows:
+                self._db.execute(
+                    f"INSERT INTO costs VALUES ({', '.join('?' * 15)}) ON CONFLICT DO UPDATE SET "
+                    f"{sets}, bytes = excluded.bytes, seconds = COALESCE(excluded.seconds, "
+                    "seconds), created = excluded.created",
+                    [*k, r.group, r.type, _num(r.kld), _num(r.kld_err), _num(r.ln_ratio),
+                     _num(r.err), int(r.bytes), _num(r.seconds), time.time()])
+
+    def get_costs(self, key: CostKey) -> list[CostRow]:
+        """Every measurement stored under key."""
+        where = " AND ".join(f"{f} = ?" for f in _COST_KEY)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT grp, type, kld, kld_err, ln_ratio, err, bytes, seconds FROM costs WHERE "
+                + where + " ORDER BY grp, type", [getattr(key, f) for f in _COST_KEY]).fetchall()
+        return [CostRow(g, t, *(_nan(v) for v in r[:4]), int(r[4] or 0), _nan(r[5]))
+                for g, t, *r in rows]
+
+    def cost_keys(self, model_id: str) -> list[tuple[CostKey, int, float]]:
+        """The measurement sets of a model: (key, rows with a KLD, newest time), most first."""
+        cols = ", ".join(_COST_KEY)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {cols}, SUM(kld IS NOT NULL), MAX(created) FROM costs WHERE model_id = ? "
+                f"GROUP BY {cols} ORDER BY 7 DESC, 8 DESC", (model_id,)).fetchall()
+        return [(CostKey(*r[:6]), int(r[6] or 0), float(r[7] or 0)) for r in rows]
 
     # ------------------------------------------------------------------ reading
     def list_runs(self, kind: str | None = None, source: str | None = None,
