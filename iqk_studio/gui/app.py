@@ -9,17 +9,27 @@ import argparse
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iqk-studio", description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", help="GGUF file (first split part), or `demo`")
     parser.add_argument("--recipe", help="recipe file to load")
     parser.add_argument("--fresh", action="store_true",
                         help="ignore the remembered model, recipe and window layout")
-    args = parser.parse_args(argv)
+    parser.add_argument("--self-test", nargs="?", const="", metavar="DIR",
+                        help="check this install: open, plan, evaluate and quantize a tiny model "
+                        "made on the spot (in DIR, else a temporary folder) in a window that "
+                        "remembers nothing; exit status 0 when every step passes")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     from PySide6.QtCore import QSettings
+    from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
+    from iqk_studio import resources_dir
     from iqk_studio.gui import desktop
     from iqk_studio.gui.main_window import MainWindow
     from iqk_studio.gui.results_model import ResultsModel
@@ -28,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("iqk-studio")
     app.setOrganizationName("iqk-studio")
+    app.setWindowIcon(QIcon(str(resources_dir() / "icons" / "iqk-studio.png")))
+    if args.self_test is not None:
+        from iqk_studio.gui import selftest
+
+        return selftest.main(args.self_test or None)
     settings = QSettings()
     if args.fresh:
         settings.clear()

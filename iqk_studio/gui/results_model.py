@@ -85,6 +85,7 @@ class ResultsModel(QAbstractTableModel):
         self.baseline_id: str | None = None
         for r in self._runs:
             self._color(r.id)
+        self._adopt_baseline()
 
     # --- reading -------------------------------------------------------------------------------
     def runs(self) -> list[Run]:
@@ -143,6 +144,16 @@ class ResultsModel(QAbstractTableModel):
         self.changed.emit()
         return run
 
+    def _adopt_baseline(self) -> None:
+        """With no baseline, the newest finished perplexity run of a file as it is becomes it
+        (runs of earlier sessions or of the CLI would otherwise stay off the chart)."""
+        if self.baseline() is not None:
+            return
+        for r in sorted(self._runs, key=lambda r: r.created, reverse=True):
+            if r.status == "finished" and r.result.is_file and r.result.kind == "ppl":
+                self.set_baseline(r.id)
+                return
+
     def _put(self, run: Run) -> None:
         """List a run: replace its row when listed, else append it."""
         self._signature = None  # the next refresh compares runs, not an old signature
@@ -184,6 +195,7 @@ class ResultsModel(QAbstractTableModel):
             self.endInsertRows()
             for r in runs[len(old):]:
                 self._color(r.id)
+        self._adopt_baseline()
         self.changed.emit()
         return True
 
@@ -259,6 +271,7 @@ class ResultsModel(QAbstractTableModel):
         for r in runs:
             self._color(r.id)
         self.endResetModel()
+        self._adopt_baseline()
         self.changed.emit()
 
     def state(self) -> dict:
@@ -270,6 +283,7 @@ class ResultsModel(QAbstractTableModel):
         self._shown = {str(i) for i in st.get("shown") or () if str(i) in ids}
         b = str(st.get("baseline") or "")
         self.set_baseline(b if b in ids else None)
+        self._adopt_baseline()
 
     # --- Qt model ------------------------------------------------------------------------------
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 (Qt API)

@@ -50,7 +50,8 @@ class NumItem(QTreeWidgetItem):
 
     def __lt__(self, other):
         c = self.treeWidget().sortColumn()
-        return self.keys[c] < other.keys[c]
+        # a Python bool: numpy's bool_ (np.float64 keys) returned to Qt's sort crashes PySide6
+        return bool(self.keys[c] < other.keys[c])
 
 
 def _job(path, text, cands, n_ctx, chunks, qtype):

@@ -9,6 +9,7 @@ code, nothing kept at exit) and says why in `warning`.
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,8 +102,9 @@ def run_name(r: RunResult, source: str, engine: str = "", label: str = "") -> st
         return f"{label} (log)"
     if source == "external" and r.is_file:
         return f"{Path(r.model_path).name} ({engine.split()[0] if engine else 'llama.cpp'}){kld}"
-    if r.recipe_text and not r.types:  # recorded by the CLI: no type mix known
-        return f"{Path(r.model_path).name} + recipe{kld}"
+    if r.recipe_text and not r.types:  # recorded by the CLI: no type mix known, its base is
+        m = re.search(r"^@base\s+(\S+)", r.recipe_text, re.M)
+        return f"{Path(r.model_path).name} + {m.group(1) + ' ' if m else ''}recipe{kld}"
     return r.default_name()
 
 
