@@ -157,9 +157,13 @@ def test_a_new_run_starts_from_a_clean_plot_and_bar(win, qtbot, monkeypatch):
     with qtbot.waitSignal(v.panel.runner.done, timeout=5000):
         assert v.start()  # events are delivered by the event loop, after this line
         at_start = (v.buf.n, v._running.getData()[0], v.panel.progress.value(),
-                    v.panel.progress.maximum(), v.panel.status.text())
-    n, xs, value, maximum, status = at_start
+                    v.panel.progress.maximum(), v.panel.status.text(), v._band.isVisible())
+    n, xs, value, maximum, status, band = at_start
     assert n == 0 and (xs is None or len(xs) == 0)  # no band or curve of the previous run
+    assert not band and v.buf.n == 1 and v._band.isVisible()
+    v.buf = eval_view.ChunkBuffers()  # what a finished run does: it becomes an overlay
+    v._redraw()
+    assert not v._band.isVisible()  # pyqtgraph would keep drawing the old band
     assert (value, maximum) == (0, 0) and "stop here" not in status
 
 

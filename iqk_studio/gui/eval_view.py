@@ -89,8 +89,8 @@ class EvalView(QWidget):
         self._upper = self.plot.plot([], [], pen=pg.mkPen((*LIVE, 60)))
         self._lower = self.plot.plot([], [], pen=pg.mkPen((*LIVE, 60)))
         # the band must not stretch the view to (0, 0) while it is empty
-        self.plot.addItem(pg.FillBetweenItem(self._lower, self._upper, brush=(*LIVE, 35)),
-                          ignoreBounds=True)
+        self._band = pg.FillBetweenItem(self._lower, self._upper, brush=(*LIVE, 35))
+        self.plot.addItem(self._band, ignoreBounds=True)
         self._running = self.plot.plot([], [], pen=pg.mkPen(LIVE, width=2))
         self._chunks = self.plot.plot([], [], pen=None, symbol="o", symbolSize=4,
                                       symbolBrush=(*LIVE, 120), symbolPen=None)
@@ -282,6 +282,9 @@ class EvalView(QWidget):
         self._running.setData(b.x[:n], b.ppl[:n])
         self._upper.setData(b.x[:n], b.ppl[:n] + err)
         self._lower.setData(b.x[:n], b.ppl[:n] - err)
+        # pyqtgraph keeps the last filled path when both curves are emptied (a finished run left
+        # the band of its second-to-last chunk behind): hide it
+        self._band.setVisible(n > 0)
         fin = np.isfinite(b.chunk_ppl[:n])
         self._chunks.setData(b.x[:n][fin], b.chunk_ppl[:n][fin])
 
