@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from iqk_studio.engine.forward import Forward
-from iqk_studio.engine.scoring import BaseLogProbs, base_rows, kld_rows
+from iqk_studio.engine.scoring import BaseLogProbs, base_rows
 from iqk_studio.jobs.events import Chunk, Failed, Finished, KldChunk, Progress
 from iqk_studio.jobs.kld_stats import (
     MAGIC,
@@ -18,6 +18,7 @@ from iqk_studio.jobs.kld_stats import (
     BaseFileWriter,
     KldAccumulator,
     KldResult,
+    chunk_kld,
     result_of,
 )
 from iqk_studio.jobs.perplexity import (
@@ -94,14 +95,12 @@ def run_kld(fw: Forward, tokens: np.ndarray, base: BaseSource, n_ctx: int = 512,
         h = yield from run_layers(fw, win, first, n_ctx - 1, i * steps + base_steps,
                                   n_chunk * steps, f"chunk {i + 1}/{n_chunk}")
         targets = tokens[i * n_ctx + first + 1:(i + 1) * n_ctx]
-        for r0, lg in fw.iter_logits(h):
-            r1 = r0 + lg.shape[0]
-            rows = kld_rows(lg, BaseLogProbs(b.scale[r0:r1], b.min_log_prob[r0:r1],
-                                             b.q[r0:r1]), targets[r0:r1])
-            if not (np.isfinite(rows.nll).all() and np.isfinite(rows.kld).all()):
-                yield Failed(f"chunk {i + 1}: NaN or Inf in the model's output")
-                return
-            acc.add(rows)
+        rows = chunk_kld(fw, h, b, targets)
+        if rows is None:
+            yield Failed(f"chunk {i + 1}: NaN or Inf in the model's output")
+            return
+        for r in rows:
+            acc.add(r)
         s = acc.stats()
         dt = time.perf_counter() - t0
         yield Progress((i + 1) * steps, n_chunk * steps, f"chunk {i + 1}/{n_chunk}")

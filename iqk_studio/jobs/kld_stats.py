@@ -12,11 +12,26 @@ from pathlib import Path
 
 import numpy as np
 
-from iqk_studio.engine.scoring import BaseLogProbs, KldRows
+from iqk_studio.engine.scoring import BaseLogProbs, KldRows, kld_rows
 
 MAGIC = b"_logits_"
 KLD_PERCENTILES = (0.999, 0.99, 0.95, 0.90, 0.10, 0.05, 0.01, 0.001)
 DP_PERCENTILES = (0.999, 0.99, 0.95, 0.90, 0.75, 0.25, 0.10, 0.05, 0.01, 0.001)
+
+
+def chunk_kld(fw, h, base: BaseLogProbs, targets) -> list[KldRows] | None:
+    """One chunk's KLD rows: the model's logits from hidden states `h` (the scored half), in the
+    engine's vocabulary slices, against the base's log-probs of the same positions; None when
+    the model's output has a NaN or Inf."""
+    out = []
+    for r0, lg in fw.iter_logits(h):
+        r1 = r0 + lg.shape[0]
+        rows = kld_rows(lg, BaseLogProbs(base.scale[r0:r1], base.min_log_prob[r0:r1],
+                                         base.q[r0:r1]), targets[r0:r1])
+        if not (np.isfinite(rows.nll).all() and np.isfinite(rows.kld).all()):
+            return None
+        out.append(rows)
+    return out
 
 
 def mean_and_unc(s: float, s2: float, n: int) -> tuple[float, float]:

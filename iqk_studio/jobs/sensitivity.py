@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from iqk_studio.engine.forward import Forward
-from iqk_studio.engine.scoring import BaseLogProbs, base_rows, kld_rows
+from iqk_studio.engine.scoring import BaseLogProbs, base_rows
 from iqk_studio.engine.weights import GGUFWeights, QuantizedWeights
 from iqk_studio.jobs.events import Failed, Finished, Progress
-from iqk_studio.jobs.kld_stats import KldAccumulator, result_of
+from iqk_studio.jobs.kld_stats import KldAccumulator, chunk_kld, result_of
 from iqk_studio.jobs.perplexity import TextTooShort, chunk_window, n_chunks_for, tokenize_file
 from iqk_studio.jobs.recipe_eval import tensor_importance
 from iqk_studio.quant.types import by_name
@@ -167,13 +167,11 @@ class BaseRun:
                                    f"{label}: chunk {i + 1}/{self.n_chunk}, layer {il + 1}")
                 h = fw.output_norm(x)
             b, t = self.base[i], self.targets(i)
-            for r0, lg in fw.iter_logits(h):
-                r1 = r0 + lg.shape[0]
-                rows = kld_rows(lg, BaseLogProbs(b.scale[r0:r1], b.min_log_prob[r0:r1],
-                                                 b.q[r0:r1]), t[r0:r1])
-                if not (np.isfinite(rows.nll).all() and np.isfinite(rows.kld).all()):
-                    raise FloatingPointError(f"{label}: NaN or Inf in the model's output")
-                acc.add(rows)
+            rows = chunk_kld(fw, h, b, t)
+            if rows is None:
+                raise FloatingPointError(f"{label}: NaN or Inf in the model's output")
+            for r in rows:
+                acc.add(r)
             yield Progress((i + 1) * per, self.n_chunk * per, f"{label}: chunk {i + 1}")
         return result_of(acc, self.n_chunk, self.n_ctx, time.perf_counter() - t0)
 
