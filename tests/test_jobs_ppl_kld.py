@@ -123,3 +123,32 @@ def test_chunk_line_format_matches_reference_log(shared):
     ev = KldChunk(1, 8, 11.0817, 2.3795, 0.0, -0.00346, 0.00526, 0.00191, 0.00026, 0.01227,
                   0.00180, 0.98431, 0.00780, 0.0, 0.0)
     assert format_chunk(ev) == line
+
+
+def test_chunk_kld_over_vocabulary_slices_and_nan():
+    """chunk_kld: the rows of a chunk scored in blocks of positions equal one kld_rows call over
+    all of them; a NaN anywhere in the model's output gives None (the job then fails)."""
+    from iqk_studio.engine.scoring import base_rows, kld_rows
+    from iqk_studio.jobs.kld_stats import chunk_kld
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(10, 17)).astype(np.float32)
+    targets = rng.integers(0, 17, 10)
+    base, _ = base_rows(rng.normal(size=(10, 17)).astype(np.float32), targets)
+
+    class Fw:  # iter_logits yields (first row, logits of a block of rows) as Forward does
+        def __init__(self, lg):
+            self.lg = lg
+
+        def iter_logits(self, h):
+            for r0 in range(0, len(self.lg), 4):
+                yield r0, self.lg[r0:r0 + 4]
+
+    rows = chunk_kld(Fw(logits), None, base, targets)
+    whole = kld_rows(logits, base, targets)
+    assert [len(r.kld) for r in rows] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate([r.kld for r in rows]), whole.kld)
+    np.testing.assert_array_equal(np.concatenate([r.nll for r in rows]), whole.nll)
+    bad = logits.copy()
+    bad[9, 3] = np.nan
+    assert chunk_kld(Fw(bad), None, base, targets) is None

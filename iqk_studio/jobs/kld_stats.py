@@ -21,7 +21,7 @@ DP_PERCENTILES = (0.999, 0.99, 0.95, 0.90, 0.75, 0.25, 0.10, 0.05, 0.01, 0.001)
 
 def chunk_kld(fw, h, base: BaseLogProbs, targets) -> list[KldRows] | None:
     """One chunk's KLD rows: the model's logits from hidden states `h` (the scored half), in the
-    engine's vocabulary slices, against the base's log-probs of the same positions; None when
+    engine's blocks of rows, against the base's log-probs of the same positions; None when
     the model's output has a NaN or Inf."""
     out = []
     for r0, lg in fw.iter_logits(h):
