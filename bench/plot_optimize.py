@@ -22,6 +22,7 @@ def _panel(pg, p, d, metric, axis) -> None:
     log = metric == "kld"
     p.setLogMode(False, log)
     p.getAxis("left").enableAutoSIPrefix(False)
+    p.getAxis("left").setWidth(80)  # room for a PPL of a million
     p.addLegend(offset=(10, -10) if log else (10, 10))
     mixes = sorted(d["mixes"], key=lambda r: r["bpw"])
     opt = sorted(d["optimizer"], key=lambda r: r["bpw"])
