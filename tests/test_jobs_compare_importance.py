@@ -225,8 +225,8 @@ def test_cli_records_each_run_in_the_store(shared, tmp_path, monkeypatch, capsys
     j = json.loads(capsys.readouterr().out)
     with open_store() as store:
         runs = {s.name: store.get_run(s.id) for s in store.list_runs(kind="perplexity")}
-    assert set(runs) == {"tiny-qwen2.gguf (file)", f"{recipe}: no imatrix, w = 1"}
-    file_run, mode_run = runs["tiny-qwen2.gguf (file)"], runs[f"{recipe}: no imatrix, w = 1"]
+    assert set(runs) == {"tiny-qwen2.gguf (file)", "r: no imatrix, w = 1"}  # the recipe's stem
+    file_run, mode_run = runs["tiny-qwen2.gguf (file)"], runs["r: no imatrix, w = 1"]
     assert file_run.info.status == mode_run.info.status == "finished"
     assert file_run.info.final_ppl == pytest.approx(j["base"]["ppl"])
     assert mode_run.info.final_ppl == pytest.approx(j["rows"][0]["ppl"])

@@ -98,6 +98,8 @@ def run(args) -> int:
     if not Path(args.file).is_file():
         raise CliError(f"{args.file}: no such text file")
     recipe, pl = _plan(path, args)
+    # the name runs get in the results store and the table: a file's stem, or the library name
+    label = Path(args.recipe).stem if Path(args.recipe).is_file() else args.recipe
     modes = _modes(recipe, args)
     print(f"compare-importance: {args.recipe} ({pl.total_bytes / 2**20:.2f} MiB, {pl.bpw:.4f} bpw)"
           f", {len(modes)} mode(s), {args.chunks} chunk(s) of {args.ctx_size}", file=sys.stderr)
@@ -105,7 +107,7 @@ def run(args) -> int:
         from iqk_studio.commands.external import binary
 
         job = external_job(binary(args, "llama-perplexity"), path, pl, args.file, modes,
-                           args.ctx_size, args.chunks, not args.no_base, args.recipe,
+                           args.ctx_size, args.chunks, not args.no_base, label,
                            Path(args.workdir or path.parent), args.extra_args, args.threads)
     else:
         from iqk_studio.commands.external import no_extra
@@ -113,7 +115,7 @@ def run(args) -> int:
 
         no_extra(args, "--llama-perplexity")
         job = compare_importance_job(path, pl, args.file, modes, args.ctx_size, args.chunks,
-                                     not args.no_base, args.recipe, dumps(recipe),
+                                     not args.no_base, label, dumps(recipe),
                                      wrap=None if args.no_store else _record)
     table = None
     tty = sys.stderr.isatty()
