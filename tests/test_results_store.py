@@ -94,6 +94,28 @@ def test_recorded_job_passes_events_and_records(store):
     assert [c.nll for c in r.chunks] == [2.4, 2.6]
 
 
+def test_recorded_job_is_final_in_the_store_when_the_end_arrives(store):
+    """Finished / Failed are recorded before they are passed on: the window receives them on
+    another thread and reads the run's final values at once (it read an unfinished run, and
+    overwrote the tool's full KLD statistics, when the job wrote only after the consumer's next
+    call)."""
+    fin = Finished("Final estimate: PPL over 2 chunks",
+                   PerplexityResult(12.0, 0.3, 2, 1024, 1000, (11.0, 12.0), 3.0))
+    job = RecordedJob(_job([Chunk(1, 2, 2.4, 11.0, 0.1, 100.0, 5.0), fin]),
+                      RunSpec("perplexity"), store)
+    assert next(job).index == 1 and next(job) is fin  # the generator is now paused at the end
+    r = store.get_run(job.run_id).info
+    assert (r.status, r.final_ppl, r.final_ppl_err) == ("finished", 12.0, 0.3)
+    assert list(job) == [] and store.get_run(job.run_id).info.status == "finished"
+    job = RecordedJob(_job([Chunk(1, 9, 2.4, 11.0, 0.1, 1.0, 1.0), Failed("chunk 2: NaN")]),
+                      RunSpec("perplexity"), store)
+    assert isinstance(next(job), Chunk) and isinstance(next(job), Failed)
+    r = store.get_run(job.run_id).info
+    assert (r.status, r.message, r.final_ppl) == ("failed", "chunk 2: NaN", 11.0)
+    job.close()
+    assert store.get_run(job.run_id).info.status == "failed"  # closing after the end changes nothing
+
+
 def test_recorded_job_failed_and_cancelled(store):
     job = RecordedJob(_job([Chunk(1, 9, 2.4, 11.0, 0.1, 1.0, 1.0), Failed("chunk 2: NaN")]),
                       RunSpec("perplexity"), store)

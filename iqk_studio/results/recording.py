@@ -148,10 +148,15 @@ class RecordedJob:
         except Exception as e:  # a full disk must not stop the evaluation itself
             self._fail(f"results store: {e}")
 
+    def _finish(self, status: str, message: str, finals: dict) -> None:
+        self._finished = True
+        self._write("finish_run", status, message, **finals)
+
     def _run(self):
+        self._finished = False
         self._open()
         t0 = time.monotonic()
-        status, message, finals, last = "failed", "the job ended without a result", {}, None
+        status, message, last = "failed", "the job ended without a result", None
         ended = False  # a Finished or Failed was seen: closing afterwards changes nothing
         try:
             for ev in self._job:
@@ -166,10 +171,13 @@ class RecordedJob:
                     self._write("update_run", **info_values(ev))
                 elif isinstance(ev, Failed):
                     status, message, ended = "failed", ev.message, True
+                    self._finish(status, message, _finals(None, last) if last else {})
                 elif isinstance(ev, Finished):
                     ended = True
                     status, message = "finished", ev.message.split("\n")[-1] if ev.message else ""
-                    finals = _finals(ev.result, last)
+                    # written before the event goes on: whoever receives it (the window, on
+                    # another thread) finds the run's final values in the store
+                    self._finish(status, message, _finals(ev.result, last))
                 yield ev
         except GeneratorExit:
             if not ended:
@@ -184,9 +192,8 @@ class RecordedJob:
             close = getattr(self._job, "close", None)
             if close:
                 close()
-            if status != "finished" and last is not None:
-                finals = _finals(None, last)
-            self._write("finish_run", status, message, **finals)
+            if not self._finished:
+                self._finish(status, message, _finals(None, last) if last is not None else {})
             if self.store is not None and not isinstance(self._store_arg, ResultsStore):
                 self.store.close()
 
