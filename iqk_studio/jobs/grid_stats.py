@@ -18,19 +18,9 @@ from iqk_studio.quant.grid_fit import BLOCK, DECODERS, VARIANTS, fit_stats, vari
 from iqk_studio.quant.importance import imatrix_values, importance_for
 
 
-@dataclass(frozen=True)
-class TensorGridStats:
-    name: str
-    n_weights: int  # weights sampled
-    variants: dict  # "iq4_ks" / "iq4_k" -> (4,) block counts in VARIANTS order
-    variant_source: dict  # type -> "file" (the file's own bytes) or the quantization mode used
-    grids: tuple[str, ...]  # fit grids: e2m1, fe1m2, nf4, iq4k
-    errors: tuple[float, ...]  # Σ best-fit squared error per grid over the sampled blocks
-    energy: float  # Σx² of those blocks
-    n_blocks: int
-    fp4_better: int  # blocks whose best fp4 fit beats the best iq4k variant
-    distance_sum: float  # Σ over blocks of (best fp4 - best iq4k error) / the block's Σx²
-    distances: np.ndarray | None = None  # per block (kept for the GUI's histogram, not the CLI)
+class _FitTotals:
+    """What a tensor's and a model's fit statistics derive alike from their sums (grids, errors,
+    energy, n_blocks, distance_sum)."""
 
     def rel(self) -> dict[str, float]:
         """Grid -> relative squared error Σerr / Σx² (fit quality of the whole sample)."""
@@ -43,7 +33,22 @@ class TensorGridStats:
 
 
 @dataclass(frozen=True)
-class ModelGridStats:
+class TensorGridStats(_FitTotals):
+    name: str
+    n_weights: int  # weights sampled
+    variants: dict  # "iq4_ks" / "iq4_k" -> (4,) block counts in VARIANTS order
+    variant_source: dict  # type -> "file" (the file's own bytes) or the quantization mode used
+    grids: tuple[str, ...]  # fit grids: e2m1, fe1m2, nf4, iq4k
+    errors: tuple[float, ...]  # Σ best-fit squared error per grid over the sampled blocks
+    energy: float  # Σx² of those blocks
+    n_blocks: int
+    fp4_better: int  # blocks whose best fp4 fit beats the best iq4k variant
+    distance_sum: float  # Σ over blocks of (best fp4 - best iq4k error) / the block's Σx²
+    distances: np.ndarray | None = None  # per block (kept for the GUI's histogram, not the CLI)
+
+
+@dataclass(frozen=True)
+class ModelGridStats(_FitTotals):
     n_tensors: int
     variants: dict  # type -> (4,) summed counts
     grids: tuple[str, ...]
@@ -52,14 +57,6 @@ class ModelGridStats:
     n_blocks: int
     fp4_better: int
     distance_sum: float
-
-    def rel(self) -> dict[str, float]:
-        return {g: (e / self.energy if self.energy else 0.0) for g, e in zip(self.grids,
-                                                                             self.errors)}
-
-    @property
-    def mean_distance(self) -> float:
-        return self.distance_sum / self.n_blocks if self.n_blocks else 0.0
 
 
 def eligible(model, pattern: str | None = None) -> list[str]:
