@@ -150,6 +150,9 @@ def test_cli_json_and_errors(tiny, measured, capsys, tmp_path, monkeypatch):
     assert main(["optimize", str(model), "-f", str(tmp_path / "nope.txt"), "--target-gib",
                  "1"]) == 1
     assert "cannot read the text" in capsys.readouterr().err
+    assert main(["optimize", str(model), "-f", str(text), "--gpu-gib", "1", "--cpu-gib", "1",
+                 "--placement", "ffn_=CPU,=CPU"]) == 1
+    assert "bad placement '=CPU' (expected regex=DEVICE)" in capsys.readouterr().err
 
 
 def test_gpu_cpu_budgets(tiny, measured):

@@ -65,16 +65,13 @@ def budget_from_args(args, n_elements: int):
 
 
 def _placement(args):
-    from iqk_studio.recipe.records import Placement
+    from iqk_studio.recipe.cmdline import split_placement
 
-    out = []
-    for arg in args.placement:
-        for item in arg.split(","):
-            pat, _, dev = item.partition("=")
-            if not pat:
-                raise CliError(f"bad placement {item!r} (expected regex=DEVICE)")
-            out.append(Placement(pat, dev or "CPU"))
-    return tuple(out)
+    items = [item for arg in args.placement for item in arg.split(",")]
+    bad = next((item for item in items if not item.partition("=")[0]), None)
+    if bad is not None:
+        raise CliError(f"bad placement {bad!r} (expected regex=DEVICE)")
+    return tuple(p for arg in args.placement for p in split_placement(arg))
 
 
 def run(args) -> int:

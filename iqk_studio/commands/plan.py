@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from iqk_studio.commands._output import dump_json, printable
-from iqk_studio.recipe import Placement, Plan, Recipe, plan
-from iqk_studio.recipe.cmdline import mainline_type, split_custom_q
+from iqk_studio.recipe import Plan, Recipe, plan
+from iqk_studio.recipe.cmdline import mainline_type, split_custom_q, split_placement
 from iqk_studio.recipe.library import resolve
 from iqk_studio.recipe.lint import lint_placement
 from iqk_studio.recipe.records import CLASS_OPTIONS, CLASSES, FLAG_OPTIONS, Rule
@@ -67,9 +67,7 @@ def recipe_from_args(args, base: str | None) -> Recipe:
         changes["imatrix"] = args.imatrix
     place = list(r.placement)
     for arg in args.placement:
-        for item in arg.split(","):
-            pat, _, dev = item.partition("=")
-            place.append(Placement(pat, dev or "CPU"))
+        place.extend(split_placement(arg))
     changes["placement"] = tuple(place)
     r = r.with_(**changes)
     bad = [lint for lint in lint_placement(r) if lint.severity == "error"]

@@ -41,6 +41,16 @@ def split_custom_q(arg: str) -> list[Rule]:
     return rules
 
 
+def split_placement(arg: str) -> list[Placement]:
+    """-ot / --override-tensor / --placement: `regex=DEVICE[,regex=DEVICE...]`, each item split
+    at its first '=' (a bare regex goes to the CPU); no trimming."""
+    out = []
+    for item in arg.split(","):
+        pat, _, dev = item.partition("=")
+        out.append(Placement(pat, dev or "CPU"))
+    return out
+
+
 def mainline_type(name: str) -> str:
     """Mainline parses type names case-insensitively: map to the exact ik spelling."""
     low = {n.lower(): n for n in BY_NAME}
@@ -163,9 +173,7 @@ def import_text(text: str, base: str | None = None) -> tuple[Recipe, list[Lint]]
                     None)
         for k, t in enumerate(argv[:-1]):
             if t in ("-ot", "--override-tensor"):
-                for item in argv[k + 1].split(","):
-                    pat, _, dev = item.partition("=")
-                    placement.append(Placement(pat, dev or "CPU"))
+                placement.extend(split_placement(argv[k + 1]))
         if prog is not None and recipe is None:
             recipe, lints = parse_argv(argv[prog + 1:])
     if recipe is None:
